@@ -1,0 +1,386 @@
+//! Layer configuration: cookie attributes, timeouts, error response and callbacks.
+
+use std::{fmt, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use crate::{
+    callbacks::{Callbacks, RejectReason},
+    error::{ConfigError, SessionError},
+    id::SessionId,
+};
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Sent only on same-site requests.
+    Strict,
+    /// Sent on same-site requests and top-level cross-site navigations (the default).
+    Lax,
+    /// Sent on all requests; requires Secure.
+    None,
+}
+
+/// How the session layer behaves. Build it with the `with_*` methods and pass it to
+/// [`SessionLayer::from_config`](crate::SessionLayer::from_config), which checks it.
+///
+/// | setting | default |
+/// |---|---|
+/// | cookie name | `id` |
+/// | `Path` | `/` |
+/// | `Domain` | none (host-only) |
+/// | `Secure` | on |
+/// | `HttpOnly` | on |
+/// | `SameSite` | `Lax` |
+/// | persistent cookie (`Max-Age`) | off: a browser-session cookie |
+/// | idle timeout | 1 hour |
+/// | sliding expiration | on |
+/// | absolute lifetime | 24 hours |
+/// | error response | `500`, `session unavailable` |
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_typed_sessions::{MemoryStore, SameSite, Session, SessionConfig, SessionLayer};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+/// # impl Session for Data {}
+///
+/// let config = SessionConfig::<Data>::new()
+///     .with_cookie_name("__Host-sid")
+///     .with_same_site(SameSite::Strict)
+///     .with_idle_timeout(Duration::from_secs(30 * 60))
+///     .with_absolute_lifetime(Duration::from_secs(8 * 60 * 60))
+///     .on_started(|id, _data| println!("started {id}"));
+/// let layer = SessionLayer::from_config(MemoryStore::new(), config)?;
+/// # Ok::<_, tower_typed_sessions::ConfigError>(())
+/// ```
+#[must_use]
+pub struct SessionConfig<T> {
+    cookie_name: String,
+    path: String,
+    domain: Option<String>,
+    secure: bool,
+    http_only: bool,
+    same_site: SameSite,
+    persistent: bool,
+    idle_timeout: Duration,
+    sliding: bool,
+    absolute_lifetime: Duration,
+    error_status: StatusCode,
+    error_body: Bytes,
+    callbacks: Callbacks<T>,
+}
+
+impl<T> Default for SessionConfig<T> {
+    fn default() -> Self {
+        Self {
+            cookie_name: "id".to_owned(),
+            path: "/".to_owned(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            persistent: false,
+            idle_timeout: Duration::from_secs(60 * 60),
+            sliding: true,
+            absolute_lifetime: Duration::from_secs(24 * 60 * 60),
+            error_status: StatusCode::INTERNAL_SERVER_ERROR,
+            error_body: Bytes::from_static(b"session unavailable"),
+            callbacks: Callbacks::default(),
+        }
+    }
+}
+
+impl<T> Clone for SessionConfig<T> {
+    fn clone(&self) -> Self {
+        Self {
+            cookie_name: self.cookie_name.clone(),
+            path: self.path.clone(),
+            domain: self.domain.clone(),
+            secure: self.secure,
+            http_only: self.http_only,
+            same_site: self.same_site,
+            persistent: self.persistent,
+            idle_timeout: self.idle_timeout,
+            sliding: self.sliding,
+            absolute_lifetime: self.absolute_lifetime,
+            error_status: self.error_status,
+            error_body: self.error_body.clone(),
+            callbacks: self.callbacks.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SessionConfig<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("cookie_name", &self.cookie_name)
+            .field("path", &self.path)
+            .field("domain", &self.domain)
+            .field("secure", &self.secure)
+            .field("http_only", &self.http_only)
+            .field("same_site", &self.same_site)
+            .field("persistent", &self.persistent)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("sliding", &self.sliding)
+            .field("absolute_lifetime", &self.absolute_lifetime)
+            .field("error_status", &self.error_status)
+            .field("callbacks", &self.callbacks)
+            .finish()
+    }
+}
+
+impl<T> SessionConfig<T> {
+    /// The defaults listed above.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cookie's name (default `id`). A `__Host-` name requires Secure, `Path=/` and no
+    /// Domain; a `__Secure-` name requires Secure: both are checked when the layer is built.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// The cookie's `Path` (default `/`). The removal cookie on logout uses the same path.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain` (default none: the cookie goes only to the host that set it).
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// The `Secure` attribute (default on). Browsers and curl accept Secure cookies from
+    /// `http://localhost`, so leave it on in development too.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The `HttpOnly` attribute (default on), which keeps the cookie away from scripts.
+    pub fn with_http_only(mut self, http_only: bool) -> Self {
+        self.http_only = http_only;
+        self
+    }
+
+    /// The `SameSite` attribute (default [`SameSite::Lax`], always written explicitly).
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Whether the cookie carries a `Max-Age` matching the session's remaining life (default off:
+    /// a browser-session cookie, dropped when the browser closes). With sliding expiration a
+    /// persistent cookie is re-sent on every request, to slide its `Max-Age` too.
+    pub fn with_persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    /// How long an unused session lives (default 1 hour).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether each request that loads the session extends its idle expiry (default on). Off: the
+    /// session dies `idle_timeout` after it was created.
+    pub fn with_sliding_expiration(mut self, sliding: bool) -> Self {
+        self.sliding = sliding;
+        self
+    }
+
+    /// The absolute lifetime from creation (default 24 hours). Neither sliding nor regenerating
+    /// the ID extends it.
+    pub fn with_absolute_lifetime(mut self, lifetime: Duration) -> Self {
+        self.absolute_lifetime = lifetime;
+        self
+    }
+
+    /// The response sent when the store fails (default `500` with `session unavailable`). It
+    /// never carries a Set-Cookie, so the client's cookie survives the outage.
+    pub fn with_error_response(mut self, status: StatusCode, body: impl Into<Bytes>) -> Self {
+        self.error_status = status;
+        self.error_body = body.into();
+        self
+    }
+
+    /// Called when a new session is first stored, with its ID and data.
+    pub fn on_started(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+        self.callbacks.started = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when a request's cookie loaded a live session.
+    pub fn on_loaded(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+        self.callbacks.loaded = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when a response sets the session cookie (a new ID, or a persistent cookie's
+    /// refreshed `Max-Age`).
+    pub fn on_client(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+        self.callbacks.client = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when a session is deleted (logout), with the data it held.
+    pub fn on_deleted(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+        self.callbacks.deleted = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when a request presented a session that had passed its idle expiry or absolute
+    /// deadline (the session is removed and the request gets a fresh one).
+    pub fn on_expired(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+        self.callbacks.expired = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when a session moved to a new ID, with the old ID, the new ID and the data.
+    pub fn on_regenerated(
+        mut self,
+        f: impl Fn(&SessionId, &SessionId, &T) + Send + Sync + 'static,
+    ) -> Self {
+        self.callbacks.regenerated = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when a client's session cookie was not used, with the reason and, when it was well
+    /// formed, the ID.
+    pub fn on_rejected(
+        mut self,
+        f: impl Fn(RejectReason, Option<&SessionId>) + Send + Sync + 'static,
+    ) -> Self {
+        self.callbacks.rejected = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Called when the layer fails (a store error), before it sends the error response.
+    pub fn on_error(mut self, f: impl Fn(&SessionError) + Send + Sync + 'static) -> Self {
+        self.callbacks.error = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    pub(crate) fn validate(self) -> Result<Settings<T>, ConfigError> {
+        let name = &self.cookie_name;
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(ConfigError::InvalidCookieName);
+        }
+        if !self.path.starts_with('/')
+            || !self.path.bytes().all(|b| is_attribute_byte(b) && b != b';')
+        {
+            return Err(ConfigError::InvalidPath);
+        }
+        if let Some(domain) = &self.domain {
+            let valid = !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                return Err(ConfigError::InvalidDomain);
+            }
+        }
+        if name.starts_with("__Host-") {
+            if self.domain.is_some() {
+                return Err(ConfigError::HostPrefixWithDomain);
+            }
+            if self.path != "/" {
+                return Err(ConfigError::HostPrefixWithPath);
+            }
+        }
+        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.secure {
+            return Err(ConfigError::PrefixWithoutSecure);
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(ConfigError::SameSiteNoneWithoutSecure);
+        }
+        if self.idle_timeout.is_zero() || self.absolute_lifetime.is_zero() {
+            return Err(ConfigError::ZeroTimeout);
+        }
+
+        let mut template = cookie::Cookie::build((self.cookie_name.clone(), ""))
+            .path(self.path.clone())
+            .http_only(self.http_only)
+            .secure(self.secure)
+            .same_site(match self.same_site {
+                SameSite::Strict => cookie::SameSite::Strict,
+                SameSite::Lax => cookie::SameSite::Lax,
+                SameSite::None => cookie::SameSite::None,
+            });
+        if let Some(domain) = &self.domain {
+            template = template.domain(domain.clone());
+        }
+        let mut cookie = template.build();
+        // `name=` followed by the attributes, rendered once by the cookie crate.
+        let attributes = cookie.to_string()[name.len() + 1..].to_owned();
+        cookie.make_removal();
+        let removal = HeaderValue::from_str(&cookie.to_string())
+            .map_err(|_| ConfigError::InvalidCookieName)?;
+
+        Ok(Settings {
+            cookie: CookieSettings {
+                name: self.cookie_name,
+                attributes,
+                removal,
+            },
+            persistent: self.persistent,
+            idle_timeout: self.idle_timeout,
+            sliding: self.sliding,
+            absolute_lifetime: self.absolute_lifetime,
+            error_status: self.error_status,
+            error_body: self.error_body,
+            callbacks: self.callbacks,
+        })
+    }
+}
+
+/// RFC 6265 `token`: visible ASCII except separators.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+}
+
+fn is_attribute_byte(b: u8) -> bool {
+    b.is_ascii_graphic() || b == b' '
+}
+
+/// A checked configuration, shared by every request.
+pub(crate) struct Settings<T> {
+    pub(crate) cookie: CookieSettings,
+    pub(crate) persistent: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) sliding: bool,
+    pub(crate) absolute_lifetime: Duration,
+    pub(crate) error_status: StatusCode,
+    pub(crate) error_body: Bytes,
+    pub(crate) callbacks: Callbacks<T>,
+}
+
+impl<T> fmt::Debug for Settings<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("cookie", &self.cookie)
+            .field("persistent", &self.persistent)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("sliding", &self.sliding)
+            .field("absolute_lifetime", &self.absolute_lifetime)
+            .field("error_status", &self.error_status)
+            .field("callbacks", &self.callbacks)
+            .finish()
+    }
+}
+
+/// The cookie's name, its rendered attributes, and the ready-made removal cookie.
+#[derive(Debug)]
+pub(crate) struct CookieSettings {
+    pub(crate) name: String,
+    /// `; Path=/; HttpOnly; ...` as the cookie crate renders them.
+    pub(crate) attributes: String,
+    pub(crate) removal: HeaderValue,
+}

@@ -1,0 +1,135 @@
+//! Reading the session cookie from a request and writing Set-Cookie values.
+
+use http::{header, HeaderMap, HeaderValue};
+
+use crate::{config::CookieSettings, id::SessionId};
+
+/// What the request's cookies say about the session.
+pub(crate) enum Incoming {
+    /// No cookie with the session cookie's name.
+    Absent,
+    /// Cookies with the name, none of them a well-formed ID.
+    Malformed,
+    /// The first well-formed ID among the cookies with the name.
+    Id(SessionId),
+}
+
+/// Finds the session cookie. Several cookies may carry the name (set for different paths or
+/// domains); browsers send the most specific first, so the first well-formed one wins. The scan is
+/// linear in the header size and never allocates.
+pub(crate) fn find_session_id(headers: &HeaderMap, name: &str) -> Incoming {
+    let name = name.as_bytes();
+    let mut seen = false;
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() != name {
+                continue;
+            }
+            seen = true;
+            let mut raw = pair[eq + 1..].trim_ascii();
+            if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
+                raw = &raw[1..raw.len() - 1];
+            }
+            if let Some(id) = SessionId::parse_bytes(raw) {
+                return Incoming::Id(id);
+            }
+        }
+    }
+    if seen {
+        Incoming::Malformed
+    } else {
+        Incoming::Absent
+    }
+}
+
+/// A Set-Cookie header carrying `id`, with `max_age` seconds when the cookie is persistent.
+pub(crate) fn live_cookie(
+    settings: &CookieSettings,
+    id: &SessionId,
+    max_age: Option<u64>,
+) -> HeaderValue {
+    let mut text = String::with_capacity(settings.name.len() + settings.attributes.len() + 64);
+    text.push_str(&settings.name);
+    text.push('=');
+    text.push_str(id.expose_secret());
+    text.push_str(&settings.attributes);
+    if let Some(seconds) = max_age {
+        text.push_str("; Max-Age=");
+        text.push_str(&seconds.to_string());
+    }
+    // Name and attributes were validated when the layer was built and the ID is base64url.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| settings.removal.clone())
+}
+
+/// Adds `Cache-Control: no-store` (unless the handler chose its own) and `Vary: Cookie` to a
+/// response that carries a session cookie, so no shared cache stores or replays it.
+pub(crate) fn mark_uncacheable(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let varies_on_cookie = headers.get_all(header::VARY).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case("cookie") || part.trim() == "*")
+        })
+    });
+    if !varies_on_cookie {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn finds_first_well_formed_cookie_across_headers() {
+        let id = SessionId::generate().unwrap();
+        let good = format!("id={}", id.expose_secret());
+        let map = headers(&[b"a=1; id=short", good.as_bytes()]);
+        assert!(matches!(find_session_id(&map, "id"), Incoming::Id(found) if found == id));
+        let quoted = format!("x=y;id=\"{}\"", id.expose_secret());
+        assert!(matches!(
+            find_session_id(&headers(&[quoted.as_bytes()]), "id"),
+            Incoming::Id(_)
+        ));
+    }
+
+    #[test]
+    fn tells_absent_from_malformed() {
+        assert!(matches!(
+            find_session_id(&headers(&[b"idx=1; xid=2"]), "id"),
+            Incoming::Absent
+        ));
+        assert!(matches!(
+            find_session_id(&headers(&[b"id=\xff\xfe"]), "id"),
+            Incoming::Malformed
+        ));
+        assert!(matches!(
+            find_session_id(&HeaderMap::new(), "id"),
+            Incoming::Absent
+        ));
+    }
+
+    #[test]
+    fn vary_is_appended_once() {
+        let mut map = HeaderMap::new();
+        map.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        mark_uncacheable(&mut map);
+        mark_uncacheable(&mut map);
+        let vary: Vec<_> = map.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Cookie"]);
+        assert_eq!(map[header::CACHE_CONTROL], "no-store");
+    }
+}

@@ -1,0 +1,195 @@
+//! Error types: store failures, layer failures and configuration mistakes.
+
+use std::{error::Error as StdError, fmt};
+
+/// A boxed error from a backend, kept as the `source()` of the typed errors below.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A failure reported by a [`Store`](crate::Store).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed: connection refused or dropped, I/O, protocol.
+    Backend(BoxError),
+    /// The backend did not answer in time.
+    Timeout,
+    /// A stored record could not be decoded (for example the session struct changed, or the
+    /// value under the key is not a session record). The layer answers this with a fresh session,
+    /// not an error.
+    Decode(BoxError),
+    /// A record could not be encoded.
+    Encode(BoxError),
+    /// The store holds its configured maximum number of sessions.
+    CapacityExceeded {
+        /// The configured maximum.
+        limit: usize,
+    },
+}
+
+impl StoreError {
+    /// Whether this is a decode failure (the record exists but cannot be read as this type).
+    pub fn is_decode(&self) -> bool {
+        matches!(self, StoreError::Decode(_))
+    }
+
+    /// Whether the backend timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StoreError::Timeout)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Backend(err) => write!(f, "session store backend failed: {err}"),
+            StoreError::Timeout => f.write_str("session store timed out"),
+            StoreError::Decode(err) => write!(f, "stored session could not be decoded: {err}"),
+            StoreError::Encode(err) => write!(f, "session could not be encoded: {err}"),
+            StoreError::CapacityExceeded { limit } => {
+                write!(f, "session store is full ({limit} sessions)")
+            }
+        }
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            StoreError::Backend(err) | StoreError::Decode(err) | StoreError::Encode(err) => {
+                Some(err.as_ref())
+            }
+            StoreError::Timeout | StoreError::CapacityExceeded { .. } => None,
+        }
+    }
+}
+
+/// Which store operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreOperation {
+    /// Creating a new session.
+    Create,
+    /// Loading a session (with or without sliding its expiry).
+    Load,
+    /// Extending a session's expiry.
+    Touch,
+    /// Saving a changed session.
+    Save,
+    /// Deleting a session.
+    Delete,
+    /// Moving a session to a new ID.
+    Regenerate,
+    /// Counting sessions.
+    Count,
+}
+
+impl fmt::Display for StoreOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreOperation::Create => "create",
+            StoreOperation::Load => "load",
+            StoreOperation::Touch => "touch",
+            StoreOperation::Save => "save",
+            StoreOperation::Delete => "delete",
+            StoreOperation::Regenerate => "regenerate",
+            StoreOperation::Count => "count",
+        })
+    }
+}
+
+/// A failure of the session layer while handling one request. The layer reports it to the
+/// `error` callback and answers with its configured error response, without any Set-Cookie.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A store operation failed.
+    Store {
+        /// What the layer was doing.
+        operation: StoreOperation,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// The operating system's random number generator failed.
+    Random(BoxError),
+    /// The store reported an ID collision on every attempt (a broken store or random source).
+    IdCollision,
+}
+
+impl SessionError {
+    /// The store error, if a store operation failed.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            SessionError::Store { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The store operation that failed, if any.
+    pub fn operation(&self) -> Option<StoreOperation> {
+        match self {
+            SessionError::Store { operation, .. } => Some(*operation),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Store { operation, source } => {
+                write!(f, "session {operation} failed: {source}")
+            }
+            SessionError::Random(err) => write!(f, "random number generator failed: {err}"),
+            SessionError::IdCollision => f.write_str("could not find an unused session id"),
+        }
+    }
+}
+
+impl StdError for SessionError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            SessionError::Store { source, .. } => Some(source),
+            SessionError::Random(err) => Some(err.as_ref()),
+            SessionError::IdCollision => None,
+        }
+    }
+}
+
+/// A configuration that cannot work, refused when the layer is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The cookie name is empty or has characters a cookie name cannot have.
+    InvalidCookieName,
+    /// The cookie path is empty, does not start with `/`, or has `;` or control characters.
+    InvalidPath,
+    /// The cookie domain has characters a domain cannot have.
+    InvalidDomain,
+    /// A `__Host-` cookie must not have a Domain.
+    HostPrefixWithDomain,
+    /// A `__Host-` cookie must have `Path=/`.
+    HostPrefixWithPath,
+    /// A `__Host-` or `__Secure-` cookie must be Secure.
+    PrefixWithoutSecure,
+    /// `SameSite=None` is only accepted by browsers on Secure cookies.
+    SameSiteNoneWithoutSecure,
+    /// The idle timeout or the absolute lifetime is zero.
+    ZeroTimeout,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigError::InvalidCookieName => "invalid session cookie name",
+            ConfigError::InvalidPath => "invalid session cookie path",
+            ConfigError::InvalidDomain => "invalid session cookie domain",
+            ConfigError::HostPrefixWithDomain => "a __Host- cookie must not set a Domain",
+            ConfigError::HostPrefixWithPath => "a __Host- cookie must use Path=/",
+            ConfigError::PrefixWithoutSecure => "a __Host- or __Secure- cookie must be Secure",
+            ConfigError::SameSiteNoneWithoutSecure => "SameSite=None requires Secure",
+            ConfigError::ZeroTimeout => "session timeouts must be greater than zero",
+        })
+    }
+}
+
+impl StdError for ConfigError {}

@@ -1,0 +1,57 @@
+//! Flash messages: set in one request, shown in the next, gone after it.
+
+use serde::{Deserialize, Serialize};
+
+/// One flash message: a key (such as `"notice"` or `"error"`) and its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashMessage {
+    /// What kind of message this is, chosen by the application.
+    pub key: String,
+    /// The message text.
+    pub message: String,
+}
+
+/// A set of flash messages, at most one per key (setting a key again replaces its message).
+///
+/// Stored inside the session record, so it belongs to one user only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Flash {
+    messages: Vec<FlashMessage>,
+}
+
+impl Flash {
+    /// No messages.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// How many messages there are.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// The message stored under `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.messages
+            .iter()
+            .find(|m| m.key == key)
+            .map(|m| m.message.as_str())
+    }
+
+    /// All messages, in the order they were first set.
+    pub fn iter(&self) -> impl Iterator<Item = &FlashMessage> {
+        self.messages.iter()
+    }
+
+    pub(crate) fn insert(&mut self, key: String, message: String) {
+        match self.messages.iter_mut().find(|m| m.key == key) {
+            Some(existing) => existing.message = message,
+            None => self.messages.push(FlashMessage { key, message }),
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.messages.clear();
+    }
+}

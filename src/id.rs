@@ -1,0 +1,178 @@
+//! Session IDs: 256 random bits from the OS CSPRNG, strict parsing, and redacted printing.
+
+use std::fmt;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::SessionError;
+
+/// Random bytes behind one ID.
+const ID_BYTES: usize = 32;
+/// Length of the URL-safe base64 text of [`ID_BYTES`] bytes, without padding.
+pub(crate) const ID_LEN: usize = 43;
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A session ID: 256 bits from the operating system's CSPRNG, written as 43 URL-safe base64
+/// characters.
+///
+/// `Debug` and `Display` never print the ID itself, only a short, stable fingerprint
+/// (`sid:` and 8 hex digits), so IDs can be correlated in logs without leaking a live cookie.
+/// [`SessionId::expose_secret`] gives the raw value; use it only where the raw value must go
+/// (a cookie, a store key).
+///
+/// ```
+/// use tower_typed_sessions::SessionId;
+///
+/// let id = SessionId::generate().unwrap();
+/// assert_eq!(id.expose_secret().len(), 43);
+/// assert!(!format!("{id:?}").contains(id.expose_secret()));
+/// assert_eq!(SessionId::parse(id.expose_secret()), Some(id));
+/// assert_eq!(SessionId::parse("not-an-id"), None);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; ID_LEN]);
+
+impl SessionId {
+    /// Draws a new ID from the operating system's CSPRNG.
+    ///
+    /// Fails only if the operating system cannot provide random bytes.
+    pub fn generate() -> Result<Self, SessionError> {
+        let mut bytes = [0u8; ID_BYTES];
+        getrandom::fill(&mut bytes).map_err(|err| SessionError::Random(Box::new(err)))?;
+        Ok(Self(encode(&bytes)))
+    }
+
+    /// Parses the text form of an ID. Anything that is not exactly 43 characters of the URL-safe
+    /// base64 alphabet in canonical form is refused.
+    ///
+    /// A well-formed ID is not a valid session: only the store knows which IDs it issued.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// Like [`SessionId::parse`], for raw bytes (for example a header value that is not UTF-8).
+    pub fn parse_bytes(bytes: &[u8]) -> Option<Self> {
+        let array: [u8; ID_LEN] = bytes.try_into().ok()?;
+        if !array
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return None;
+        }
+        // 256 bits fill 42 characters and 4 bits of the last: its 2 low bits must be zero,
+        // so that each ID has exactly one text form.
+        let last = ALPHABET.iter().position(|c| *c == array[ID_LEN - 1])?;
+        if last & 0b11 != 0 {
+            return None;
+        }
+        Some(Self(array))
+    }
+
+    /// The raw ID, as it goes into the cookie. Treat it as a secret: whoever holds it holds the
+    /// session. Never log it; `Display` gives a fingerprint for that.
+    pub fn expose_secret(&self) -> &str {
+        // Only ever built from ALPHABET characters, so it is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// A short, stable, non-secret fingerprint of the ID (`sid:` and 8 hex digits), for logs.
+    pub fn fingerprint(&self) -> String {
+        format!("sid:{:08x}", (fnv1a(&self.0) >> 32) as u32)
+    }
+
+    /// A well-spread 64-bit hash of the ID, for sharding.
+    pub(crate) fn shard_hash(&self) -> u64 {
+        fnv1a(&self.0)
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn encode(bytes: &[u8; ID_BYTES]) -> [u8; ID_LEN] {
+    let mut out = [0u8; ID_LEN];
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut pos = 0;
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(*byte);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out[pos] = ALPHABET[((bits >> nbits) & 0x3f) as usize];
+            pos += 1;
+        }
+    }
+    if nbits > 0 {
+        out[pos] = ALPHABET[((bits << (6 - nbits)) & 0x3f) as usize];
+    }
+    out
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint())
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose_secret())
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        SessionId::parse(&text).ok_or_else(|| de::Error::custom("malformed session id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_back_and_differ() {
+        let a = SessionId::generate().unwrap();
+        let b = SessionId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(SessionId::parse(a.expose_secret()), Some(a));
+    }
+
+    #[test]
+    fn refuses_non_canonical_and_foreign_text() {
+        let id = SessionId::generate().unwrap();
+        let mut text = id.expose_secret().as_bytes().to_vec();
+        // Flip the last character to one with low bits set: not canonical.
+        text[ID_LEN - 1] = b'B';
+        assert_eq!(SessionId::parse_bytes(&text), None);
+        text[ID_LEN - 1] = b'+';
+        assert_eq!(SessionId::parse_bytes(&text), None);
+        assert_eq!(SessionId::parse_bytes(&text[..ID_LEN - 1]), None);
+        assert_eq!(SessionId::parse_bytes(&[0xff; ID_LEN]), None);
+    }
+
+    #[test]
+    fn encoding_matches_base64url() {
+        let bytes = [0xffu8; ID_BYTES];
+        let text = encode(&bytes);
+        assert_eq!(&text[..42], "_".repeat(42).as_bytes());
+        assert_eq!(text[42], b'w');
+        let zero = encode(&[0u8; ID_BYTES]);
+        assert_eq!(&zero, "A".repeat(43).as_bytes());
+    }
+}

@@ -1,0 +1,87 @@
+//! Typed, secure cookie sessions for Axum and Hyper, as one Tower layer.
+//!
+//! Your application defines its own session struct and implements [`Session`] for it in one
+//! line. [`SessionLayer`] reads the session cookie, loads the session from a [`Store`], slides its
+//! expiry, rotates flash messages, hands the handler a typed [`SessionHandle`], and on the
+//! response saves only what changed, sets the cookie, regenerates IDs and deletes on logout,
+//! firing lifecycle callbacks for audit logs.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use serde::{Deserialize, Serialize};
+//! use tower_typed_sessions::{MemoryStore, Session, SessionHandle, SessionLayer};
+//!
+//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! struct Visits {
+//!     count: u32,
+//! }
+//! impl Session for Visits {}
+//!
+//! async fn handler(session: SessionHandle<Visits>) -> String {
+//!     let count = session.update(|v| {
+//!         v.count += 1;
+//!         v.count
+//!     });
+//!     format!("you have been here {count} times")
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(SessionLayer::new(MemoryStore::<Visits>::new()));
+//! ```
+//!
+//! # Security defaults
+//! - IDs are 256 bits from the operating system's CSPRNG; an ID the store did not issue is never
+//!   adopted, and a malformed cookie is dropped without a store lookup.
+//! - The cookie is `HttpOnly`, `SameSite=Lax`, `Path=/` and `Secure` unless configured otherwise;
+//!   `__Host-` and `__Secure-` names are checked when the layer is built.
+//! - [`SessionHandle::regenerate`] keeps the data and kills the old ID; [`SessionHandle::delete`]
+//!   deletes server-side and sends a removal cookie with the same Path and Domain.
+//! - Session IDs print as fingerprints in `Debug`, `Display` and `tracing` output.
+//! - A store failure answers with the configured error response and no Set-Cookie.
+//! - Responses that set a session cookie get `Cache-Control: no-store` and `Vary: Cookie`.
+//!
+//! # Deployment caveat
+//! `Secure` cookies are only sent over HTTPS (and to `http://localhost`). Behind a TLS-terminating
+//! proxy keep `Secure` on: the browser sees HTTPS.
+//!
+//! # Features
+//! | Name | Description | Default? |
+//! |---|---|---|
+//! | `axum` | [`SessionHandle`] as an Axum extractor (`FromRequestParts`, `OptionalFromRequestParts`) | yes |
+//! | `full` | all of the above | no |
+#![deny(missing_docs)]
+#![deny(unsafe_code, unreachable_pub)]
+#![warn(rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod callbacks;
+mod config;
+mod cookies;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod flash;
+mod handle;
+mod id;
+mod layer;
+mod record;
+mod service;
+mod session;
+pub mod store;
+
+pub use callbacks::RejectReason;
+pub use config::{SameSite, SessionConfig};
+pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};
+#[cfg(feature = "axum")]
+pub use extract::SessionRejection;
+pub use flash::{Flash, FlashMessage};
+pub use handle::SessionHandle;
+pub use id::SessionId;
+pub use layer::SessionLayer;
+pub use record::{Record, RECORD_FORMAT};
+pub use service::{ResponseFuture, SessionService};
+pub use session::Session;
+pub use store::{memory::MemoryStore, memory::MemoryStoreBuilder, Loaded, Store, WriteOutcome};

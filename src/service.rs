@@ -1,0 +1,380 @@
+//! The service the layer wraps around the application: load, run the handler, persist.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use time::OffsetDateTime;
+use tower_service::Service;
+
+use crate::{
+    callbacks::RejectReason,
+    cookies::{self, Incoming},
+    error::{SessionError, StoreOperation},
+    handle::{Existing, SessionHandle, State},
+    id::SessionId,
+    layer::Shared,
+    record::{Record, RECORD_FORMAT},
+    session::Session,
+    store::{Loaded, Store, WriteOutcome},
+};
+
+/// How many fresh IDs to try when the store reports a collision. With 256 random bits a real
+/// collision never happens; retries only guard against a broken random source or store.
+const ID_ATTEMPTS: usize = 3;
+
+/// The middleware built by [`SessionLayer`](crate::SessionLayer).
+pub struct SessionService<S, T, St> {
+    inner: S,
+    shared: Arc<Shared<T, St>>,
+}
+
+impl<S: Clone, T, St> Clone for SessionService<S, T, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, T, St> fmt::Debug for SessionService<S, T, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, T, St> SessionService<S, T, St> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<T, St>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The response future of [`SessionService`].
+pub struct ResponseFuture<B, E> {
+    inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, T, St, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S, T, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+    T: Session,
+    St: Store<T>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The instance poll_ready prepared goes into the future; a fresh clone stays behind.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let shared = Arc::clone(&self.shared);
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let incoming =
+                    cookies::find_session_id(req.headers(), &shared.settings.cookie.name);
+                let state = match shared.load(incoming).await {
+                    Ok(state) => state,
+                    Err(err) => return Ok(shared.fail(&err)),
+                };
+                let handle = SessionHandle::new(state);
+                req.extensions_mut().insert(handle.clone());
+                let mut response = inner.call(req).await?;
+                match shared.persist(handle.close()).await {
+                    Ok(Some(cookie)) => {
+                        let headers = response.headers_mut();
+                        headers.append(header::SET_COOKIE, cookie);
+                        cookies::mark_uncacheable(headers);
+                        Ok(response)
+                    }
+                    Ok(None) => Ok(response),
+                    Err(err) => Ok(shared.fail(&err)),
+                }
+            }),
+        }
+    }
+}
+
+fn store_error(operation: StoreOperation) -> impl FnOnce(crate::StoreError) -> SessionError {
+    move |source| SessionError::Store { operation, source }
+}
+
+impl<T: Session, St: Store<T>> Shared<T, St> {
+    /// The error response: never a Set-Cookie, so the client keeps its cookie through an outage.
+    fn fail<B: From<Bytes>>(&self, err: &SessionError) -> Response<B> {
+        self.settings.callbacks.error(err);
+        let mut response = Response::new(B::from(self.settings.error_body.clone()));
+        *response.status_mut() = self.settings.error_status;
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    async fn load(&self, incoming: Incoming) -> Result<State<T>, SessionError> {
+        let callbacks = &self.settings.callbacks;
+        let id = match incoming {
+            Incoming::Absent => return Ok(State::fresh()),
+            Incoming::Malformed => {
+                callbacks.rejected(RejectReason::Malformed, None);
+                return Ok(State::fresh());
+            }
+            Incoming::Id(id) => id,
+        };
+        let loaded = if self.settings.sliding {
+            self.store
+                .load_and_touch(&id, self.settings.idle_timeout)
+                .await
+        } else {
+            self.store.load(&id).await
+        };
+        match loaded {
+            Ok(Loaded::Active(record))
+                if record.id == id && !record.is_expired(OffsetDateTime::now_utc()) =>
+            {
+                callbacks.loaded(&id, &record.data);
+                Ok(State::loaded(record, self.settings.sliding))
+            }
+            Ok(Loaded::Active(record)) => {
+                // A store that does not check expiry itself: the layer enforces it.
+                self.store
+                    .delete(&id)
+                    .await
+                    .map_err(store_error(StoreOperation::Delete))?;
+                callbacks.expired(&id, &record.data);
+                Ok(State::fresh())
+            }
+            Ok(Loaded::Expired(record)) => {
+                callbacks.expired(&id, &record.data);
+                Ok(State::fresh())
+            }
+            Ok(Loaded::Missing) => {
+                callbacks.rejected(RejectReason::Unknown, Some(&id));
+                Ok(State::fresh())
+            }
+            Err(err) if err.is_decode() => {
+                tracing::warn!(session = %id, error = %err, "stored session is undecodable; starting a fresh one");
+                callbacks.rejected(RejectReason::Undecodable, Some(&id));
+                if let Err(err) = self.store.delete(&id).await {
+                    tracing::warn!(session = %id, error = %err, "could not delete the undecodable session");
+                }
+                Ok(State::fresh())
+            }
+            Err(err) => Err(store_error(StoreOperation::Load)(err)),
+        }
+    }
+
+    /// Writes what the handler changed and returns the Set-Cookie to send, if any.
+    async fn persist(&self, state: State<T>) -> Result<Option<HeaderValue>, SessionError> {
+        let callbacks = &self.settings.callbacks;
+        let now = OffsetDateTime::now_utc();
+        let mut cookie = None;
+        let mut existing = state.existing;
+
+        if let Some(old_data) = &state.deleted {
+            if let Some(old) = existing.take() {
+                // Missing is fine: someone else already removed it.
+                self.store
+                    .delete(&old.id)
+                    .await
+                    .map_err(store_error(StoreOperation::Delete))?;
+                callbacks.deleted(&old.id, old_data);
+                cookie = Some(self.settings.cookie.removal.clone());
+            }
+        }
+
+        let Some(old) = existing else {
+            if state.changed || !state.outgoing_flash.is_empty() {
+                let record = self.new_record(SessionId::generate()?, state, now);
+                let record = self.create(record).await?;
+                callbacks.started(&record.id, &record.data);
+                cookie = Some(self.live_cookie(&record, now));
+            }
+            return Ok(cookie);
+        };
+
+        if !state.has_data && state.outgoing_flash.is_empty() {
+            // The session only carried a flash, now consumed: nothing is left to keep alive.
+            self.store
+                .delete(&old.id)
+                .await
+                .map_err(store_error(StoreOperation::Delete))?;
+            callbacks.deleted(&old.id, &state.data);
+            return Ok(Some(self.settings.cookie.removal.clone()));
+        }
+
+        if state.regenerate {
+            let mut record = self.existing_record(&old, state, now);
+            record.id = SessionId::generate()?;
+            return match self.regenerate(&old.id, record).await? {
+                Some(record) => {
+                    callbacks.regenerated(&old.id, &record.id, &record.data);
+                    Ok(Some(self.live_cookie(&record, now)))
+                }
+                None => {
+                    tracing::warn!(session = %old.id, "session vanished before it could be regenerated");
+                    Ok(None)
+                }
+            };
+        }
+
+        let announce = self.settings.persistent && old.slid;
+        if state.changed || state.flash_consumed || !state.outgoing_flash.is_empty() {
+            let record = self.existing_record(&old, state, now);
+            match self
+                .store
+                .save(&record)
+                .await
+                .map_err(store_error(StoreOperation::Save))?
+            {
+                WriteOutcome::Done if announce => Ok(Some(self.live_cookie(&record, now))),
+                WriteOutcome::Done => Ok(None),
+                _ => {
+                    // Deleted (logout) or expired meanwhile: never resurrect it, never send a
+                    // cookie for it.
+                    tracing::debug!(session = %old.id, "session vanished before it could be saved");
+                    Ok(None)
+                }
+            }
+        } else if announce {
+            let max_age = seconds_until(old.effective_expiry(), now);
+            callbacks.client(&old.id, &state.data);
+            Ok(Some(cookies::live_cookie(
+                &self.settings.cookie,
+                &old.id,
+                Some(max_age),
+            )))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn new_record(&self, id: SessionId, state: State<T>, now: OffsetDateTime) -> Record<T> {
+        let mut record = Record::new(
+            id,
+            state.data,
+            now,
+            self.settings.idle_timeout,
+            self.settings.absolute_lifetime,
+        );
+        record.flash = state.outgoing_flash;
+        record.has_data = state.has_data;
+        record
+    }
+
+    fn existing_record(&self, old: &Existing, state: State<T>, now: OffsetDateTime) -> Record<T> {
+        Record {
+            format: RECORD_FORMAT,
+            id: old.id,
+            data: state.data,
+            flash: state.outgoing_flash,
+            has_data: state.has_data,
+            created_at: old.created_at,
+            last_seen: now,
+            expires_at: old.expires_at,
+            deadline: old.deadline,
+        }
+    }
+
+    /// Creates `record`, drawing another ID on a collision.
+    async fn create(&self, mut record: Record<T>) -> Result<Record<T>, SessionError> {
+        for attempt in 0..ID_ATTEMPTS {
+            if attempt > 0 {
+                record.id = SessionId::generate()?;
+            }
+            match self
+                .store
+                .create(&record)
+                .await
+                .map_err(store_error(StoreOperation::Create))?
+            {
+                WriteOutcome::Done => return Ok(record),
+                _ => tracing::warn!("session id collision; drawing another"),
+            }
+        }
+        Err(SessionError::IdCollision)
+    }
+
+    /// Moves `old` to `record.id`, drawing another ID on a collision. `None`: `old` is gone.
+    async fn regenerate(
+        &self,
+        old: &SessionId,
+        mut record: Record<T>,
+    ) -> Result<Option<Record<T>>, SessionError> {
+        for attempt in 0..ID_ATTEMPTS {
+            if attempt > 0 {
+                record.id = SessionId::generate()?;
+            }
+            match self
+                .store
+                .regenerate(old, &record)
+                .await
+                .map_err(store_error(StoreOperation::Regenerate))?
+            {
+                WriteOutcome::Done => return Ok(Some(record)),
+                WriteOutcome::Missing => return Ok(None),
+                _ => tracing::warn!("session id collision; drawing another"),
+            }
+        }
+        Err(SessionError::IdCollision)
+    }
+
+    fn live_cookie(&self, record: &Record<T>, now: OffsetDateTime) -> HeaderValue {
+        let max_age = self
+            .settings
+            .persistent
+            .then(|| seconds_until(record.effective_expiry(), now));
+        self.settings.callbacks.client(&record.id, &record.data);
+        cookies::live_cookie(&self.settings.cookie, &record.id, max_age)
+    }
+}
+
+fn seconds_until(at: OffsetDateTime, now: OffsetDateTime) -> u64 {
+    u64::try_from((at - now).whole_seconds()).unwrap_or(0)
+}

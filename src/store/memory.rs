@@ -1,0 +1,388 @@
+//! An in-process store: the embedded default.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use super::{Loaded, Store, WriteOutcome};
+use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
+
+const SHARDS: usize = 64;
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+type Shard<T> = RwLock<HashMap<SessionId, Record<T>>>;
+
+/// Sessions kept in this process's memory.
+///
+/// # Behavior
+/// - Sharded: requests for different sessions rarely contend, and no lock is held across an
+///   `await`.
+/// - An expired session is never returned, even before the sweeper has removed it.
+/// - A background task (spawned on the Tokio runtime at the first write) removes expired
+///   sessions every sweep interval; it ends when the last clone of the store is dropped.
+/// - Optional cap on the number of sessions: creating one more fails with
+///   [`StoreError::CapacityExceeded`] (after expired sessions have been purged).
+/// - Clones share the same sessions. Sessions are lost when the process exits.
+///
+/// ```
+/// use tower_typed_sessions::{MemoryStore, Session};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+/// # impl Session for Data {}
+/// use std::time::Duration;
+///
+/// let store: MemoryStore<Data> = MemoryStore::builder()
+///     .with_max_sessions(100_000)
+///     .with_sweep_interval(Duration::from_secs(30))
+///     .build();
+/// ```
+pub struct MemoryStore<T> {
+    inner: Arc<Inner<T>>,
+}
+
+struct Inner<T> {
+    shards: Box<[Shard<T>]>,
+    len: AtomicUsize,
+    max_sessions: Option<usize>,
+    sweep_interval: Duration,
+    sweeper_started: AtomicBool,
+    /// Dropped with the store, which tells the sweeper to stop.
+    sweeper_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl<T> Clone for MemoryStore<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T> fmt::Debug for MemoryStore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.inner.len.load(Ordering::Relaxed))
+            .field("max_sessions", &self.inner.max_sessions)
+            .field("sweep_interval", &self.inner.sweep_interval)
+            .finish()
+    }
+}
+
+impl<T: Session> Default for MemoryStore<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds a [`MemoryStore`] with non-default settings.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_sessions: Option<usize>,
+    sweep_interval: Duration,
+}
+
+impl MemoryStoreBuilder {
+    /// Refuses to create more than `max` sessions at once (default: no limit).
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = Some(max);
+        self
+    }
+
+    /// How often the background task removes expired sessions (default 60 s).
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Builds the store.
+    pub fn build<T: Session>(self) -> MemoryStore<T> {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+                len: AtomicUsize::new(0),
+                max_sessions: self.max_sessions,
+                sweep_interval: self.sweep_interval,
+                sweeper_started: AtomicBool::new(false),
+                sweeper_stop: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl<T: Session> MemoryStore<T> {
+    /// A store with no session limit and a 60 s sweep interval.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for non-default settings.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_sessions: None,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+        }
+    }
+
+    /// Removes every expired session now, returning how many were removed. The background
+    /// sweeper calls this; it is public for applications that run without a Tokio runtime.
+    pub fn purge_expired(&self) -> usize {
+        self.inner.purge_expired(OffsetDateTime::now_utc())
+    }
+
+    fn shard(&self, id: &SessionId) -> &Shard<T> {
+        &self.inner.shards[(id.shard_hash() as usize) % SHARDS]
+    }
+
+    fn ensure_sweeper(&self) {
+        if self.inner.sweeper_started.load(Ordering::Relaxed)
+            || self.inner.sweeper_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        // Outside a Tokio runtime there is no sweeper: expired sessions are still never
+        // returned, and `purge_expired` frees them.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        *lock_mutex(&self.inner.sweeper_stop) = Some(stop_tx);
+        let weak: Weak<Inner<T>> = Arc::downgrade(&self.inner);
+        let interval = self.inner.sweep_interval;
+        runtime.spawn(sweep(weak, interval, stop_rx));
+    }
+}
+
+async fn sweep<T: Session>(
+    weak: Weak<Inner<T>>,
+    interval: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        // The sender lives in the store: once the store is dropped, `stop` resolves at once.
+        if tokio::time::timeout(interval, &mut stop).await.is_ok() {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let removed = inner.purge_expired(OffsetDateTime::now_utc());
+        if removed > 0 {
+            tracing::debug!(removed, "memory store swept expired sessions");
+        }
+    }
+}
+
+impl<T> Inner<T> {
+    fn purge_expired(&self, now: OffsetDateTime) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = write(shard);
+            let before = map.len();
+            map.retain(|_, record| !record.is_expired(now));
+            removed += before - map.len();
+        }
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+}
+
+// A panic inside a lock cannot leave a map half-updated (every update is one insert/remove), so a
+// poisoned lock is safe to keep using.
+fn read<T>(shard: &Shard<T>) -> RwLockReadGuard<'_, HashMap<SessionId, Record<T>>> {
+    shard
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(shard: &Shard<T>) -> RwLockWriteGuard<'_, HashMap<SessionId, Record<T>>> {
+    shard
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock_mutex<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl<T: Session> Store<T> for MemoryStore<T> {
+    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        self.ensure_sweeper();
+        if let Some(limit) = self.inner.max_sessions {
+            if self.inner.len.load(Ordering::Relaxed) >= limit
+                && (self.inner.purge_expired(OffsetDateTime::now_utc()) == 0
+                    || self.inner.len.load(Ordering::Relaxed) >= limit)
+            {
+                return Err(StoreError::CapacityExceeded { limit });
+            }
+        }
+        let mut map = write(self.shard(&record.id));
+        match map.get(&record.id) {
+            Some(existing) if !existing.is_expired(OffsetDateTime::now_utc()) => {
+                return Ok(WriteOutcome::Collision)
+            }
+            Some(_) => {
+                map.insert(record.id, record.clone());
+            }
+            None => {
+                map.insert(record.id, record.clone());
+                self.inner.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(WriteOutcome::Done)
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        {
+            let map = read(self.shard(id));
+            match map.get(id) {
+                None => return Ok(Loaded::Missing),
+                Some(record) if !record.is_expired(now) => {
+                    return Ok(Loaded::Active(record.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(self.remove_if_expired(id, now))
+    }
+
+    async fn load_and_touch(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+    ) -> Result<Loaded<T>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = write(self.shard(id));
+        let Some(record) = map.get_mut(id) else {
+            return Ok(Loaded::Missing);
+        };
+        if record.is_expired(now) {
+            let expired = map.remove(id);
+            drop(map);
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+            return Ok(expired.map_or(Loaded::Missing, Loaded::Expired));
+        }
+        record.touch(now, idle);
+        Ok(Loaded::Active(record.clone()))
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        expires_at: OffsetDateTime,
+    ) -> Result<WriteOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = write(self.shard(id));
+        match map.get_mut(id) {
+            Some(record) if !record.is_expired(now) => {
+                record.last_seen = now;
+                record.expires_at = expires_at.min(record.deadline);
+                Ok(WriteOutcome::Done)
+            }
+            _ => Ok(WriteOutcome::Missing),
+        }
+    }
+
+    async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = write(self.shard(&record.id));
+        match map.get_mut(&record.id) {
+            Some(existing) if !existing.is_expired(now) => {
+                *existing = record.clone();
+                Ok(WriteOutcome::Done)
+            }
+            _ => Ok(WriteOutcome::Missing),
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
+        let removed = write(self.shard(id)).remove(id);
+        match removed {
+            Some(record) => {
+                self.inner.len.fetch_sub(1, Ordering::Relaxed);
+                if record.is_expired(OffsetDateTime::now_utc()) {
+                    Ok(WriteOutcome::Missing)
+                } else {
+                    Ok(WriteOutcome::Done)
+                }
+            }
+            None => Ok(WriteOutcome::Missing),
+        }
+    }
+
+    async fn regenerate(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let old_index = (old.shard_hash() as usize) % SHARDS;
+        let new_index = (record.id.shard_hash() as usize) % SHARDS;
+        // Both shards stay locked for the whole move, always in index order (no deadlock), so no
+        // other request sees the session under both IDs or under neither.
+        let (mut first, mut second) = match old_index.cmp(&new_index) {
+            std::cmp::Ordering::Equal => (write(&self.inner.shards[old_index]), None),
+            std::cmp::Ordering::Less => {
+                let a = write(&self.inner.shards[old_index]);
+                (a, Some(write(&self.inner.shards[new_index])))
+            }
+            std::cmp::Ordering::Greater => {
+                let b = write(&self.inner.shards[new_index]);
+                (write(&self.inner.shards[old_index]), Some(b))
+            }
+        };
+        let old_live = first.get(old).is_some_and(|r| !r.is_expired(now));
+        if !old_live {
+            return Ok(WriteOutcome::Missing);
+        }
+        let new_map = second.as_deref_mut().unwrap_or(&mut first);
+        if new_map.get(&record.id).is_some_and(|r| !r.is_expired(now)) {
+            return Ok(WriteOutcome::Collision);
+        }
+        let replaced = new_map.insert(record.id, record.clone()).is_some();
+        first.remove(old);
+        if replaced {
+            // An expired entry under the new ID was overwritten and the old one removed.
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(WriteOutcome::Done)
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .inner
+            .shards
+            .iter()
+            .map(|shard| read(shard).values().filter(|r| !r.is_expired(now)).count())
+            .sum())
+    }
+}
+
+impl<T: Session> MemoryStore<T> {
+    fn remove_if_expired(&self, id: &SessionId, now: OffsetDateTime) -> Loaded<T> {
+        let mut map = write(self.shard(id));
+        match map.get(id) {
+            Some(record) if record.is_expired(now) => {
+                let expired = map.remove(id);
+                drop(map);
+                self.inner.len.fetch_sub(1, Ordering::Relaxed);
+                expired.map_or(Loaded::Missing, Loaded::Expired)
+            }
+            // Refreshed or replaced between the two locks.
+            Some(record) => Loaded::Active(record.clone()),
+            None => Loaded::Missing,
+        }
+    }
+}

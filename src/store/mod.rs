@@ -1,0 +1,97 @@
+//! The storage contract and its backends.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
+
+pub mod memory;
+
+/// What [`Store::load`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Loaded<T> {
+    /// A live session.
+    Active(Record<T>),
+    /// The session existed but was past its expiry; the store has removed it.
+    Expired(Record<T>),
+    /// No session under that ID (never issued, deleted, or evicted by TTL).
+    Missing,
+}
+
+/// The result of a write that can find the key taken or gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOutcome {
+    /// The write happened.
+    Done,
+    /// The session to update does not exist (any more): nothing was written.
+    Missing,
+    /// The new ID is already in use: nothing was written.
+    Collision,
+}
+
+/// A session backend. This is the only trait a backend implements; the layer does the rest.
+///
+/// Every operation is explicit so that a backend can make each one atomic and cheap:
+/// `create` never overwrites, `save` never re-creates, `regenerate` moves a session in one step.
+/// Implementations must be safe for concurrent calls.
+#[async_trait]
+pub trait Store<T: Session>: Send + Sync + 'static {
+    /// Inserts a new session. Returns [`WriteOutcome::Collision`] if the ID is taken, and never
+    /// overwrites.
+    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError>;
+
+    /// Loads a session without changing it.
+    async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError>;
+
+    /// Loads a session and slides its idle expiry to `now + idle` (capped at the deadline), in one
+    /// step where the backend can. The returned record shows the new expiry.
+    ///
+    /// The default loads, then touches.
+    async fn load_and_touch(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+    ) -> Result<Loaded<T>, StoreError> {
+        let mut record = match self.load(id).await? {
+            Loaded::Active(record) => record,
+            other => return Ok(other),
+        };
+        record.touch(OffsetDateTime::now_utc(), idle);
+        match self.touch(id, record.expires_at).await? {
+            WriteOutcome::Done => Ok(Loaded::Active(record)),
+            _ => Ok(Loaded::Missing),
+        }
+    }
+
+    /// Extends a session's idle expiry to `expires_at` (capped at its deadline) without rewriting
+    /// its data. Returns [`WriteOutcome::Missing`] if it is gone.
+    async fn touch(
+        &self,
+        id: &SessionId,
+        expires_at: OffsetDateTime,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Replaces an existing session's record. Update-only: if the session was deleted or expired
+    /// meanwhile, returns [`WriteOutcome::Missing`] and writes nothing.
+    async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError>;
+
+    /// Deletes a session. Returns [`WriteOutcome::Missing`] if there was none.
+    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError>;
+
+    /// Moves the session `old` to `record.id` with `record` as its content, in one step: the old
+    /// ID is dead afterwards and there is no moment at which neither exists. Returns
+    /// [`WriteOutcome::Missing`] if `old` is gone (nothing is created) and
+    /// [`WriteOutcome::Collision`] if the new ID is taken (nothing changes).
+    async fn regenerate(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// How many live sessions the store holds.
+    async fn count(&self) -> Result<usize, StoreError>;
+}
