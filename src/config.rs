@@ -205,6 +205,10 @@ impl<T> SessionConfig<T> {
 
     /// The response sent when the store fails (default `500` with `session unavailable`). It
     /// never carries a Set-Cookie, so the client's cookie survives the outage.
+    ///
+    /// The layer fails closed: when the store fails while saving, after the handler ran, this
+    /// response replaces the handler's, because the client must not believe a change was kept.
+    /// Side effects of the handler outside the session are not undone.
     pub fn with_error_response(mut self, status: StatusCode, body: impl Into<Bytes>) -> Self {
         self.error_status = status;
         self.error_body = body.into();

@@ -70,6 +70,11 @@ pub(crate) fn mark_uncacheable(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    vary_on_cookie(headers);
+}
+
+/// Adds `Vary: Cookie` unless the response already varies on it (or on everything).
+pub(crate) fn vary_on_cookie(headers: &mut HeaderMap) {
     let varies_on_cookie = headers.get_all(header::VARY).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',')

@@ -123,6 +123,7 @@ where
                     Ok(state) => state,
                     Err(err) => return Ok(shared.fail(&err)),
                 };
+                let loaded = state.existing.is_some();
                 let handle = SessionHandle::new(state);
                 req.extensions_mut().insert(handle.clone());
                 let mut response = inner.call(req).await?;
@@ -133,7 +134,13 @@ where
                         cookies::mark_uncacheable(headers);
                         Ok(response)
                     }
-                    Ok(None) => Ok(response),
+                    Ok(None) => {
+                        if loaded {
+                            // The handler may have rendered session data: caches must key on it.
+                            cookies::vary_on_cookie(response.headers_mut());
+                        }
+                        Ok(response)
+                    }
                     Err(err) => Ok(shared.fail(&err)),
                 }
             }),
@@ -240,12 +247,13 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         };
 
         if !state.has_data && state.outgoing_flash.is_empty() {
-            // The session only carried a flash, now consumed: nothing is left to keep alive.
+            // The session only carried a flash, now consumed: nothing is left to keep alive. This
+            // is housekeeping, not a logout, so the `deleted` callback does not fire.
             self.store
                 .delete(&old.id)
                 .await
                 .map_err(store_error(StoreOperation::Delete))?;
-            callbacks.deleted(&old.id, &state.data);
+            tracing::debug!(session = %old.id, "flash-only session consumed and removed");
             return Ok(Some(self.settings.cookie.removal.clone()));
         }
 
