@@ -72,6 +72,11 @@ mod service;
 mod session;
 pub mod store;
 
+/// Compiles the README's Rust blocks as doctests, so the quickstart cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use callbacks::RejectReason;
 pub use config::{SameSite, SessionConfig};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};

@@ -282,8 +282,10 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     client.get("/login").await;
     let id = client.id().unwrap();
     events.take();
+    store.take_calls();
 
     let reply = client.get("/logout").await;
+    assert_eq!(store.take_calls(), ["load_and_touch", "delete"]);
     let removal = reply.set_cookie().expect("removal cookie");
     let mut parts = removal.split("; ");
     assert_eq!(parts.next(), Some("id="));
@@ -714,4 +716,53 @@ async fn concurrent_clients_each_keep_their_own_count() {
         assert_eq!(task.await.unwrap(), format!("{} new=false", n + 1));
     }
     assert_eq!(store.count().await, 32);
+}
+
+#[tokio::test]
+async fn a_slow_write_racing_a_logout_does_not_resurrect_the_session() {
+    let store = TestStore::new();
+    let events = Events::default();
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let gates = std::sync::Arc::new(std::sync::Mutex::new(Some((loaded_tx, go_rx))));
+    let app = support::routes()
+        .route(
+            "/slow-incr",
+            axum::routing::get(move |s: tower_typed_sessions::SessionHandle<Counter>| {
+                let gates = gates.clone();
+                async move {
+                    let (loaded, go) = gates.lock().unwrap().take().unwrap();
+                    loaded.send(()).unwrap();
+                    go.await.unwrap();
+                    s.update(|c| c.count += 100);
+                    "slow write done"
+                }
+            }),
+        )
+        .layer(
+            tower_typed_sessions::SessionLayer::from_config(store.clone(), events.attach(config()))
+                .unwrap(),
+        );
+    let mut client = Client::new(app.clone());
+    client.get("/incr").await;
+    let cookie = format!("id={}", client.id().unwrap().expose_secret());
+
+    let slow = tokio::spawn({
+        let app = app.clone();
+        let cookie = cookie.clone();
+        async move { send(&app, get_with_cookie("/slow-incr", &cookie)).await }
+    });
+    loaded_rx.await.unwrap();
+    let logout = send(&app, get_with_cookie("/logout", &cookie)).await;
+    assert!(logout.set_cookie().unwrap().contains("Max-Age=0"));
+    go_tx.send(()).unwrap();
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, StatusCode::OK);
+    assert!(
+        slow.set_cookies().is_empty(),
+        "no live cookie for a deleted session"
+    );
+    assert_eq!(store.count().await, 0, "the session stays deleted");
+    let replay = send(&app, get_with_cookie("/read", &cookie)).await;
+    assert_eq!(replay.body, "0 new=true");
 }

@@ -84,14 +84,23 @@ impl<T: Session> Default for MemoryStore<T> {
 }
 
 /// Builds a [`MemoryStore`] with non-default settings.
-#[derive(Clone, Debug)]
 #[must_use]
-pub struct MemoryStoreBuilder {
+pub struct MemoryStoreBuilder<T> {
     max_sessions: Option<usize>,
     sweep_interval: Duration,
+    session: std::marker::PhantomData<fn() -> T>,
 }
 
-impl MemoryStoreBuilder {
+impl<T> fmt::Debug for MemoryStoreBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStoreBuilder")
+            .field("max_sessions", &self.max_sessions)
+            .field("sweep_interval", &self.sweep_interval)
+            .finish()
+    }
+}
+
+impl<T: Session> MemoryStoreBuilder<T> {
     /// Refuses to create more than `max` sessions at once (default: no limit).
     pub fn with_max_sessions(mut self, max: usize) -> Self {
         self.max_sessions = Some(max);
@@ -105,7 +114,7 @@ impl MemoryStoreBuilder {
     }
 
     /// Builds the store.
-    pub fn build<T: Session>(self) -> MemoryStore<T> {
+    pub fn build(self) -> MemoryStore<T> {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
@@ -126,10 +135,11 @@ impl<T: Session> MemoryStore<T> {
     }
 
     /// A builder for non-default settings.
-    pub fn builder() -> MemoryStoreBuilder {
+    pub fn builder() -> MemoryStoreBuilder<T> {
         MemoryStoreBuilder {
             max_sessions: None,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            session: std::marker::PhantomData,
         }
     }
 
