@@ -191,6 +191,24 @@ async fn sweep<T: Session>(
 }
 
 impl<T> Inner<T> {
+    /// Counts one more session, refusing past the cap (after purging expired ones once).
+    fn reserve(&self) -> Result<(), StoreError> {
+        let Some(limit) = self.max_sessions else {
+            self.len.fetch_add(1, Ordering::AcqRel);
+            return Ok(());
+        };
+        for attempt in 0..2 {
+            if self.len.fetch_add(1, Ordering::AcqRel) < limit {
+                return Ok(());
+            }
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            if attempt == 0 && self.purge_expired(OffsetDateTime::now_utc()) == 0 {
+                break;
+            }
+        }
+        Err(StoreError::CapacityExceeded { limit })
+    }
+
     fn purge_expired(&self, now: OffsetDateTime) -> usize {
         let mut removed = 0;
         for shard in self.shards.iter() {
@@ -228,28 +246,28 @@ fn lock_mutex<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
 impl<T: Session> Store<T> for MemoryStore<T> {
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
         self.ensure_sweeper();
-        if let Some(limit) = self.inner.max_sessions {
-            if self.inner.len.load(Ordering::Relaxed) >= limit
-                && (self.inner.purge_expired(OffsetDateTime::now_utc()) == 0
-                    || self.inner.len.load(Ordering::Relaxed) >= limit)
-            {
-                return Err(StoreError::CapacityExceeded { limit });
-            }
-        }
+        // Reserve the place before inserting, so that concurrent creates on different shards
+        // cannot all pass the cap together; every path that inserts nothing new gives it back.
+        self.inner.reserve()?;
         let mut map = write(self.shard(&record.id));
         match map.get(&record.id) {
             Some(existing) if !existing.is_expired(OffsetDateTime::now_utc()) => {
-                return Ok(WriteOutcome::Collision)
+                drop(map);
+                self.inner.len.fetch_sub(1, Ordering::AcqRel);
+                Ok(WriteOutcome::Collision)
             }
             Some(_) => {
+                // Replaces an expired entry that was already counted.
                 map.insert(record.id, record.clone());
+                drop(map);
+                self.inner.len.fetch_sub(1, Ordering::AcqRel);
+                Ok(WriteOutcome::Done)
             }
             None => {
                 map.insert(record.id, record.clone());
-                self.inner.len.fetch_add(1, Ordering::Relaxed);
+                Ok(WriteOutcome::Done)
             }
         }
-        Ok(WriteOutcome::Done)
     }
 
     async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {

@@ -8,6 +8,9 @@ use time::OffsetDateTime;
 use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
 
 pub mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 /// What [`Store::load`] found.
 #[derive(Debug)]
@@ -15,7 +18,8 @@ pub mod memory;
 pub enum Loaded<T> {
     /// A live session.
     Active(Record<T>),
-    /// The session existed but was past its expiry; the store has removed it.
+    /// The session existed but was past its expiry; the store has removed it. A backend whose
+    /// entries vanish by TTL reports most expired sessions as [`Loaded::Missing`] instead.
     Expired(Record<T>),
     /// No session under that ID (never issued, deleted, or evicted by TTL).
     Missing,
@@ -67,8 +71,8 @@ pub trait Store<T: Session>: Send + Sync + 'static {
         }
     }
 
-    /// Extends a session's idle expiry to `expires_at` (capped at its deadline) without rewriting
-    /// its data. Returns [`WriteOutcome::Missing`] if it is gone.
+    /// Sets a session's idle expiry to `expires_at` (capped at its deadline) and its `last_seen`
+    /// to now, without rewriting its data. Returns [`WriteOutcome::Missing`] if it is gone.
     async fn touch(
         &self,
         id: &SessionId,
