@@ -51,6 +51,8 @@
 //! | Name | Description | Default? |
 //! |---|---|---|
 //! | `axum` | [`SessionHandle`] as an Axum extractor (`FromRequestParts`, `OptionalFromRequestParts`) | yes |
+//! | `redis` | [`RedisStore`] on one Redis server | no |
+//! | `cluster` | [`RedisStore`] on Redis Cluster | no |
 //! | `full` | all of the above | no |
 #![deny(missing_docs)]
 #![deny(unsafe_code, unreachable_pub)]
@@ -89,4 +91,7 @@ pub use layer::SessionLayer;
 pub use record::{Record, RECORD_FORMAT};
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use store::redis::RedisStore;
 pub use store::{memory::MemoryStore, memory::MemoryStoreBuilder, Loaded, Store, WriteOutcome};

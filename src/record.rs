@@ -42,6 +42,9 @@ pub struct Record<T> {
     #[serde(with = "unix_millis")]
     pub expires_at: OffsetDateTime,
     /// Absolute deadline: the session is dead after this whatever happens.
+    ///
+    /// Serialized last, so that a backend script can read it from the end of the JSON without
+    /// decoding the application's data (the Redis store does).
     #[serde(with = "unix_millis")]
     pub deadline: OffsetDateTime,
 }
@@ -131,6 +134,14 @@ mod tests {
         );
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"v\":1"));
+        let tail = format!(
+            "\"deadline\":{}}}",
+            (now + Duration::from_secs(30)).unix_timestamp() * 1000
+        );
+        assert!(
+            json.ends_with(&tail),
+            "backend scripts read the deadline from the end: {json}"
+        );
         let back: Record<u32> = serde_json::from_str(&json).unwrap();
         assert_eq!(back.id, id);
         assert_eq!(back.data, 7);

@@ -1,0 +1,555 @@
+//! A Redis backend: one server through a reconnecting `ConnectionManager`, or Redis Cluster.
+
+use std::{fmt, future::Future, time::Duration};
+
+use async_trait::async_trait;
+use redis::{aio::ConnectionManager, FromRedisValue, RedisError, Script};
+use time::OffsetDateTime;
+
+use super::{Loaded, Store, WriteOutcome};
+use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
+
+const DEFAULT_PREFIX: &str = "session:";
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+const SCAN_BATCH: usize = 1000;
+
+/// The timestamps that end every record's JSON (`Record` serializes them last, in this order), so
+/// scripts can read and rewrite them without decoding the application's data.
+const TAIL: &str = r#"'"last_seen":(%d+),"expires_at":(%d+),"deadline":(%d+)}$'"#;
+
+/// Loads a record and slides its expiry in one round trip: `last_seen` becomes now, `expires_at`
+/// the earlier of `now + idle` and the deadline, and the TTL follows.
+/// KEYS[1] = key; ARGV = now ms, now + idle ms. Returns nil; {value, -1} for a value that is not
+/// a record (the client then fails to decode it); {value, 0} for a record past its deadline
+/// (deleted); else {updated value, 1}.
+const LOAD_AND_TOUCH: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+local seen, old, deadline = string.match(value, TAIL)
+if not deadline then return {value, -1} end
+local expires = ARGV[2]
+if tonumber(deadline) < tonumber(expires) then expires = deadline end
+if tonumber(expires) <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return {value, 0}
+end
+local head = string.sub(value, 1, string.find(value, TAIL) - 1)
+local updated = head .. '"last_seen":' .. ARGV[1] .. ',"expires_at":' .. expires .. ',"deadline":' .. deadline .. '}'
+redis.call('SET', KEYS[1], updated, 'PXAT', expires)
+return {updated, 1}
+"#;
+
+/// Extends a record's expiry to ARGV[2] ms (never past its deadline), with `last_seen` = ARGV[1].
+/// Returns 1, or 0 if missing or not a record.
+const TOUCH: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local seen, old, deadline = string.match(value, TAIL)
+if not deadline then return 0 end
+local expires = ARGV[2]
+if tonumber(deadline) < tonumber(expires) then expires = deadline end
+local head = string.sub(value, 1, string.find(value, TAIL) - 1)
+local updated = head .. '"last_seen":' .. ARGV[1] .. ',"expires_at":' .. expires .. ',"deadline":' .. deadline .. '}'
+redis.call('SET', KEYS[1], updated, 'PXAT', expires)
+return 1
+"#;
+
+/// Moves a session in one atomic step. KEYS = old, new; ARGV = new record, expiry ms.
+/// Returns 1 done, 0 old missing, 2 new taken.
+const REGENERATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// Sessions in Redis: one key per session, `prefix + ID`, holding the record as JSON, with a TTL
+/// equal to the session's effective expiry (the earlier of idle expiry and absolute deadline).
+///
+/// # Commands per operation
+/// | operation | commands | round trips |
+/// |---|---|---|
+/// | create | `SET key value NX PXAT t` (collision: the layer draws a new ID) | 1 |
+/// | load, sliding | one script: `GET`, then `SET ... PXAT` with the slid timestamps | 1 |
+/// | load, fixed expiry | `GET` | 1 |
+/// | save | `SET key value XX PXAT t` (update-only: never re-creates) | 1 |
+/// | delete | `DEL` | 1 |
+/// | regenerate, one server | one script: create the new key, delete the old | 1 |
+/// | regenerate, Cluster | `SET new NX PXAT t`, then `DEL old` (and `DEL new` if the old one was gone) | 2 |
+/// | count | `SCAN MATCH prefix*` (on every primary of a Cluster) | n |
+///
+/// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
+/// connection reconnects by itself after an outage.
+///
+/// ```no_run
+/// use tower_typed_sessions::{store::redis::RedisStore, Session, SessionLayer};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+/// # impl Session for Data {}
+/// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+/// let store = RedisStore::<Data>::connect("redis://127.0.0.1:6379").await?;
+/// let layer = SessionLayer::new(store.with_key_prefix("myapp:session:"));
+/// # Ok(()) }
+/// ```
+pub struct RedisStore<T> {
+    connection: Connection,
+    prefix: String,
+    command_timeout: Duration,
+    scripts: Scripts,
+    session: std::marker::PhantomData<fn() -> T>,
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+#[derive(Clone)]
+struct Scripts {
+    load_and_touch: std::sync::Arc<Script>,
+    touch: std::sync::Arc<Script>,
+    regenerate: std::sync::Arc<Script>,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            load_and_touch: std::sync::Arc::new(Script::new(&with_tail(LOAD_AND_TOUCH))),
+            touch: std::sync::Arc::new(Script::new(&with_tail(TOUCH))),
+            regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
+        }
+    }
+}
+
+fn with_tail(script: &str) -> String {
+    format!("local TAIL = {TAIL}\n{script}")
+}
+
+impl<T> Clone for RedisStore<T> {
+    fn clone(&self) -> Self {
+        Self {
+            connection: self.connection.clone(),
+            prefix: self.prefix.clone(),
+            command_timeout: self.command_timeout,
+            scripts: self.scripts.clone(),
+            session: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RedisStore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field(
+                "connection",
+                &match self.connection {
+                    Connection::Single(_) => "single",
+                    #[cfg(feature = "cluster")]
+                    Connection::Cluster(_) => "cluster",
+                },
+            )
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// Runs one future against whichever connection the store holds.
+macro_rules! on_connection {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        match $store.connection.clone() {
+            Connection::Single(mut $conn) => $store.timed(async move { $body }).await,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut $conn) => $store.timed(async move { $body }).await,
+        }
+    }};
+}
+
+fn backend(err: RedisError) -> StoreError {
+    // A non-string value under a session key is foreign data, not an outage.
+    if err.code() == Some("WRONGTYPE") {
+        return StoreError::Decode(Box::new(err));
+    }
+    if err.is_timeout() {
+        return StoreError::Timeout;
+    }
+    StoreError::Backend(Box::new(err))
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl<T: Session> RedisStore<T> {
+    /// Connects to one Redis server (`redis://host:port/db`) through a `ConnectionManager`, which
+    /// reconnects by itself after an outage. Fails if the server cannot be reached now.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
+            .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(backend)?;
+        Self::from_connection_manager(manager).await
+    }
+
+    /// Uses an existing `ConnectionManager` (for your own TLS, auth or timeouts). Loads the
+    /// scripts, so the first request already takes one round trip.
+    pub async fn from_connection_manager(manager: ConnectionManager) -> Result<Self, StoreError> {
+        let store = Self::with_connection(Connection::Single(manager));
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
+            .response_timeout(DEFAULT_COMMAND_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(backend)?;
+        let connection = client.get_async_connection().await.map_err(backend)?;
+        Self::from_cluster_connection(connection).await
+    }
+
+    /// Uses an existing cluster connection.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn from_cluster_connection(
+        connection: redis::cluster_async::ClusterConnection,
+    ) -> Result<Self, StoreError> {
+        let store = Self::with_connection(Connection::Cluster(connection));
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    fn with_connection(connection: Connection) -> Self {
+        Self {
+            connection,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            scripts: Scripts::new(),
+            session: std::marker::PhantomData,
+        }
+    }
+
+    /// The prefix of every session key (default `session:`).
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one store operation may take before it fails with [`StoreError::Timeout`]
+    /// (default 1 s).
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    fn key(&self, id: &SessionId) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 43);
+        key.push_str(&self.prefix);
+        key.push_str(id.expose_secret());
+        key
+    }
+
+    async fn timed<V>(
+        &self,
+        f: impl Future<Output = Result<V, RedisError>>,
+    ) -> Result<V, StoreError> {
+        match tokio::time::timeout(self.command_timeout, f).await {
+            Ok(result) => result.map_err(backend),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        for script in [
+            &self.scripts.load_and_touch,
+            &self.scripts.touch,
+            &self.scripts.regenerate,
+        ] {
+            on_connection!(self, |conn| script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await)?;
+        }
+        Ok(())
+    }
+
+    async fn query<V: FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<V, StoreError> {
+        on_connection!(self, |conn| cmd.query_async::<V>(&mut conn).await)
+    }
+
+    fn encode(record: &Record<T>) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(record).map_err(|err| StoreError::Encode(Box::new(err)))
+    }
+
+    fn decode(id: &SessionId, bytes: &[u8]) -> Result<Record<T>, StoreError> {
+        let record: Record<T> =
+            serde_json::from_slice(bytes).map_err(|err| StoreError::Decode(Box::new(err)))?;
+        if record.id != *id {
+            return Err(StoreError::Decode(
+                "record stored under another session's key".into(),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Regenerate on a Cluster, where two keys of different slots cannot change in one step:
+    /// create the new key first, then delete the old one, so at no moment are both lost; if the
+    /// old one was already gone (a logout won the race), undo the new one.
+    #[cfg(feature = "cluster")]
+    async fn regenerate_in_two_steps(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+        value: Vec<u8>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let new_key = self.key(&record.id);
+        let mut set = redis::cmd("SET");
+        set.arg(&new_key)
+            .arg(value)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(millis(record.effective_expiry()));
+        if self.query::<Option<String>>(set).await?.is_none() {
+            return Ok(WriteOutcome::Collision);
+        }
+        let mut del = redis::cmd("DEL");
+        del.arg(self.key(old));
+        if self.query::<i64>(del).await? == 1 {
+            return Ok(WriteOutcome::Done);
+        }
+        let mut undo = redis::cmd("DEL");
+        undo.arg(new_key);
+        self.query::<i64>(undo).await?;
+        Ok(WriteOutcome::Missing)
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn count_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+    ) -> Result<usize, StoreError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let nodes: String = self
+            .timed(conn.route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            ))
+            .await
+            .and_then(|value| String::from_redis_value(value).map_err(|e| backend(e.into())))?;
+        let mut total = 0;
+        for line in nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+        {
+            let Some(address) = line.split(' ').nth(1).and_then(|a| a.split('@').next()) else {
+                continue;
+            };
+            let Some((host, port)) = address.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port,
+            });
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", self.prefix))
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH);
+                let value = self.timed(conn.route_command(scan, route.clone())).await?;
+                let (next, keys): (u64, Vec<String>) =
+                    FromRedisValue::from_redis_value(value).map_err(|e| backend(e.into()))?;
+                total += keys.len();
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+#[async_trait]
+impl<T: Session> Store<T> for RedisStore<T> {
+    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&record.id))
+            .arg(Self::encode(record)?)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(millis(record.effective_expiry()));
+        Ok(match self.query::<Option<String>>(cmd).await? {
+            Some(_) => WriteOutcome::Done,
+            None => WriteOutcome::Collision,
+        })
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(id));
+        let Some(bytes) = self.query::<Option<Vec<u8>>>(cmd).await? else {
+            return Ok(Loaded::Missing);
+        };
+        let record = Self::decode(id, &bytes)?;
+        if record.is_expired(OffsetDateTime::now_utc()) {
+            self.delete(id).await?;
+            return Ok(Loaded::Expired(record));
+        }
+        Ok(Loaded::Active(record))
+    }
+
+    async fn load_and_touch(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+    ) -> Result<Loaded<T>, StoreError> {
+        let now = millis(OffsetDateTime::now_utc());
+        let slid = now.saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
+        let key = self.key(id);
+        let script = &self.scripts.load_and_touch;
+        let reply: Option<(Vec<u8>, i64)> = on_connection!(self, |conn| {
+            script
+                .key(&key)
+                .arg(now)
+                .arg(slid)
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        let Some((bytes, status)) = reply else {
+            return Ok(Loaded::Missing);
+        };
+        let record = Self::decode(id, &bytes)?;
+        match status {
+            1 => Ok(Loaded::Active(record)),
+            0 => Ok(Loaded::Expired(record)),
+            // It decoded, yet it is not in the layout this crate writes: refuse it like garbage.
+            _ => Err(StoreError::Decode(
+                "record not in the expected layout".into(),
+            )),
+        }
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        expires_at: OffsetDateTime,
+    ) -> Result<WriteOutcome, StoreError> {
+        let key = self.key(id);
+        let now = millis(OffsetDateTime::now_utc());
+        let script = &self.scripts.touch;
+        let done: i64 = on_connection!(self, |conn| {
+            script
+                .key(&key)
+                .arg(now)
+                .arg(millis(expires_at))
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        Ok(if done == 1 {
+            WriteOutcome::Done
+        } else {
+            WriteOutcome::Missing
+        })
+    }
+
+    async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&record.id))
+            .arg(Self::encode(record)?)
+            .arg("XX")
+            .arg("PXAT")
+            .arg(millis(record.effective_expiry()));
+        Ok(match self.query::<Option<String>>(cmd).await? {
+            Some(_) => WriteOutcome::Done,
+            None => WriteOutcome::Missing,
+        })
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(id));
+        Ok(if self.query::<i64>(cmd).await? > 0 {
+            WriteOutcome::Done
+        } else {
+            WriteOutcome::Missing
+        })
+    }
+
+    async fn regenerate(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let value = Self::encode(record)?;
+        #[cfg(feature = "cluster")]
+        if matches!(self.connection, Connection::Cluster(_)) {
+            return self.regenerate_in_two_steps(old, record, value).await;
+        }
+        let (old_key, new_key) = (self.key(old), self.key(&record.id));
+        let expires = millis(record.effective_expiry());
+        let script = &self.scripts.regenerate;
+        let outcome: i64 = on_connection!(self, |conn| {
+            script
+                .key(&old_key)
+                .key(&new_key)
+                .arg(value)
+                .arg(expires)
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        Ok(match outcome {
+            1 => WriteOutcome::Done,
+            2 => WriteOutcome::Collision,
+            _ => WriteOutcome::Missing,
+        })
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        match self.connection.clone() {
+            Connection::Single(mut conn) => {
+                let pattern = format!("{}*", self.prefix);
+                let mut total = 0;
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH);
+                    let (next, keys): (u64, Vec<String>) =
+                        self.timed(scan.query_async(&mut conn)).await?;
+                    total += keys.len();
+                    cursor = next;
+                    if cursor == 0 {
+                        return Ok(total);
+                    }
+                }
+            }
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut conn) => self.count_cluster(&mut conn).await,
+        }
+    }
+}

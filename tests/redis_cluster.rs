@@ -1,0 +1,105 @@
+//! `RedisStore` on a real three-master Redis Cluster that the test starts itself: the generic
+//! store contract, and a login/regenerate/logout flow through the layer, where the old and new
+//! session keys live in different hash slots.
+#![cfg(feature = "cluster")]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[path = "support/store_suite.rs"]
+mod store_suite;
+mod support;
+
+use redis_server::RedisCluster;
+use support::{Client, Counter, Event, Events};
+use tower_typed_sessions::{RedisStore, SessionConfig, SessionLayer};
+
+async fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore<Counter> {
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    RedisStore::connect_cluster(&nodes)
+        .await
+        .expect("connect to the test's cluster")
+        .with_key_prefix(format!("{prefix}:"))
+}
+
+/// Starting a cluster takes seconds, so one cluster serves every check of this binary, each on its
+/// own key prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
+    let cluster = RedisCluster::start();
+
+    macro_rules! run {
+        ($($name:ident),* $(,)?) => {$(
+            println!("cluster contract: {}", stringify!($name));
+            store_suite::$name(&store(&cluster, stringify!($name)).await).await;
+        )*};
+    }
+    run!(
+        create_then_load_round_trips,
+        create_never_overwrites,
+        load_unknown_is_missing,
+        save_never_creates,
+        save_replaces_existing,
+        save_after_delete_does_not_resurrect,
+        delete_then_missing,
+        regenerate_moves_session,
+        regenerate_from_missing_creates_nothing,
+        regenerate_onto_taken_id_changes_nothing,
+        touch_extends_up_to_deadline,
+        load_and_touch_slides_expiry,
+        idle_expired_session_is_dead,
+        deadline_passed_session_is_dead,
+        concurrent_independent_sessions,
+        concurrent_regenerate_has_one_winner,
+    );
+
+    // The layer on the cluster: counts are spread over the masters, count() sees them all.
+    let events = Events::default();
+    let store = store(&cluster, "layer").await;
+    let app = support::routes().layer(
+        SessionLayer::from_config(store.clone(), events.attach(SessionConfig::new())).unwrap(),
+    );
+    let mut clients: Vec<Client> = (0..24).map(|_| Client::new(app.clone())).collect();
+    for client in &mut clients {
+        assert_eq!(client.get("/incr").await.body, "1");
+        assert_eq!(client.get("/incr").await.body, "2");
+    }
+    use tower_typed_sessions::Store;
+    assert_eq!(store.count().await.unwrap(), 24);
+    let mut per_node = Vec::new();
+    for node in &cluster.nodes {
+        per_node.push(node.command(&["DBSIZE"]));
+    }
+    assert!(
+        per_node.iter().filter(|n| n.as_str() != ":0\r\n").count() >= 2,
+        "sessions spread over several masters: {per_node:?}"
+    );
+
+    let client = &mut clients[0];
+    let old = client.id().unwrap();
+    events.take();
+    let reply = client.get("/login").await;
+    let new = reply.issued_id().expect("regenerated cookie");
+    assert_ne!(new, old);
+    let seen = events.take();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Regenerated(o, n, _) if *o == old && *n == new)),
+        "{seen:?}"
+    );
+    assert_eq!(
+        client.get("/read").await.body,
+        "2 new=false",
+        "data kept across slots"
+    );
+    let replay = support::send(
+        &app,
+        support::get_with_cookie("/read", &format!("id={}", old.expose_secret())),
+    )
+    .await;
+    assert_eq!(replay.body, "0 new=true", "old id is dead");
+
+    client.get("/logout").await;
+    assert!(client.cookie.is_none());
+    assert_eq!(store.count().await.unwrap(), 23);
+}

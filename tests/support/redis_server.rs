@@ -1,0 +1,351 @@
+//! Redis servers that a test starts and stops itself: on free 127.0.0.1 ports, with
+//! `--save "" --appendonly no`, logging into a temporary directory, killed on drop. A
+//! three-master Cluster, and a MONITOR-based counter of the commands clients send.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+fn require(binary: &str) {
+    let found = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{binary}` is not on PATH. The Redis tests start their own servers: install Redis \
+         (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`) \
+         or run the other tests with `cargo test` (without --all-features)."
+    );
+}
+
+/// A free port below 55535, so that a cluster bus port (port + 10000) is valid too. Another
+/// process may take it between this check and the server's bind: callers retry.
+fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        if port < 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tts-redis-{tag}-{}-{}",
+        std::process::id(),
+        tower_typed_sessions::SessionId::generate()
+            .unwrap()
+            .fingerprint()
+            .replace(':', "")
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Sends one command in RESP and returns the raw reply text.
+pub fn raw_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{}\r\n", arg.len(), arg));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = stream.read(&mut buf)?;
+        reply.extend_from_slice(&buf[..n]);
+        if n == 0 || reply_complete(&reply) {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+fn reply_complete(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply);
+    match text.chars().next() {
+        Some('$') => {
+            let Some((len, rest)) = text[1..].split_once("\r\n") else {
+                return false;
+            };
+            match len.parse::<i64>() {
+                Ok(n) if n < 0 => true,
+                Ok(n) => rest.len() >= n as usize + 2,
+                Err(_) => true,
+            }
+        }
+        Some('*') => text.ends_with("\r\n") && text.lines().count() > 1,
+        Some(_) => text.ends_with("\r\n"),
+        None => false,
+    }
+}
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        require("redis-server");
+        let dir = temp_dir("server");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for _ in 0..20 {
+            let mut server = Self {
+                child: None,
+                port: free_port(),
+                dir: dir.clone(),
+                extra: extra.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!(
+            "could not start redis-server on a free port; see logs in {}",
+            dir.display()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("redis-{}.log", self.port))
+    }
+
+    /// Starts the process on `self.port` and waits until it answers PING. False if it exited
+    /// (port taken).
+    fn spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
+            .args([
+                "--logfile",
+                self.log_path().to_str().expect("utf-8 temp dir"),
+            ])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("spawn redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if raw_command(self.port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "redis-server on port {} did not answer within 10 s; log:\n{}",
+            self.port,
+            std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        );
+    }
+
+    /// Kills the server (an outage). The port stays reserved by this handle for `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing is persisted).
+    pub fn restart(&mut self) {
+        self.stop();
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("could not restart redis-server on port {}", self.port);
+    }
+
+    pub fn command(&self, args: &[&str]) -> String {
+        raw_command(self.port, args).expect("redis command")
+    }
+
+    /// Counts the commands clients send from now on, MONITOR-style: one line per command a
+    /// client sent, commands run inside scripts excluded.
+    pub fn monitor(&self) -> Monitor {
+        Monitor::start(self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct Monitor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+    markers: u32,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Self {
+        require("redis-cli");
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-cli monitor");
+        let stdout = child.stdout.take().expect("monitor stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // redis-cli prints OK once MONITOR is active.
+        let first = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("monitor started");
+        assert_eq!(first.trim(), "OK", "unexpected monitor output: {first}");
+        let mut monitor = Self {
+            child,
+            lines: rx,
+            port,
+            markers: 0,
+        };
+        monitor.commands_since_last_call();
+        monitor
+    }
+
+    /// The client commands seen since the previous call (each as `"CMD" "arg" ...`), the
+    /// marker commands excluded.
+    pub fn commands_since_last_call(&mut self) -> Vec<String> {
+        self.markers += 1;
+        let marker = format!("tts-monitor-marker-{}", self.markers);
+        raw_command(self.port, &["ECHO", &marker]).expect("send marker");
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .expect("monitor line before the marker");
+            if line.contains(&marker) {
+                return seen;
+            }
+            if line.contains("tts-monitor-marker-") || line.contains(" lua] ") {
+                continue;
+            }
+            if let Some(command) = line.split("] ").nth(1) {
+                seen.push(command.to_owned());
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three masters with `--cluster-enabled yes`, joined with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        require("redis-cli");
+        'attempt: for _ in 0..5 {
+            let nodes: Vec<RedisServer> = (0..3)
+                .map(|i| {
+                    RedisServer::start_with(&[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{i}-{}.conf", std::process::id()),
+                        "--cluster-node-timeout",
+                        "5000",
+                    ])
+                })
+                .collect();
+            let addresses: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect();
+            let output = Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addresses)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run redis-cli --cluster create");
+            if !output.status.success() {
+                eprintln!(
+                    "cluster create failed: {}",
+                    String::from_utf8_lossy(&output.stdout)
+                );
+                continue;
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let ok = nodes.iter().all(|n| {
+                    raw_command(n.port, &["CLUSTER", "INFO"])
+                        .is_ok_and(|r| r.contains("cluster_state:ok"))
+                });
+                if ok {
+                    return Self { nodes };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("cluster did not reach state ok; retrying");
+            continue 'attempt;
+        }
+        panic!("could not start a 3-master Redis Cluster");
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
