@@ -171,7 +171,8 @@ mod tests {
         let bytes = [0xffu8; ID_BYTES];
         let text = encode(&bytes);
         assert_eq!(&text[..42], "_".repeat(42).as_bytes());
-        assert_eq!(text[42], b'w');
+        // The last 4 bits (1111) padded with two zero bits: 0b111100 = 60 = '8'.
+        assert_eq!(text[42], b'8');
         let zero = encode(&[0u8; ID_BYTES]);
         assert_eq!(&zero, "A".repeat(43).as_bytes());
     }
