@@ -81,6 +81,8 @@ pub enum StoreOperation {
     Regenerate,
     /// Counting sessions.
     Count,
+    /// Updating or reading the owner index.
+    Index,
 }
 
 impl fmt::Display for StoreOperation {
@@ -93,6 +95,7 @@ impl fmt::Display for StoreOperation {
             StoreOperation::Delete => "delete",
             StoreOperation::Regenerate => "regenerate",
             StoreOperation::Count => "count",
+            StoreOperation::Index => "owner index",
         })
     }
 }

@@ -115,6 +115,8 @@ pub(crate) struct State<T> {
     pub(crate) regenerate: bool,
     /// Set by `delete`: the data the deleted session held, for the `deleted` callback.
     pub(crate) deleted: Option<T>,
+    /// [`Session::owner`] of the data as loaded, to move the owner index when it changes.
+    pub(crate) loaded_owner: Option<String>,
     /// The layer has taken the state to persist it.
     pub(crate) closed: bool,
 }
@@ -132,6 +134,7 @@ impl<T: Session> State<T> {
             flash_consumed: false,
             regenerate: false,
             deleted: None,
+            loaded_owner: None,
             closed: false,
         }
     }
@@ -149,6 +152,7 @@ impl<T: Session> State<T> {
                 slid,
             }),
             has_data: record.has_data,
+            loaded_owner: record.data.owner(),
             incoming_flash: record.flash,
             flash_consumed,
             data: record.data,
@@ -215,6 +219,12 @@ impl<T: Session> SessionHandle<T> {
     /// stores it).
     pub fn id(&self) -> Option<SessionId> {
         self.lock().existing.as_ref().map(|e| e.id)
+    }
+
+    /// The session's public tag (see [`SessionManager`](crate::SessionManager)), if it exists in
+    /// the store.
+    pub fn tag(&self) -> Option<crate::SessionTag> {
+        self.id().map(|id| id.tag())
     }
 
     /// Whether the session was not loaded from the store on this request.

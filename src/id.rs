@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
 use crate::error::SessionError;
 
@@ -81,9 +82,68 @@ impl SessionId {
         format!("sid:{:08x}", (fnv1a(&self.0) >> 32) as u32)
     }
 
+    /// The session's public tag: a name for this session that can be shown to its user and sent
+    /// back to revoke it, but that cannot be turned into the ID (it is a SHA-256 digest of it).
+    pub fn tag(&self) -> SessionTag {
+        let digest = Sha256::new_with_prefix(b"tower-typed-sessions tag\0")
+            .chain_update(self.0)
+            .finalize();
+        let mut text = [0u8; TAG_LEN];
+        for (i, byte) in digest.iter().take(TAG_LEN / 2).enumerate() {
+            text[2 * i] = HEX[usize::from(byte >> 4)];
+            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        SessionTag(text)
+    }
+
     /// A well-spread 64-bit hash of the ID, for sharding.
     pub(crate) fn shard_hash(&self) -> u64 {
         fnv1a(&self.0)
+    }
+}
+
+const TAG_LEN: usize = 32;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A non-secret name for one session (32 hex digits of a SHA-256 digest of its ID), used to list
+/// and revoke a user's sessions. It changes when the ID is regenerated.
+///
+/// ```
+/// use tower_typed_sessions::{SessionId, SessionTag};
+///
+/// let id = SessionId::generate().unwrap();
+/// let tag = id.tag();
+/// assert_eq!(SessionTag::parse(&tag.to_string()), Some(tag));
+/// assert!(!tag.to_string().contains(id.expose_secret()));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SessionTag([u8; TAG_LEN]);
+
+impl SessionTag {
+    /// Parses the text form (32 lowercase hex digits).
+    pub fn parse(text: &str) -> Option<Self> {
+        let array: [u8; TAG_LEN] = text.as_bytes().try_into().ok()?;
+        array
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            .then_some(Self(array))
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for SessionTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SessionTag {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

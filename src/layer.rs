@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use crate::{
     config::{SessionConfig, Settings},
     error::ConfigError,
+    manager::SessionManager,
     service::SessionService,
     session::Session,
     store::Store,
@@ -86,6 +87,12 @@ impl<T: Session, St: Store<T>> SessionLayer<T, St> {
                 settings: config.validate()?,
             }),
         })
+    }
+
+    /// A [`SessionManager`] for listing and revoking users' sessions, sharing this layer's store
+    /// and callbacks.
+    pub fn manager(&self) -> SessionManager<T, St> {
+        SessionManager::new(Arc::clone(&self.shared))
     }
 
     /// The store behind the layer.

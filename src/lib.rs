@@ -69,6 +69,7 @@ mod flash;
 mod handle;
 mod id;
 mod layer;
+mod manager;
 mod record;
 mod service;
 mod session;
@@ -86,8 +87,9 @@ pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation}
 pub use extract::SessionRejection;
 pub use flash::{Flash, FlashMessage};
 pub use handle::SessionHandle;
-pub use id::SessionId;
+pub use id::{SessionId, SessionTag};
 pub use layer::SessionLayer;
+pub use manager::{SessionInfo, SessionManager};
 pub use record::{Record, RECORD_FORMAT};
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;

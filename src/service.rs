@@ -223,6 +223,9 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         let now = OffsetDateTime::now_utc();
         let mut cookie = None;
         let mut existing = state.existing;
+        // Index entries are added before a session is written and removed after it is gone, so
+        // a failure in between leaves a stale entry (cleaned lazily), never an unindexed session.
+        let loaded_owner = state.loaded_owner.clone();
 
         if let Some(old_data) = &state.deleted {
             if let Some(old) = existing.take() {
@@ -231,6 +234,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                     .delete(&old.id)
                     .await
                     .map_err(store_error(StoreOperation::Delete))?;
+                self.unindex(loaded_owner.as_deref(), &old.id).await;
                 callbacks.deleted(&old.id, old_data);
                 cookie = Some(self.settings.cookie.removal.clone());
             }
@@ -253,6 +257,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 .delete(&old.id)
                 .await
                 .map_err(store_error(StoreOperation::Delete))?;
+            self.unindex(loaded_owner.as_deref(), &old.id).await;
             tracing::debug!(session = %old.id, "flash-only session consumed and removed");
             return Ok(Some(self.settings.cookie.removal.clone()));
         }
@@ -262,6 +267,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             record.id = SessionId::generate()?;
             return match self.regenerate(&old.id, record).await? {
                 Some(record) => {
+                    self.unindex(loaded_owner.as_deref(), &old.id).await;
                     callbacks.regenerated(&old.id, &record.id, &record.data);
                     Ok(Some(self.live_cookie(&record, now)))
                 }
@@ -275,14 +281,23 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         let announce = self.settings.persistent && old.slid;
         if state.changed || state.flash_consumed || !state.outgoing_flash.is_empty() {
             let record = self.existing_record(&old, state, now);
+            let owner = record.data.owner();
+            let owner_changed = owner != loaded_owner;
+            if owner_changed {
+                self.index(owner.as_deref(), &record).await?;
+            }
             match self
                 .store
                 .save(&record)
                 .await
                 .map_err(store_error(StoreOperation::Save))?
             {
-                WriteOutcome::Done if announce => Ok(Some(self.live_cookie(&record, now))),
-                WriteOutcome::Done => Ok(None),
+                WriteOutcome::Done => {
+                    if owner_changed {
+                        self.unindex(loaded_owner.as_deref(), &old.id).await;
+                    }
+                    Ok(announce.then(|| self.live_cookie(&record, now)))
+                }
                 _ => {
                     // Deleted (logout) or expired meanwhile: never resurrect it, never send a
                     // cookie for it.
@@ -300,6 +315,24 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             )))
         } else {
             Ok(None)
+        }
+    }
+
+    /// Adds `record` to its owner's index (before the record is written).
+    async fn index(&self, owner: Option<&str>, record: &Record<T>) -> Result<(), SessionError> {
+        let Some(owner) = owner else { return Ok(()) };
+        self.store
+            .index_owner(owner, &record.id, record.deadline)
+            .await
+            .map_err(store_error(StoreOperation::Index))
+    }
+
+    /// Removes a session that is gone or moved from its owner's index. A failure only leaves a
+    /// stale entry, which listing cleans up, so it does not fail the request.
+    async fn unindex(&self, owner: Option<&str>, id: &SessionId) {
+        let Some(owner) = owner else { return };
+        if let Err(error) = self.store.unindex_owner(owner, id).await {
+            tracing::warn!(session = %id, %error, "could not remove a session from its owner index");
         }
     }
 
@@ -332,10 +365,12 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
 
     /// Creates `record`, drawing another ID on a collision.
     async fn create(&self, mut record: Record<T>) -> Result<Record<T>, SessionError> {
+        let owner = record.data.owner();
         for attempt in 0..ID_ATTEMPTS {
             if attempt > 0 {
                 record.id = SessionId::generate()?;
             }
+            self.index(owner.as_deref(), &record).await?;
             match self
                 .store
                 .create(&record)
@@ -355,10 +390,12 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         old: &SessionId,
         mut record: Record<T>,
     ) -> Result<Option<Record<T>>, SessionError> {
+        let owner = record.data.owner();
         for attempt in 0..ID_ATTEMPTS {
             if attempt > 0 {
                 record.id = SessionId::generate()?;
             }
+            self.index(owner.as_deref(), &record).await?;
             match self
                 .store
                 .regenerate(old, &record)
@@ -366,7 +403,10 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 .map_err(store_error(StoreOperation::Regenerate))?
             {
                 WriteOutcome::Done => return Ok(Some(record)),
-                WriteOutcome::Missing => return Ok(None),
+                WriteOutcome::Missing => {
+                    self.unindex(owner.as_deref(), &record.id).await;
+                    return Ok(None);
+                }
                 _ => tracing::warn!("session id collision; drawing another"),
             }
         }

@@ -20,6 +20,28 @@ use serde::{de::DeserializeOwned, Serialize};
 /// impl Session for Visitor {}
 /// ```
 ///
-/// The trait leaves room for optional hooks with default bodies, so adding one never breaks an
-/// existing implementation.
-pub trait Session: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {}
+/// Optional hooks have default bodies, so adding one never breaks an existing implementation.
+pub trait Session: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
+    /// The user this session belongs to, if any. When it returns `Some`, the store keeps an index
+    /// from the owner to their live sessions, which [`SessionManager`](crate::SessionManager)
+    /// lists and revokes ("log out my other devices", "log out everywhere after a password
+    /// change"). The layer reads it when the session is loaded and when it is written.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tower_typed_sessions::Session;
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct Account {
+    ///     user_id: Option<u64>,
+    /// }
+    ///
+    /// impl Session for Account {
+    ///     fn owner(&self) -> Option<String> {
+    ///         self.user_id.map(|id| id.to_string())
+    ///     }
+    /// }
+    /// ```
+    fn owner(&self) -> Option<String> {
+        None
+    }
+}

@@ -3,6 +3,8 @@
 //! session keys live in different hash slots.
 #![cfg(feature = "cluster")]
 
+#[path = "support/owner_suite.rs"]
+mod owner_suite;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/store_suite.rs"]
@@ -102,4 +104,13 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
     client.get("/logout").await;
     assert!(client.cookie.is_none());
     assert_eq!(store.count().await.unwrap(), 23);
+
+    // Several sessions per user: the owner set and the session keys live in different slots.
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let accounts = RedisStore::<owner_suite::Account>::connect_cluster(&nodes)
+        .await
+        .unwrap()
+        .with_key_prefix("owners:");
+    owner_suite::owner_index_flow(accounts).await;
 }

@@ -3,6 +3,8 @@
 //! recovery, timeouts and foreign values under session keys.
 #![cfg(feature = "redis")]
 
+#[path = "support/owner_suite.rs"]
+mod owner_suite;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/store_suite.rs"]
@@ -329,4 +331,26 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
         events.take()[0],
         Event::Rejected(RejectReason::Undecodable, Some(forged))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_index_on_one_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::<owner_suite::Account>::connect(&server.url())
+        .await
+        .unwrap();
+    owner_suite::owner_index_flow(store.clone()).await;
+    // The index is one set per owner, with a TTL, and never counted as a session.
+    use tower_typed_sessions::Store;
+    let mut device = owner_suite::Device::new(&owner_suite::app(SessionLayer::new(store.clone())));
+    device.get("/login?user=carol&agent=x").await;
+    assert_eq!(server.command(&["TYPE", "session:owner:carol"]), "+set\r\n");
+    let ttl: i64 = server
+        .command(&["PTTL", "session:owner:carol"])
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 0, "the owner set expires too: {ttl}");
+    assert_eq!(store.count().await.unwrap(), 1);
 }

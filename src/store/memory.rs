@@ -1,7 +1,7 @@
 //! An in-process store: the embedded default.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -21,6 +21,8 @@ const SHARDS: usize = 64;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 type Shard<T> = RwLock<HashMap<SessionId, Record<T>>>;
+type OwnerShard = std::sync::Mutex<HashMap<String, HashSet<SessionId>>>;
+const OWNER_SHARDS: usize = 16;
 
 /// Sessions kept in this process's memory.
 ///
@@ -51,6 +53,8 @@ pub struct MemoryStore<T> {
 
 struct Inner<T> {
     shards: Box<[Shard<T>]>,
+    /// Owner -> IDs of their sessions. Only written when a session's owner changes.
+    owners: Box<[OwnerShard]>,
     len: AtomicUsize,
     max_sessions: Option<usize>,
     sweep_interval: Duration,
@@ -118,6 +122,9 @@ impl<T: Session> MemoryStoreBuilder<T> {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+                owners: (0..OWNER_SHARDS)
+                    .map(|_| std::sync::Mutex::new(HashMap::new()))
+                    .collect(),
                 len: AtomicUsize::new(0),
                 max_sessions: self.max_sessions,
                 sweep_interval: self.sweep_interval,
@@ -190,7 +197,7 @@ async fn sweep<T: Session>(
     }
 }
 
-impl<T> Inner<T> {
+impl<T: Session> Inner<T> {
     /// Counts one more session, refusing past the cap (after purging expired ones once).
     fn reserve(&self) -> Result<(), StoreError> {
         let Some(limit) = self.max_sessions else {
@@ -211,14 +218,43 @@ impl<T> Inner<T> {
 
     fn purge_expired(&self, now: OffsetDateTime) -> usize {
         let mut removed = 0;
+        let mut orphaned = Vec::new();
         for shard in self.shards.iter() {
             let mut map = write(shard);
             let before = map.len();
-            map.retain(|_, record| !record.is_expired(now));
+            map.retain(|id, record| {
+                let live = !record.is_expired(now);
+                if !live {
+                    if let Some(owner) = record.data.owner() {
+                        orphaned.push((owner, *id));
+                    }
+                }
+                live
+            });
             removed += before - map.len();
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
+        for (owner, id) in orphaned {
+            self.unindex(&owner, &id);
+        }
         removed
+    }
+
+    fn owner_shard(&self, owner: &str) -> &OwnerShard {
+        let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.owners[(hash as usize) % OWNER_SHARDS]
+    }
+
+    fn unindex(&self, owner: &str, id: &SessionId) {
+        let mut owners = lock_mutex(self.owner_shard(owner));
+        if let Some(ids) = owners.get_mut(owner) {
+            ids.remove(id);
+            if ids.is_empty() {
+                owners.remove(owner);
+            }
+        }
     }
 }
 
@@ -395,6 +431,33 @@ impl<T: Session> Store<T> for MemoryStore<T> {
             .iter()
             .map(|shard| read(shard).values().filter(|r| !r.is_expired(now)).count())
             .sum())
+    }
+
+    async fn index_owner(
+        &self,
+        owner: &str,
+        id: &SessionId,
+        _until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        // Entries of dead sessions are removed by the sweeper and by SessionManager, so this
+        // index needs no expiry of its own.
+        lock_mutex(self.inner.owner_shard(owner))
+            .entry(owner.to_owned())
+            .or_default()
+            .insert(*id);
+        Ok(())
+    }
+
+    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+        self.inner.unindex(owner, id);
+        Ok(())
+    }
+
+    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
+        Ok(lock_mutex(self.inner.owner_shard(owner))
+            .get(owner)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default())
     }
 }
 

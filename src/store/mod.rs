@@ -98,4 +98,21 @@ pub trait Store<T: Session>: Send + Sync + 'static {
 
     /// How many live sessions the store holds.
     async fn count(&self) -> Result<usize, StoreError>;
+
+    /// Adds `id` to the index of `owner`'s sessions, keeping the index at least until `until`
+    /// (the session's absolute deadline, past which it cannot live). The layer calls it before
+    /// the session is written, so a failure never leaves a live session out of the index.
+    async fn index_owner(
+        &self,
+        owner: &str,
+        id: &SessionId,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Removes `id` from `owner`'s index (no error if it is not there).
+    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError>;
+
+    /// The IDs in `owner`'s index. It may hold IDs of sessions that have since expired, moved or
+    /// changed owner: [`SessionManager`](crate::SessionManager) checks each one and cleans up.
+    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError>;
 }

@@ -54,6 +54,15 @@ redis.call('SET', KEYS[1], updated, 'PXAT', expires)
 return 1
 "#;
 
+/// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
+/// latest deadline of its sessions), on one key, so it is Cluster-safe.
+const INDEX_OWNER: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local expires = redis.call('PEXPIRETIME', KEYS[1])
+if expires < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
+return 1
+"#;
+
 /// Moves a session in one atomic step. KEYS = old, new; ARGV = new record, expiry ms.
 /// Returns 1 done, 0 old missing, 2 new taken.
 const REGENERATE: &str = r#"
@@ -111,6 +120,7 @@ struct Scripts {
     load_and_touch: std::sync::Arc<Script>,
     touch: std::sync::Arc<Script>,
     regenerate: std::sync::Arc<Script>,
+    index_owner: std::sync::Arc<Script>,
 }
 
 impl Scripts {
@@ -119,6 +129,7 @@ impl Scripts {
             load_and_touch: std::sync::Arc::new(Script::new(&with_tail(LOAD_AND_TOUCH))),
             touch: std::sync::Arc::new(Script::new(&with_tail(TOUCH))),
             regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
+            index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
         }
     }
 }
@@ -257,6 +268,23 @@ impl<T: Session> RedisStore<T> {
         self
     }
 
+    /// The owner index key: `prefix + "owner:" + owner`. A `:` never occurs in an ID, so it
+    /// cannot collide with a session key.
+    fn owner_key(&self, owner: &str) -> String {
+        format!("{}owner:{owner}", self.prefix)
+    }
+
+    /// Counts the session keys among `keys` (skipping owner index keys).
+    fn session_keys(&self, keys: &[String]) -> usize {
+        keys.iter()
+            .filter(|k| {
+                k.get(self.prefix.len()..)
+                    .and_then(SessionId::parse)
+                    .is_some()
+            })
+            .count()
+    }
+
     fn key(&self, id: &SessionId) -> String {
         let mut key = String::with_capacity(self.prefix.len() + 43);
         key.push_str(&self.prefix);
@@ -279,6 +307,7 @@ impl<T: Session> RedisStore<T> {
             &self.scripts.load_and_touch,
             &self.scripts.touch,
             &self.scripts.regenerate,
+            &self.scripts.index_owner,
         ] {
             on_connection!(self, |conn| script
                 .prepare_invoke()
@@ -380,7 +409,7 @@ impl<T: Session> RedisStore<T> {
                 let value = self.timed(conn.route_command(scan, route.clone())).await?;
                 let (next, keys): (u64, Vec<String>) =
                     FromRedisValue::from_redis_value(value).map_err(|e| backend(e.into()))?;
-                total += keys.len();
+                total += self.session_keys(&keys);
                 cursor = next;
                 if cursor == 0 {
                     break;
@@ -541,7 +570,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
                         .arg(SCAN_BATCH);
                     let (next, keys): (u64, Vec<String>) =
                         self.timed(scan.query_async(&mut conn)).await?;
-                    total += keys.len();
+                    total += self.session_keys(&keys);
                     cursor = next;
                     if cursor == 0 {
                         return Ok(total);
@@ -551,5 +580,40 @@ impl<T: Session> Store<T> for RedisStore<T> {
             #[cfg(feature = "cluster")]
             Connection::Cluster(mut conn) => self.count_cluster(&mut conn).await,
         }
+    }
+
+    async fn index_owner(
+        &self,
+        owner: &str,
+        id: &SessionId,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let key = self.owner_key(owner);
+        let script = &self.scripts.index_owner;
+        let _: i64 = on_connection!(self, |conn| {
+            script
+                .key(&key)
+                .arg(id.expose_secret())
+                .arg(millis(until))
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        Ok(())
+    }
+
+    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(self.owner_key(owner)).arg(id.expose_secret());
+        self.query::<i64>(cmd).await.map(|_| ())
+    }
+
+    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.owner_key(owner));
+        let members: Vec<Vec<u8>> = self.query(cmd).await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| SessionId::parse_bytes(m))
+            .collect())
     }
 }

@@ -147,6 +147,26 @@ impl Store<Counter> for TestStore {
         self.enter("count")?;
         self.inner.count().await
     }
+
+    async fn index_owner(
+        &self,
+        owner: &str,
+        id: &SessionId,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.enter("index_owner")?;
+        self.inner.index_owner(owner, id, until).await
+    }
+
+    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+        self.enter("unindex_owner")?;
+        self.inner.unindex_owner(owner, id).await
+    }
+
+    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
+        self.enter("owner_ids")?;
+        self.inner.owner_ids(owner).await
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
