@@ -8,6 +8,7 @@ pub(crate) type DataCallback<T> = Arc<dyn Fn(&SessionId, &T) + Send + Sync>;
 pub(crate) type RegeneratedCallback<T> = Arc<dyn Fn(&SessionId, &SessionId, &T) + Send + Sync>;
 pub(crate) type RejectedCallback = Arc<dyn Fn(RejectReason, Option<&SessionId>) + Send + Sync>;
 pub(crate) type ErrorCallback = Arc<dyn Fn(&SessionError) + Send + Sync>;
+pub(crate) type IdCallback = Arc<dyn Fn(&SessionId) + Send + Sync>;
 
 /// Why the session cookie a client sent was not used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,7 @@ pub(crate) struct Callbacks<T> {
     pub(crate) regenerated: Option<RegeneratedCallback<T>>,
     pub(crate) rejected: Option<RejectedCallback>,
     pub(crate) error: Option<ErrorCallback>,
+    pub(crate) conflict: Option<IdCallback>,
 }
 
 impl<T> Default for Callbacks<T> {
@@ -58,6 +60,7 @@ impl<T> Default for Callbacks<T> {
             regenerated: None,
             rejected: None,
             error: None,
+            conflict: None,
         }
     }
 }
@@ -73,6 +76,7 @@ impl<T> Clone for Callbacks<T> {
             regenerated: self.regenerated.clone(),
             rejected: self.rejected.clone(),
             error: self.error.clone(),
+            conflict: self.conflict.clone(),
         }
     }
 }
@@ -95,6 +99,7 @@ impl<T> fmt::Debug for Callbacks<T> {
             .field("regenerated", &show(&self.regenerated))
             .field("rejected", &show(&self.rejected))
             .field("error", &show(&self.error))
+            .field("conflict", &show(&self.conflict))
             .finish()
     }
 }
@@ -149,6 +154,13 @@ impl<T> Callbacks<T> {
         }
         if let Some(f) = &self.rejected {
             f(reason, id);
+        }
+    }
+
+    pub(crate) fn conflict(&self, id: &SessionId) {
+        tracing::info!(session = %id, "concurrent change refused (optimistic concurrency)");
+        if let Some(f) = &self.conflict {
+            f(id);
         }
     }
 

@@ -23,6 +23,31 @@ pub enum SameSite {
     None,
 }
 
+/// What happens when two requests of one session change it at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Concurrency {
+    /// The later save wins and the earlier change is lost (the default, like every other session
+    /// library). A save never re-creates a session that was deleted meanwhile.
+    LastWriteWins,
+    /// A save from a copy loaded before another save is refused: the `conflict` callback fires
+    /// and the request is answered with `status` (409 by default), without Set-Cookie, so the
+    /// client can retry. Nothing is lost.
+    Optimistic {
+        /// The status of the answer to a refused save.
+        status: StatusCode,
+    },
+}
+
+impl Concurrency {
+    /// Optimistic concurrency answering conflicts with 409 Conflict.
+    pub const fn optimistic() -> Self {
+        Concurrency::Optimistic {
+            status: StatusCode::CONFLICT,
+        }
+    }
+}
+
 /// How the session layer behaves. Build it with the `with_*` methods and pass it to
 /// [`SessionLayer::from_config`](crate::SessionLayer::from_config), which checks it.
 ///
@@ -39,6 +64,7 @@ pub enum SameSite {
 /// | sliding expiration | on |
 /// | absolute lifetime | 24 hours |
 /// | error response | `500`, `session unavailable` |
+/// | concurrency | [`Concurrency::LastWriteWins`] |
 ///
 /// ```
 /// use std::time::Duration;
@@ -69,6 +95,7 @@ pub struct SessionConfig<T> {
     absolute_lifetime: Duration,
     error_status: StatusCode,
     error_body: Bytes,
+    concurrency: Concurrency,
     callbacks: Callbacks<T>,
 }
 
@@ -87,6 +114,7 @@ impl<T> Default for SessionConfig<T> {
             absolute_lifetime: Duration::from_secs(24 * 60 * 60),
             error_status: StatusCode::INTERNAL_SERVER_ERROR,
             error_body: Bytes::from_static(b"session unavailable"),
+            concurrency: Concurrency::LastWriteWins,
             callbacks: Callbacks::default(),
         }
     }
@@ -107,6 +135,7 @@ impl<T> Clone for SessionConfig<T> {
             absolute_lifetime: self.absolute_lifetime,
             error_status: self.error_status,
             error_body: self.error_body.clone(),
+            concurrency: self.concurrency,
             callbacks: self.callbacks.clone(),
         }
     }
@@ -126,6 +155,7 @@ impl<T> fmt::Debug for SessionConfig<T> {
             .field("sliding", &self.sliding)
             .field("absolute_lifetime", &self.absolute_lifetime)
             .field("error_status", &self.error_status)
+            .field("concurrency", &self.concurrency)
             .field("callbacks", &self.callbacks)
             .finish()
     }
@@ -212,6 +242,27 @@ impl<T> SessionConfig<T> {
     pub fn with_error_response(mut self, status: StatusCode, body: impl Into<Bytes>) -> Self {
         self.error_status = status;
         self.error_body = body.into();
+        self
+    }
+
+    /// What happens when concurrent requests of one session both change it (default
+    /// [`Concurrency::LastWriteWins`]).
+    ///
+    /// ```
+    /// use tower_typed_sessions::{Concurrency, SessionConfig};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl tower_typed_sessions::Session for Data {}
+    /// let config = SessionConfig::<Data>::new().with_concurrency(Concurrency::optimistic());
+    /// ```
+    pub fn with_concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Called when optimistic concurrency refused a save because the session changed since this
+    /// request loaded it.
+    pub fn on_conflict(mut self, f: impl Fn(&SessionId) + Send + Sync + 'static) -> Self {
+        self.callbacks.conflict = Some(std::sync::Arc::new(f));
         self
     }
 
@@ -340,6 +391,7 @@ impl<T> SessionConfig<T> {
             absolute_lifetime: self.absolute_lifetime,
             error_status: self.error_status,
             error_body: self.error_body,
+            concurrency: self.concurrency,
             callbacks: self.callbacks,
         })
     }
@@ -363,6 +415,7 @@ pub(crate) struct Settings<T> {
     pub(crate) absolute_lifetime: Duration,
     pub(crate) error_status: StatusCode,
     pub(crate) error_body: Bytes,
+    pub(crate) concurrency: Concurrency,
     pub(crate) callbacks: Callbacks<T>,
 }
 

@@ -116,6 +116,8 @@ pub enum SessionError {
     Random(BoxError),
     /// The store reported an ID collision on every attempt (a broken store or random source).
     IdCollision,
+    /// Optimistic concurrency refused a save: the session changed since this request loaded it.
+    Conflict,
 }
 
 impl SessionError {
@@ -144,6 +146,7 @@ impl fmt::Display for SessionError {
             }
             SessionError::Random(err) => write!(f, "random number generator failed: {err}"),
             SessionError::IdCollision => f.write_str("could not find an unused session id"),
+            SessionError::Conflict => f.write_str("the session changed concurrently"),
         }
     }
 }
@@ -153,7 +156,7 @@ impl StdError for SessionError {
         match self {
             SessionError::Store { source, .. } => Some(source),
             SessionError::Random(err) => Some(err.as_ref()),
-            SessionError::IdCollision => None,
+            SessionError::IdCollision | SessionError::Conflict => None,
         }
     }
 }

@@ -87,6 +87,8 @@ pub(crate) struct Existing {
     pub(crate) created_at: OffsetDateTime,
     pub(crate) expires_at: OffsetDateTime,
     pub(crate) deadline: OffsetDateTime,
+    /// The revision the record had when loaded.
+    pub(crate) revision: u64,
     /// The load slid the expiry.
     pub(crate) slid: bool,
 }
@@ -149,6 +151,7 @@ impl<T: Session> State<T> {
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 deadline: record.deadline,
+                revision: record.revision,
                 slid,
             }),
             has_data: record.has_data,

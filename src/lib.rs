@@ -81,7 +81,7 @@ pub mod store;
 struct ReadmeDoctests;
 
 pub use callbacks::RejectReason;
-pub use config::{SameSite, SessionConfig};
+pub use config::{Concurrency, SameSite, SessionConfig};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};
 #[cfg(feature = "axum")]
 pub use extract::SessionRejection;

@@ -35,6 +35,10 @@ pub struct Record<T> {
     /// When the session was created. Regenerating the ID keeps it.
     #[serde(with = "unix_millis")]
     pub created_at: OffsetDateTime,
+    /// How many times the session's content was saved: optimistic concurrency refuses a save
+    /// whose copy was loaded at an older revision.
+    #[serde(default)]
+    pub revision: u64,
     /// When the session was last loaded or saved.
     #[serde(with = "unix_millis")]
     pub last_seen: OffsetDateTime,
@@ -65,6 +69,7 @@ impl<T> Record<T> {
             flash: Flash::default(),
             has_data: false,
             created_at: now,
+            revision: 0,
             last_seen: now,
             expires_at: (now + idle).min(deadline),
             deadline,
@@ -134,14 +139,13 @@ mod tests {
         );
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"v\":1"));
+        // Backend scripts read the revision and timestamps from the end of the JSON.
         let tail = format!(
-            "\"deadline\":{}}}",
+            "\"revision\":0,\"last_seen\":{0},\"expires_at\":{1},\"deadline\":{1}}}",
+            now.unix_timestamp() * 1000,
             (now + Duration::from_secs(30)).unix_timestamp() * 1000
         );
-        assert!(
-            json.ends_with(&tail),
-            "backend scripts read the deadline from the end: {json}"
-        );
+        assert!(json.ends_with(&tail), "{json}");
         let back: Record<u32> = serde_json::from_str(&json).unwrap();
         assert_eq!(back.id, id);
         assert_eq!(back.data, 7);

@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use crate::{
     callbacks::RejectReason,
+    config::Concurrency,
     cookies::{self, Incoming},
     error::{SessionError, StoreOperation},
     handle::{Existing, SessionHandle, State},
@@ -155,9 +156,18 @@ fn store_error(operation: StoreOperation) -> impl FnOnce(crate::StoreError) -> S
 impl<T: Session, St: Store<T>> Shared<T, St> {
     /// The error response: never a Set-Cookie, so the client keeps its cookie through an outage.
     fn fail<B: From<Bytes>>(&self, err: &SessionError) -> Response<B> {
-        self.settings.callbacks.error(err);
-        let mut response = Response::new(B::from(self.settings.error_body.clone()));
-        *response.status_mut() = self.settings.error_status;
+        let (status, body) = match (err, self.settings.concurrency) {
+            (SessionError::Conflict, Concurrency::Optimistic { status }) => (
+                status,
+                Bytes::from_static(b"the session changed concurrently; retry"),
+            ),
+            _ => {
+                self.settings.callbacks.error(err);
+                (self.settings.error_status, self.settings.error_body.clone())
+            }
+        };
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = status;
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -286,17 +296,22 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             if owner_changed {
                 self.index(owner.as_deref(), &record).await?;
             }
-            match self
-                .store
-                .save(&record)
-                .await
-                .map_err(store_error(StoreOperation::Save))?
-            {
+            let saved = match self.settings.concurrency {
+                Concurrency::Optimistic { .. } => {
+                    self.store.save_if_revision(&record, old.revision).await
+                }
+                _ => self.store.save(&record).await,
+            };
+            match saved.map_err(store_error(StoreOperation::Save))? {
                 WriteOutcome::Done => {
                     if owner_changed {
                         self.unindex(loaded_owner.as_deref(), &old.id).await;
                     }
                     Ok(announce.then(|| self.live_cookie(&record, now)))
+                }
+                WriteOutcome::Conflict => {
+                    callbacks.conflict(&old.id);
+                    Err(SessionError::Conflict)
                 }
                 _ => {
                     // Deleted (logout) or expired meanwhile: never resurrect it, never send a
@@ -357,6 +372,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             flash: state.outgoing_flash,
             has_data: state.has_data,
             created_at: old.created_at,
+            revision: old.revision + 1,
             last_seen: now,
             expires_at: old.expires_at,
             deadline: old.deadline,

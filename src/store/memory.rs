@@ -370,6 +370,24 @@ impl<T: Session> Store<T> for MemoryStore<T> {
         }
     }
 
+    async fn save_if_revision(
+        &self,
+        record: &Record<T>,
+        expected: u64,
+    ) -> Result<WriteOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = write(self.shard(&record.id));
+        match map.get_mut(&record.id) {
+            Some(existing) if existing.is_expired(now) => Ok(WriteOutcome::Missing),
+            Some(existing) if existing.revision != expected => Ok(WriteOutcome::Conflict),
+            Some(existing) => {
+                *existing = record.clone();
+                Ok(WriteOutcome::Done)
+            }
+            None => Ok(WriteOutcome::Missing),
+        }
+    }
+
     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
         let removed = write(self.shard(id)).remove(id);
         match removed {

@@ -35,6 +35,8 @@ pub enum WriteOutcome {
     Missing,
     /// The new ID is already in use: nothing was written.
     Collision,
+    /// The stored session changed since this copy was loaded: nothing was written.
+    Conflict,
 }
 
 /// A session backend. This is the only trait a backend implements; the layer does the rest.
@@ -82,6 +84,14 @@ pub trait Store<T: Session>: Send + Sync + 'static {
     /// Replaces an existing session's record. Update-only: if the session was deleted or expired
     /// meanwhile, returns [`WriteOutcome::Missing`] and writes nothing.
     async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError>;
+
+    /// Like [`Store::save`], but only if the stored record is still at revision `expected`
+    /// (optimistic concurrency): otherwise returns [`WriteOutcome::Conflict`] and writes nothing.
+    async fn save_if_revision(
+        &self,
+        record: &Record<T>,
+        expected: u64,
+    ) -> Result<WriteOutcome, StoreError>;
 
     /// Deletes a session. Returns [`WriteOutcome::Missing`] if there was none.
     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError>;

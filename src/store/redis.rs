@@ -54,6 +54,18 @@ redis.call('SET', KEYS[1], updated, 'PXAT', expires)
 return 1
 "#;
 
+/// Replaces a record only if it is still at revision ARGV[3] (read from the record's tail).
+/// KEYS[1] = key; ARGV = new record, expiry ms, expected revision. Returns 1 done, 0 missing,
+/// 2 conflict.
+const SAVE_IF_REVISION: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local revision = string.match(value, '"revision":(%d+),"last_seen":%d+,"expires_at":%d+,"deadline":%d+}$')
+if revision ~= ARGV[3] then return 2 end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 1
+"#;
+
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
 /// latest deadline of its sessions), on one key, so it is Cluster-safe.
 const INDEX_OWNER: &str = r#"
@@ -121,6 +133,7 @@ struct Scripts {
     touch: std::sync::Arc<Script>,
     regenerate: std::sync::Arc<Script>,
     index_owner: std::sync::Arc<Script>,
+    save_if_revision: std::sync::Arc<Script>,
 }
 
 impl Scripts {
@@ -130,6 +143,7 @@ impl Scripts {
             touch: std::sync::Arc::new(Script::new(&with_tail(TOUCH))),
             regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
             index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
+            save_if_revision: std::sync::Arc::new(Script::new(SAVE_IF_REVISION)),
         }
     }
 }
@@ -308,6 +322,7 @@ impl<T: Session> RedisStore<T> {
             &self.scripts.touch,
             &self.scripts.regenerate,
             &self.scripts.index_owner,
+            &self.scripts.save_if_revision,
         ] {
             on_connection!(self, |conn| script
                 .prepare_invoke()
@@ -513,6 +528,31 @@ impl<T: Session> Store<T> for RedisStore<T> {
         Ok(match self.query::<Option<String>>(cmd).await? {
             Some(_) => WriteOutcome::Done,
             None => WriteOutcome::Missing,
+        })
+    }
+
+    async fn save_if_revision(
+        &self,
+        record: &Record<T>,
+        expected: u64,
+    ) -> Result<WriteOutcome, StoreError> {
+        let key = self.key(&record.id);
+        let value = Self::encode(record)?;
+        let expires = millis(record.effective_expiry());
+        let script = &self.scripts.save_if_revision;
+        let outcome: i64 = on_connection!(self, |conn| {
+            script
+                .key(&key)
+                .arg(value)
+                .arg(expires)
+                .arg(expected)
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        Ok(match outcome {
+            1 => WriteOutcome::Done,
+            2 => WriteOutcome::Conflict,
+            _ => WriteOutcome::Missing,
         })
     }
 

@@ -128,6 +128,15 @@ impl Store<Counter> for TestStore {
         self.inner.save(record).await
     }
 
+    async fn save_if_revision(
+        &self,
+        record: &Record<Counter>,
+        expected: u64,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.enter("save_if_revision")?;
+        self.inner.save_if_revision(record, expected).await
+    }
+
     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
         self.enter("delete")?;
         self.undecodable.lock().unwrap().remove(id);

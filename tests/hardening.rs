@@ -1,0 +1,41 @@
+//! Hardening guarantees on the memory store (the Redis and Cluster binaries run the same suite).
+
+#[path = "support/hardening_suite.rs"]
+mod hardening_suite;
+mod support;
+
+use support::TestStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_resurrection_in_1000_races_of_a_slow_writer_against_logout_or_login() {
+    let resurrections = hardening_suite::no_resurrection(TestStore::new(), 1000).await;
+    println!("memory: 1000 races, {resurrections} resurrections");
+    assert_eq!(resurrections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_concurrency_loses_no_increment() {
+    let (value, successes, conflicts) =
+        hardening_suite::optimistic_increments(TestStore::new()).await;
+    println!("memory optimistic: 64 clients, final +{value}, {successes} successes, {conflicts} conflicts refused");
+    assert_eq!(successes, 64);
+    assert_eq!(
+        value as usize, successes,
+        "every successful response is counted exactly once"
+    );
+    assert!(conflicts > 0, "the race really happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_write_wins_documents_the_lost_updates() {
+    let (value, successes) = hardening_suite::last_write_wins_increments(TestStore::new()).await;
+    println!(
+        "memory last-write-wins: 64 successes, final +{value}: {} increments lost",
+        successes as u32 - value
+    );
+    assert_eq!(successes, 64);
+    assert!(
+        value < 64,
+        "concurrent read-modify-writes lose updates under last-write-wins"
+    );
+}
