@@ -23,6 +23,9 @@ pub enum RejectReason {
     /// The store holds a record under the ID that cannot be decoded as the session type (for
     /// example after the struct changed). The record is deleted.
     Undecodable,
+    /// Cookies are signed and this one's signature is missing or matches no key. The store was
+    /// not asked.
+    BadSignature,
 }
 
 impl fmt::Display for RejectReason {
@@ -31,6 +34,7 @@ impl fmt::Display for RejectReason {
             RejectReason::Malformed => "malformed",
             RejectReason::Unknown => "unknown",
             RejectReason::Undecodable => "undecodable",
+            RejectReason::BadSignature => "bad signature",
         })
     }
 }

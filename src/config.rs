@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use crate::{
+    keys::{AtRest, IdsAtRest, Key, Signer},
     callbacks::{Callbacks, RejectReason},
     error::{ConfigError, SessionError},
     id::SessionId,
@@ -96,6 +97,8 @@ pub struct SessionConfig<T> {
     error_status: StatusCode,
     error_body: Bytes,
     concurrency: Concurrency,
+    signing_keys: Vec<Key>,
+    ids_at_rest: IdsAtRest,
     callbacks: Callbacks<T>,
 }
 
@@ -115,6 +118,8 @@ impl<T> Default for SessionConfig<T> {
             error_status: StatusCode::INTERNAL_SERVER_ERROR,
             error_body: Bytes::from_static(b"session unavailable"),
             concurrency: Concurrency::LastWriteWins,
+            signing_keys: Vec::new(),
+            ids_at_rest: IdsAtRest::StoreDefault,
             callbacks: Callbacks::default(),
         }
     }
@@ -136,6 +141,8 @@ impl<T> Clone for SessionConfig<T> {
             error_status: self.error_status,
             error_body: self.error_body.clone(),
             concurrency: self.concurrency,
+            signing_keys: self.signing_keys.clone(),
+            ids_at_rest: self.ids_at_rest.clone(),
             callbacks: self.callbacks.clone(),
         }
     }
@@ -156,6 +163,8 @@ impl<T> fmt::Debug for SessionConfig<T> {
             .field("absolute_lifetime", &self.absolute_lifetime)
             .field("error_status", &self.error_status)
             .field("concurrency", &self.concurrency)
+            .field("signing_keys", &self.signing_keys.len())
+            .field("ids_at_rest", &self.ids_at_rest)
             .field("callbacks", &self.callbacks)
             .finish()
     }
@@ -259,6 +268,33 @@ impl<T> SessionConfig<T> {
         self
     }
 
+    /// Signs session cookies: the cookie carries the ID and an HMAC-SHA256 of it, and a cookie
+    /// whose signature is missing or wrong is rejected before any store lookup (the `rejected`
+    /// callback fires with [`RejectReason::BadSignature`]). The first key signs, all verify: to
+    /// rotate, put the new key first and keep the old one until its cookies have been re-issued
+    /// (a request with a cookie signed by an older key gets it back signed with the first key).
+    ///
+    /// ```
+    /// use tower_typed_sessions::{Key, SessionConfig};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl tower_typed_sessions::Session for Data {}
+    /// let current = Key::from_bytes(&[1u8; 32])?;
+    /// let previous = Key::from_bytes(&[2u8; 32])?;
+    /// let config = SessionConfig::<Data>::new().with_signing_keys([current, previous]);
+    /// # Ok::<_, tower_typed_sessions::ConfigError>(())
+    /// ```
+    pub fn with_signing_keys(mut self, keys: impl IntoIterator<Item = Key>) -> Self {
+        self.signing_keys = keys.into_iter().collect();
+        self
+    }
+
+    /// How IDs are kept in the store (default [`IdsAtRest::StoreDefault`]: hashed on Redis,
+    /// plain in memory).
+    pub fn with_ids_at_rest(mut self, ids_at_rest: IdsAtRest) -> Self {
+        self.ids_at_rest = ids_at_rest;
+        self
+    }
+
     /// Called when optimistic concurrency refused a save because the session changed since this
     /// request loaded it.
     pub fn on_conflict(mut self, f: impl Fn(&SessionId) + Send + Sync + 'static) -> Self {
@@ -323,7 +359,9 @@ impl<T> SessionConfig<T> {
         self
     }
 
-    pub(crate) fn validate(self) -> Result<Settings<T>, ConfigError> {
+    /// Checks the configuration. `store_hashes_ids` is the store's preference for
+    /// [`IdsAtRest::StoreDefault`].
+    pub(crate) fn validate(self, store_hashes_ids: bool) -> Result<Settings<T>, ConfigError> {
         let name = &self.cookie_name;
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(ConfigError::InvalidCookieName);
@@ -392,6 +430,14 @@ impl<T> SessionConfig<T> {
             error_status: self.error_status,
             error_body: self.error_body,
             concurrency: self.concurrency,
+            signer: Signer::new(self.signing_keys),
+            at_rest: match self.ids_at_rest {
+                IdsAtRest::Plain => AtRest::Plain,
+                IdsAtRest::Hash => AtRest::Hash,
+                IdsAtRest::KeyedHash(key) => AtRest::KeyedHash(key),
+                IdsAtRest::StoreDefault if store_hashes_ids => AtRest::Hash,
+                IdsAtRest::StoreDefault => AtRest::Plain,
+            },
             callbacks: self.callbacks,
         })
     }
@@ -416,6 +462,8 @@ pub(crate) struct Settings<T> {
     pub(crate) error_status: StatusCode,
     pub(crate) error_body: Bytes,
     pub(crate) concurrency: Concurrency,
+    pub(crate) signer: Option<Signer>,
+    pub(crate) at_rest: AtRest,
     pub(crate) callbacks: Callbacks<T>,
 }
 
@@ -428,6 +476,8 @@ impl<T> fmt::Debug for Settings<T> {
             .field("sliding", &self.sliding)
             .field("absolute_lifetime", &self.absolute_lifetime)
             .field("error_status", &self.error_status)
+            .field("signed", &self.signer.is_some())
+            .field("at_rest", &self.at_rest)
             .field("callbacks", &self.callbacks)
             .finish()
     }

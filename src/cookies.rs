@@ -2,7 +2,11 @@
 
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::{config::CookieSettings, id::SessionId};
+use crate::{
+    config::CookieSettings,
+    id::SessionId,
+    keys::{Signer, Verified},
+};
 
 /// What the request's cookies say about the session.
 pub(crate) enum Incoming {
@@ -10,16 +14,23 @@ pub(crate) enum Incoming {
     Absent,
     /// Cookies with the name, none of them a well-formed ID.
     Malformed,
-    /// The first well-formed ID among the cookies with the name.
-    Id(SessionId),
+    /// A well-formed ID whose signature is missing or matches no key.
+    BadSignature,
+    /// The first valid ID among the cookies with the name.
+    Id {
+        id: SessionId,
+        /// Signed with an older key: to be re-issued under the current one.
+        resign: bool,
+    },
 }
 
 /// Finds the session cookie. Several cookies may carry the name (set for different paths or
-/// domains); browsers send the most specific first, so the first well-formed one wins. The scan is
+/// domains); browsers send the most specific first, so the first valid one wins. The scan is
 /// linear in the header size and never allocates.
-pub(crate) fn find_session_id(headers: &HeaderMap, name: &str) -> Incoming {
+pub(crate) fn find_session_id(headers: &HeaderMap, name: &str, signer: Option<&Signer>) -> Incoming {
     let name = name.as_bytes();
     let mut seen = false;
+    let mut bad_signature = false;
     for value in headers.get_all(header::COOKIE) {
         for pair in value.as_bytes().split(|b| *b == b';') {
             let Some(eq) = pair.iter().position(|b| *b == b'=') else {
@@ -33,34 +44,56 @@ pub(crate) fn find_session_id(headers: &HeaderMap, name: &str) -> Incoming {
             if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
                 raw = &raw[1..raw.len() - 1];
             }
-            if let Some(id) = SessionId::parse_bytes(raw) {
-                return Incoming::Id(id);
+            match signer {
+                None => {
+                    if let Some(id) = SessionId::parse_bytes(raw) {
+                        return Incoming::Id { id, resign: false };
+                    }
+                }
+                Some(signer) => match signer.verify(raw) {
+                    Verified::Current(id) => return Incoming::Id { id, resign: false },
+                    Verified::Rotated(id) => return Incoming::Id { id, resign: true },
+                    Verified::BadSignature => bad_signature = true,
+                    Verified::Malformed => {}
+                },
             }
         }
     }
-    if seen {
+    if bad_signature {
+        Incoming::BadSignature
+    } else if seen {
         Incoming::Malformed
     } else {
         Incoming::Absent
     }
 }
 
-/// A Set-Cookie header carrying `id`, with `max_age` seconds when the cookie is persistent.
+/// A Set-Cookie header carrying `id` (signed when a signer is set), with `max_age` seconds when
+/// the cookie is persistent.
 pub(crate) fn live_cookie(
     settings: &CookieSettings,
+    signer: Option<&Signer>,
     id: &SessionId,
     max_age: Option<u64>,
 ) -> HeaderValue {
-    let mut text = String::with_capacity(settings.name.len() + settings.attributes.len() + 64);
+    let signed;
+    let value = match signer {
+        Some(signer) => {
+            signed = signer.sign(id);
+            signed.as_str()
+        }
+        None => id.expose_secret(),
+    };
+    let mut text = String::with_capacity(settings.name.len() + settings.attributes.len() + 128);
     text.push_str(&settings.name);
     text.push('=');
-    text.push_str(id.expose_secret());
+    text.push_str(value);
     text.push_str(&settings.attributes);
     if let Some(seconds) = max_age {
         text.push_str("; Max-Age=");
         text.push_str(&seconds.to_string());
     }
-    // Name and attributes were validated when the layer was built and the ID is base64url.
+    // Name and attributes were validated when the layer was built; the value is base64url.
     HeaderValue::from_str(&text).unwrap_or_else(|_| settings.removal.clone())
 }
 
@@ -103,26 +136,26 @@ mod tests {
         let id = SessionId::generate().unwrap();
         let good = format!("id={}", id.expose_secret());
         let map = headers(&[b"a=1; id=short", good.as_bytes()]);
-        assert!(matches!(find_session_id(&map, "id"), Incoming::Id(found) if found == id));
+        assert!(matches!(find_session_id(&map, "id", None), Incoming::Id { id: found, .. } if found == id));
         let quoted = format!("x=y;id=\"{}\"", id.expose_secret());
         assert!(matches!(
-            find_session_id(&headers(&[quoted.as_bytes()]), "id"),
-            Incoming::Id(_)
+            find_session_id(&headers(&[quoted.as_bytes()]), "id", None),
+            Incoming::Id { .. }
         ));
     }
 
     #[test]
     fn tells_absent_from_malformed() {
         assert!(matches!(
-            find_session_id(&headers(&[b"idx=1; xid=2"]), "id"),
+            find_session_id(&headers(&[b"idx=1; xid=2"]), "id", None),
             Incoming::Absent
         ));
         assert!(matches!(
-            find_session_id(&headers(&[b"id=\xff\xfe"]), "id"),
+            find_session_id(&headers(&[b"id=\xff\xfe"]), "id", None),
             Incoming::Malformed
         ));
         assert!(matches!(
-            find_session_id(&HeaderMap::new(), "id"),
+            find_session_id(&HeaderMap::new(), "id", None),
             Incoming::Absent
         ));
     }

@@ -181,6 +181,8 @@ pub enum ConfigError {
     SameSiteNoneWithoutSecure,
     /// The idle timeout or the absolute lifetime is zero.
     ZeroTimeout,
+    /// A secret key is shorter than 32 bytes.
+    KeyTooShort,
 }
 
 impl fmt::Display for ConfigError {
@@ -194,6 +196,7 @@ impl fmt::Display for ConfigError {
             ConfigError::PrefixWithoutSecure => "a __Host- or __Secure- cookie must be Secure",
             ConfigError::SameSiteNoneWithoutSecure => "SameSite=None requires Secure",
             ConfigError::ZeroTimeout => "session timeouts must be greater than zero",
+            ConfigError::KeyTooShort => "secret keys must be at least 32 bytes",
         })
     }
 }

@@ -83,7 +83,13 @@ impl<T> fmt::Debug for SessionHandle<T> {
 /// What the layer knows of a session it loaded from the store.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Existing {
+    /// The ID the store keeps the session under (a digest of `cookie_id` when IDs are hashed at
+    /// rest). Everything past the cookie boundary uses it.
     pub(crate) id: SessionId,
+    /// The ID the client's cookie carries.
+    pub(crate) cookie_id: SessionId,
+    /// The cookie was signed with an older key: re-issue it under the current one.
+    pub(crate) resign: bool,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) expires_at: OffsetDateTime,
     pub(crate) deadline: OffsetDateTime,
@@ -143,11 +149,13 @@ impl<T: Session> State<T> {
 
     /// The state for a loaded record, with its flash rotated: what was pending is visible now and
     /// will not be stored again.
-    pub(crate) fn loaded(record: Record<T>, slid: bool) -> Self {
+    pub(crate) fn loaded(record: Record<T>, slid: bool, cookie_id: SessionId, resign: bool) -> Self {
         let flash_consumed = !record.flash.is_empty();
         Self {
             existing: Some(Existing {
                 id: record.id,
+                cookie_id,
+                resign,
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 deadline: record.deadline,

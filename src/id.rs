@@ -96,6 +96,32 @@ impl SessionId {
         SessionTag(text)
     }
 
+    /// An ID-shaped encoding of 32 digest bytes (hashed IDs, signatures).
+    pub(crate) fn from_digest(bytes: [u8; ID_BYTES]) -> Self {
+        Self(encode(&bytes))
+    }
+
+    /// The 32 bytes behind the text form.
+    pub(crate) fn decode(&self) -> Option<[u8; ID_BYTES]> {
+        let mut out = [0u8; ID_BYTES];
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        let mut pos = 0;
+        for c in self.0 {
+            let value = ALPHABET.iter().position(|a| *a == c)? as u32;
+            bits = (bits << 6) | value;
+            nbits += 6;
+            if nbits >= 8 {
+                nbits -= 8;
+                if pos < ID_BYTES {
+                    out[pos] = (bits >> nbits) as u8;
+                    pos += 1;
+                }
+            }
+        }
+        (pos == ID_BYTES).then_some(out)
+    }
+
     /// A well-spread 64-bit hash of the ID, for sharding.
     pub(crate) fn shard_hash(&self) -> u64 {
         fnv1a(&self.0)
@@ -224,6 +250,12 @@ mod tests {
         assert_eq!(SessionId::parse_bytes(&text), None);
         assert_eq!(SessionId::parse_bytes(&text[..ID_LEN - 1]), None);
         assert_eq!(SessionId::parse_bytes(&[0xff; ID_LEN]), None);
+    }
+
+    #[test]
+    fn decode_inverts_encode() {
+        let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| (i * 37 + 11) as u8);
+        assert_eq!(SessionId::from_digest(bytes).decode(), Some(bytes));
     }
 
     #[test]

@@ -81,11 +81,9 @@ impl<T: Session, St: Store<T>> SessionLayer<T, St> {
     /// A layer with `config`, refused if the configuration cannot work (for example a `__Host-`
     /// cookie with a Domain).
     pub fn from_config(store: St, config: SessionConfig<T>) -> Result<Self, ConfigError> {
+        let settings = config.validate(store.hashes_ids_at_rest())?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                store,
-                settings: config.validate()?,
-            }),
+            shared: Arc::new(Shared { store, settings }),
         })
     }
 

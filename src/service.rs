@@ -118,8 +118,11 @@ where
         let shared = Arc::clone(&self.shared);
         ResponseFuture {
             inner: Box::pin(async move {
-                let incoming =
-                    cookies::find_session_id(req.headers(), &shared.settings.cookie.name);
+                let incoming = cookies::find_session_id(
+                    req.headers(),
+                    &shared.settings.cookie.name,
+                    shared.settings.signer.as_ref(),
+                );
                 let state = match shared.load(incoming).await {
                     Ok(state) => state,
                     Err(err) => return Ok(shared.fail(&err)),
@@ -176,14 +179,19 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
 
     async fn load(&self, incoming: Incoming) -> Result<State<T>, SessionError> {
         let callbacks = &self.settings.callbacks;
-        let id = match incoming {
+        let (cookie_id, resign) = match incoming {
             Incoming::Absent => return Ok(State::fresh()),
             Incoming::Malformed => {
                 callbacks.rejected(RejectReason::Malformed, None);
                 return Ok(State::fresh());
             }
-            Incoming::Id(id) => id,
+            Incoming::BadSignature => {
+                callbacks.rejected(RejectReason::BadSignature, None);
+                return Ok(State::fresh());
+            }
+            Incoming::Id { id, resign } => (id, resign),
         };
+        let id = self.settings.at_rest.storage_id(&cookie_id);
         let loaded = if self.settings.sliding {
             self.store
                 .load_and_touch(&id, self.settings.idle_timeout)
@@ -196,7 +204,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 if record.id == id && !record.is_expired(OffsetDateTime::now_utc()) =>
             {
                 callbacks.loaded(&id, &record.data);
-                Ok(State::loaded(record, self.settings.sliding))
+                Ok(State::loaded(record, self.settings.sliding, cookie_id, resign))
             }
             Ok(Loaded::Active(record)) => {
                 // A store that does not check expiry itself: the layer enforces it.
@@ -252,10 +260,9 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
 
         let Some(old) = existing else {
             if state.changed || !state.outgoing_flash.is_empty() {
-                let record = self.new_record(SessionId::generate()?, state, now);
-                let record = self.create(record).await?;
+                let (record, cookie_id) = self.create(state, now).await?;
                 callbacks.started(&record.id, &record.data);
-                cookie = Some(self.live_cookie(&record, now));
+                cookie = Some(self.live_cookie(&record, &cookie_id, now));
             }
             return Ok(cookie);
         };
@@ -273,13 +280,12 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         }
 
         if state.regenerate {
-            let mut record = self.existing_record(&old, state, now);
-            record.id = SessionId::generate()?;
+            let record = self.existing_record(&old, state, now);
             return match self.regenerate(&old.id, record).await? {
-                Some(record) => {
+                Some((record, cookie_id)) => {
                     self.unindex(loaded_owner.as_deref(), &old.id).await;
                     callbacks.regenerated(&old.id, &record.id, &record.data);
-                    Ok(Some(self.live_cookie(&record, now)))
+                    Ok(Some(self.live_cookie(&record, &cookie_id, now)))
                 }
                 None => {
                     tracing::warn!(session = %old.id, "session vanished before it could be regenerated");
@@ -288,7 +294,8 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             };
         }
 
-        let announce = self.settings.persistent && old.slid;
+        // Re-send the cookie to slide a persistent cookie's Max-Age, or to re-sign it.
+        let announce = (self.settings.persistent && old.slid) || old.resign;
         if state.changed || state.flash_consumed || !state.outgoing_flash.is_empty() {
             let record = self.existing_record(&old, state, now);
             let owner = record.data.owner();
@@ -307,7 +314,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                     if owner_changed {
                         self.unindex(loaded_owner.as_deref(), &old.id).await;
                     }
-                    Ok(announce.then(|| self.live_cookie(&record, now)))
+                    Ok(announce.then(|| self.live_cookie(&record, &old.cookie_id, now)))
                 }
                 WriteOutcome::Conflict => {
                     callbacks.conflict(&old.id);
@@ -321,12 +328,16 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 }
             }
         } else if announce {
-            let max_age = seconds_until(old.effective_expiry(), now);
+            let max_age = self
+                .settings
+                .persistent
+                .then(|| seconds_until(old.effective_expiry(), now));
             callbacks.client(&old.id, &state.data);
             Ok(Some(cookies::live_cookie(
                 &self.settings.cookie,
-                &old.id,
-                Some(max_age),
+                self.settings.signer.as_ref(),
+                &old.cookie_id,
+                max_age,
             )))
         } else {
             Ok(None)
@@ -379,12 +390,25 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         }
     }
 
-    /// Creates `record`, drawing another ID on a collision.
-    async fn create(&self, mut record: Record<T>) -> Result<Record<T>, SessionError> {
+    /// A new cookie ID and the ID the store keeps it under.
+    fn new_ids(&self) -> Result<(SessionId, SessionId), SessionError> {
+        let cookie_id = SessionId::generate()?;
+        Ok((cookie_id, self.settings.at_rest.storage_id(&cookie_id)))
+    }
+
+    /// Creates a session from `state`, drawing other IDs on a collision. Returns the record and
+    /// the ID for the cookie.
+    async fn create(
+        &self,
+        state: State<T>,
+        now: OffsetDateTime,
+    ) -> Result<(Record<T>, SessionId), SessionError> {
+        let (mut cookie_id, stored) = self.new_ids()?;
+        let mut record = self.new_record(stored, state, now);
         let owner = record.data.owner();
         for attempt in 0..ID_ATTEMPTS {
             if attempt > 0 {
-                record.id = SessionId::generate()?;
+                (cookie_id, record.id) = self.new_ids()?;
             }
             self.index(owner.as_deref(), &record).await?;
             match self
@@ -393,24 +417,24 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 .await
                 .map_err(store_error(StoreOperation::Create))?
             {
-                WriteOutcome::Done => return Ok(record),
+                WriteOutcome::Done => return Ok((record, cookie_id)),
                 _ => tracing::warn!("session id collision; drawing another"),
             }
         }
         Err(SessionError::IdCollision)
     }
 
-    /// Moves `old` to `record.id`, drawing another ID on a collision. `None`: `old` is gone.
+    /// Moves `old` to new IDs, drawing others on a collision. Returns the moved record and the
+    /// ID for the cookie, or `None` if `old` is gone.
     async fn regenerate(
         &self,
         old: &SessionId,
         mut record: Record<T>,
-    ) -> Result<Option<Record<T>>, SessionError> {
+    ) -> Result<Option<(Record<T>, SessionId)>, SessionError> {
         let owner = record.data.owner();
-        for attempt in 0..ID_ATTEMPTS {
-            if attempt > 0 {
-                record.id = SessionId::generate()?;
-            }
+        for _ in 0..ID_ATTEMPTS {
+            let cookie_id;
+            (cookie_id, record.id) = self.new_ids()?;
             self.index(owner.as_deref(), &record).await?;
             match self
                 .store
@@ -418,7 +442,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 .await
                 .map_err(store_error(StoreOperation::Regenerate))?
             {
-                WriteOutcome::Done => return Ok(Some(record)),
+                WriteOutcome::Done => return Ok(Some((record, cookie_id))),
                 WriteOutcome::Missing => {
                     self.unindex(owner.as_deref(), &record.id).await;
                     return Ok(None);
@@ -429,13 +453,13 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         Err(SessionError::IdCollision)
     }
 
-    fn live_cookie(&self, record: &Record<T>, now: OffsetDateTime) -> HeaderValue {
+    fn live_cookie(&self, record: &Record<T>, cookie_id: &SessionId, now: OffsetDateTime) -> HeaderValue {
         let max_age = self
             .settings
             .persistent
             .then(|| seconds_until(record.effective_expiry(), now));
         self.settings.callbacks.client(&record.id, &record.data);
-        cookies::live_cookie(&self.settings.cookie, &record.id, max_age)
+        cookies::live_cookie(&self.settings.cookie, self.settings.signer.as_ref(), cookie_id, max_age)
     }
 }
 

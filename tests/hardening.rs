@@ -5,6 +5,7 @@ mod hardening_suite;
 mod support;
 
 use support::TestStore;
+use tower_typed_sessions::MemoryStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_resurrection_in_1000_races_of_a_slow_writer_against_logout_or_login() {
@@ -38,4 +39,24 @@ async fn last_write_wins_documents_the_lost_updates() {
         value < 64,
         "concurrent read-modify-writes lose updates under last-write-wins"
     );
+}
+
+#[tokio::test]
+async fn signed_cookies_reject_forgeries_without_lookup_and_rotate_keys() {
+    let tried = hardening_suite::signed_cookies_and_rotation(MemoryStore::new()).await;
+    println!("memory: {tried} forged or unsigned cookies rejected without a store lookup");
+}
+
+#[tokio::test]
+async fn ids_hashed_at_rest_on_the_memory_store() {
+    hardening_suite::hashed_ids_at_rest(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_store_keeps_plain_ids_unless_told_otherwise() {
+    let store = MemoryStore::<support::Counter>::new();
+    let mut client = support::Client::new(support::routes().layer(tower_typed_sessions::SessionLayer::new(store.clone())));
+    client.get("/incr").await;
+    use tower_typed_sessions::Store;
+    assert!(matches!(store.load(&client.id().unwrap()).await.unwrap(), tower_typed_sessions::Loaded::Active(_)));
 }

@@ -3,6 +3,8 @@
 //! session keys live in different hash slots.
 #![cfg(feature = "cluster")]
 
+#[path = "support/hardening_suite.rs"]
+mod hardening_suite;
 #[path = "support/owner_suite.rs"]
 mod owner_suite;
 #[path = "support/redis_server.rs"]
@@ -15,7 +17,7 @@ use redis_server::RedisCluster;
 use support::{Client, Counter, Event, Events};
 use tower_typed_sessions::{RedisStore, SessionConfig, SessionLayer};
 
-async fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore<Counter> {
+async fn store_with_prefix(cluster: &RedisCluster, prefix: &str) -> RedisStore<Counter> {
     let urls = cluster.urls();
     let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
     RedisStore::connect_cluster(&nodes)
@@ -33,7 +35,7 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
     macro_rules! run {
         ($($name:ident),* $(,)?) => {$(
             println!("cluster contract: {}", stringify!($name));
-            store_suite::$name(&store(&cluster, stringify!($name)).await).await;
+            store_suite::$name(&store_with_prefix(&cluster, stringify!($name)).await).await;
         )*};
     }
     run!(
@@ -57,7 +59,7 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
 
     // The layer on the cluster: counts are spread over the masters, count() sees them all.
     let events = Events::default();
-    let store = store(&cluster, "layer").await;
+    let store = store_with_prefix(&cluster, "layer").await;
     let app = support::routes().layer(
         SessionLayer::from_config(store.clone(), events.attach(SessionConfig::new())).unwrap(),
     );
@@ -86,7 +88,7 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
     let seen = events.take();
     assert!(
         seen.iter()
-            .any(|e| matches!(e, Event::Regenerated(o, n, _) if *o == old && *n == new)),
+            .any(|e| matches!(e, Event::Regenerated(o, n, _) if *o == old.hashed_at_rest() && *n == new.hashed_at_rest())),
         "{seen:?}"
     );
     assert_eq!(
@@ -113,4 +115,16 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
         .unwrap()
         .with_key_prefix("owners:");
     owner_suite::owner_index_flow(accounts).await;
+
+    // Hardening on the cluster.
+    let hardened = store_with_prefix(&cluster, "hardening").await;
+    let resurrections = hardening_suite::no_resurrection(hardened.clone(), 1000).await;
+    println!("cluster: 1000 races, {resurrections} resurrections");
+    assert_eq!(resurrections, 0);
+    let (value, successes, conflicts) = hardening_suite::optimistic_increments(hardened.clone()).await;
+    println!("cluster optimistic: final +{value}, {successes} successes, {conflicts} conflicts refused");
+    assert_eq!((value as usize, successes), (64, 64));
+    let tried = hardening_suite::signed_cookies_and_rotation(hardened.clone()).await;
+    println!("cluster: {tried} forged or unsigned cookies rejected without a store lookup");
+    hardening_suite::hashed_ids_at_rest(hardened).await;
 }

@@ -46,6 +46,13 @@ pub enum WriteOutcome {
 /// Implementations must be safe for concurrent calls.
 #[async_trait]
 pub trait Store<T: Session>: Send + Sync + 'static {
+    /// Whether sessions in this store should be keyed by a digest of their ID unless the layer is
+    /// told otherwise ([`IdsAtRest::StoreDefault`](crate::IdsAtRest::StoreDefault)). Stores
+    /// whose contents leave the process (dumps, replicas, backups) should say yes.
+    fn hashes_ids_at_rest(&self) -> bool {
+        false
+    }
+
     /// Inserts a new session. Returns [`WriteOutcome::Collision`] if the ID is taken, and never
     /// overwrites.
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError>;

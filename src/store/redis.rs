@@ -437,6 +437,11 @@ impl<T: Session> RedisStore<T> {
 
 #[async_trait]
 impl<T: Session> Store<T> for RedisStore<T> {
+    /// Yes: a Redis dump, replica or backup must not hold live session cookies.
+    fn hashes_ids_at_rest(&self) -> bool {
+        true
+    }
+
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&record.id))

@@ -7,9 +7,12 @@ use std::{
     time::Duration,
 };
 
-use axum::{routing::get, Router};
+use axum::{body::Body, http::Request, routing::get, Router};
 use tokio::sync::oneshot;
-use tower_typed_sessions::{Concurrency, SessionConfig, SessionHandle, SessionLayer, Store};
+use tower_typed_sessions::{
+    Concurrency, IdsAtRest, Key, Loaded, Record, RejectReason, SessionConfig, SessionHandle, SessionId,
+    SessionLayer, Store, StoreError, WriteOutcome,
+};
 
 use crate::support::{get_with_cookie, send, Client, Counter};
 
@@ -186,4 +189,184 @@ pub async fn last_write_wins_increments<St: Store<Counter> + Clone>(store: St) -
         .parse()
         .unwrap();
     (after - 1, successes)
+}
+
+/// Wraps any store and counts the loads it receives.
+#[derive(Clone)]
+pub struct Counting<S> {
+    pub inner: S,
+    loads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner, loads: Arc::default() }
+    }
+
+    pub fn loads(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Store<Counter>> Store<Counter> for Counting<S> {
+    fn hashes_ids_at_rest(&self) -> bool {
+        self.inner.hashes_ids_at_rest()
+    }
+    async fn create(&self, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &SessionId) -> Result<Loaded<Counter>, StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load(id).await
+    }
+    async fn load_and_touch(&self, id: &SessionId, idle: Duration) -> Result<Loaded<Counter>, StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load_and_touch(id, idle).await
+    }
+    async fn touch(&self, id: &SessionId, at: time::OffsetDateTime) -> Result<WriteOutcome, StoreError> {
+        self.inner.touch(id, at).await
+    }
+    async fn save(&self, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
+        self.inner.save(r).await
+    }
+    async fn save_if_revision(&self, r: &Record<Counter>, expected: u64) -> Result<WriteOutcome, StoreError> {
+        self.inner.save_if_revision(r, expected).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn regenerate(&self, old: &SessionId, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
+        self.inner.regenerate(old, r).await
+    }
+    async fn count(&self) -> Result<usize, StoreError> {
+        self.inner.count().await
+    }
+    async fn index_owner(&self, owner: &str, id: &SessionId, until: time::OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.index_owner(owner, id, until).await
+    }
+    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+        self.inner.unindex_owner(owner, id).await
+    }
+    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.owner_ids(owner).await
+    }
+}
+
+fn key(byte: u8) -> Key {
+    Key::from_bytes(&[byte; 32]).unwrap()
+}
+
+fn cookie_value(reply: &crate::support::Reply) -> String {
+    let cookie = reply.set_cookie().expect("a Set-Cookie");
+    cookie.split(';').next().unwrap().strip_prefix("id=").unwrap().to_owned()
+}
+
+/// Signed cookies with key rotation. Returns the number of forged or unsigned cookies tried
+/// (all must have been rejected without a store lookup).
+pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) -> usize {
+    let store = Counting::new(store);
+    let rejected = Arc::new(Mutex::new(Vec::new()));
+    let sink = rejected.clone();
+    let signed_by = |keys: Vec<Key>| {
+        let sink = sink.clone();
+        crate::support::routes().layer(
+            SessionLayer::from_config(
+                store.clone(),
+                SessionConfig::new()
+                    .with_signing_keys(keys)
+                    .on_rejected(move |reason, _| sink.lock().unwrap().push(reason)),
+            )
+            .unwrap(),
+        )
+    };
+    let old_app = signed_by(vec![key(1)]);
+    let reply = send(&old_app, Request::get("/incr").body(Body::empty()).unwrap()).await;
+    let signed = cookie_value(&reply);
+    let (id_part, signature) = signed.split_once('.').expect("id.signature");
+    assert_eq!((id_part.len(), signature.len()), (43, 43));
+    let read = |app: &Router, value: String| {
+        let app = app.clone();
+        async move { send(&app, get_with_cookie("/read", &format!("id={value}"))).await }
+    };
+    assert_eq!(read(&old_app, signed.clone()).await.body, "1 new=false");
+
+    // Forged, unsigned, re-signed by an unknown key, swapped: rejected, no lookup.
+    let other = SessionId::generate().unwrap();
+    let foreign_app = signed_by(vec![key(9)]);
+    let foreign = cookie_value(&send(&foreign_app, Request::get("/incr").body(Body::empty()).unwrap()).await);
+    let attempts = vec![
+        id_part.to_owned(),
+        format!("{id_part}."),
+        format!("{id_part}.{}", other.expose_secret()),
+        format!("{}.{signature}", other.expose_secret()),
+        foreign.clone(),
+        format!("{id_part}.{}", &signature[..42]),
+    ];
+    let loads_before = store.loads();
+    rejected.lock().unwrap().clear();
+    for attempt in &attempts {
+        let reply = read(&old_app, attempt.clone()).await;
+        assert_eq!(reply.body, "0 new=true", "{attempt}");
+        assert!(reply.set_cookies().is_empty());
+    }
+    assert_eq!(store.loads(), loads_before, "no store lookup for a bad signature");
+    let reasons = rejected.lock().unwrap().clone();
+    assert_eq!(reasons.len(), attempts.len());
+    assert!(reasons.iter().all(|r| *r == RejectReason::BadSignature), "{reasons:?}");
+
+    // Rotation: key 2 now signs, key 1 still verifies; the old cookie is re-issued under key 2.
+    let rotated_app = signed_by(vec![key(2), key(1)]);
+    let reply = read(&rotated_app, signed.clone()).await;
+    assert_eq!(reply.body, "1 new=false", "a cookie signed by the previous key still works");
+    let reissued = cookie_value(&reply);
+    assert_ne!(reissued, signed);
+    assert!(reissued.starts_with(&format!("{id_part}.")), "same session, new signature");
+    let reply = read(&rotated_app, reissued.clone()).await;
+    assert_eq!(reply.body, "1 new=false");
+    assert!(reply.set_cookies().is_empty(), "a current signature is not re-issued");
+    // Once key 1 is retired, its cookies stop working; the re-issued one keeps working.
+    let retired_app = signed_by(vec![key(2)]);
+    assert_eq!(read(&retired_app, signed).await.body, "0 new=true");
+    assert_eq!(read(&retired_app, reissued).await.body, "1 new=false");
+    attempts.len()
+}
+
+/// IDs hashed at rest: the store holds only the digest, and sending the digest back as a cookie
+/// authenticates nothing. Checks plain SHA-256 and the keyed variant.
+pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
+    for (label, mode) in [("hash", IdsAtRest::Hash), ("keyed", IdsAtRest::KeyedHash(key(5)))] {
+        let app = crate::support::routes().layer(
+            SessionLayer::from_config(store.clone(), SessionConfig::new().with_ids_at_rest(mode.clone()))
+                .unwrap(),
+        );
+        let mut client = Client::new(app.clone());
+        client.get("/incr").await;
+        client.get("/incr").await;
+        let raw = client.id().expect("cookie id");
+        assert!(
+            matches!(store.load(&raw).await.unwrap(), Loaded::Missing),
+            "{label}: nothing is stored under the cookie's ID"
+        );
+        let digest = raw.hashed_at_rest();
+        let stored = match store.load(&digest).await.unwrap() {
+            Loaded::Active(record) => Some(record),
+            _ => None,
+        };
+        match label {
+            "hash" => {
+                let record = stored.expect("stored under the SHA-256 digest");
+                assert_eq!(record.data.count, 2);
+                assert_ne!(record.id, raw);
+                let json = serde_json::to_string(&record).unwrap();
+                assert!(!json.contains(raw.expose_secret()), "the record does not hold the cookie");
+                // The store key sent back as a cookie is not a session.
+                let replay = send(&app, get_with_cookie("/read", &format!("id={}", digest.expose_secret()))).await;
+                assert_eq!(replay.body, "0 new=true", "{label}");
+            }
+            _ => assert!(stored.is_none(), "{label}: the keyed digest differs from the plain one"),
+        }
+        assert_eq!(client.get("/read").await.body, "2 new=false", "{label}");
+        client.get("/logout").await;
+    }
 }
