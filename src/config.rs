@@ -6,10 +6,10 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use crate::{
-    keys::{AtRest, IdsAtRest, Key, Signer},
     callbacks::{Callbacks, RejectReason},
     error::{ConfigError, SessionError},
     id::SessionId,
+    keys::{AtRest, IdsAtRest, Key, Signer},
 };
 
 /// The `SameSite` attribute of the session cookie.
@@ -99,6 +99,7 @@ pub struct SessionConfig<T> {
     concurrency: Concurrency,
     signing_keys: Vec<Key>,
     ids_at_rest: IdsAtRest,
+    regenerate_grace: Option<Duration>,
     callbacks: Callbacks<T>,
 }
 
@@ -120,6 +121,7 @@ impl<T> Default for SessionConfig<T> {
             concurrency: Concurrency::LastWriteWins,
             signing_keys: Vec::new(),
             ids_at_rest: IdsAtRest::StoreDefault,
+            regenerate_grace: None,
             callbacks: Callbacks::default(),
         }
     }
@@ -143,6 +145,7 @@ impl<T> Clone for SessionConfig<T> {
             concurrency: self.concurrency,
             signing_keys: self.signing_keys.clone(),
             ids_at_rest: self.ids_at_rest.clone(),
+            regenerate_grace: self.regenerate_grace,
             callbacks: self.callbacks.clone(),
         }
     }
@@ -165,6 +168,7 @@ impl<T> fmt::Debug for SessionConfig<T> {
             .field("concurrency", &self.concurrency)
             .field("signing_keys", &self.signing_keys.len())
             .field("ids_at_rest", &self.ids_at_rest)
+            .field("regenerate_grace", &self.regenerate_grace)
             .field("callbacks", &self.callbacks)
             .finish()
     }
@@ -292,6 +296,16 @@ impl<T> SessionConfig<T> {
     /// plain in memory).
     pub fn with_ids_at_rest(mut self, ids_at_rest: IdsAtRest) -> Self {
         self.ids_at_rest = ids_at_rest;
+        self
+    }
+
+    /// After a regenerate (login), requests still in flight with the old cookie are served the
+    /// new session for `grace` (default: none, the old ID is dead at once). Past the window the
+    /// old ID is rejected and the `rejected` callback fires. Such requests never re-send a
+    /// cookie. Keep it short (a few seconds): it exists for parallel requests a page fires while
+    /// the login response is on its way. With it, an unknown ID costs one more store lookup.
+    pub fn with_regenerate_grace(mut self, grace: Duration) -> Self {
+        self.regenerate_grace = (!grace.is_zero()).then_some(grace);
         self
     }
 
@@ -431,6 +445,7 @@ impl<T> SessionConfig<T> {
             error_body: self.error_body,
             concurrency: self.concurrency,
             signer: Signer::new(self.signing_keys),
+            regenerate_grace: self.regenerate_grace,
             at_rest: match self.ids_at_rest {
                 IdsAtRest::Plain => AtRest::Plain,
                 IdsAtRest::Hash => AtRest::Hash,
@@ -463,6 +478,7 @@ pub(crate) struct Settings<T> {
     pub(crate) error_body: Bytes,
     pub(crate) concurrency: Concurrency,
     pub(crate) signer: Option<Signer>,
+    pub(crate) regenerate_grace: Option<Duration>,
     pub(crate) at_rest: AtRest,
     pub(crate) callbacks: Callbacks<T>,
 }

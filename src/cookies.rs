@@ -27,7 +27,11 @@ pub(crate) enum Incoming {
 /// Finds the session cookie. Several cookies may carry the name (set for different paths or
 /// domains); browsers send the most specific first, so the first valid one wins. The scan is
 /// linear in the header size and never allocates.
-pub(crate) fn find_session_id(headers: &HeaderMap, name: &str, signer: Option<&Signer>) -> Incoming {
+pub(crate) fn find_session_id(
+    headers: &HeaderMap,
+    name: &str,
+    signer: Option<&Signer>,
+) -> Incoming {
     let name = name.as_bytes();
     let mut seen = false;
     let mut bad_signature = false;
@@ -136,7 +140,9 @@ mod tests {
         let id = SessionId::generate().unwrap();
         let good = format!("id={}", id.expose_secret());
         let map = headers(&[b"a=1; id=short", good.as_bytes()]);
-        assert!(matches!(find_session_id(&map, "id", None), Incoming::Id { id: found, .. } if found == id));
+        assert!(
+            matches!(find_session_id(&map, "id", None), Incoming::Id { id: found, .. } if found == id)
+        );
         let quoted = format!("x=y;id=\"{}\"", id.expose_secret());
         assert!(matches!(
             find_session_id(&headers(&[quoted.as_bytes()]), "id", None),

@@ -86,8 +86,9 @@ pub(crate) struct Existing {
     /// The ID the store keeps the session under (a digest of `cookie_id` when IDs are hashed at
     /// rest). Everything past the cookie boundary uses it.
     pub(crate) id: SessionId,
-    /// The ID the client's cookie carries.
-    pub(crate) cookie_id: SessionId,
+    /// The ID the client's cookie carries; `None` when the request reached the session through a
+    /// regenerate grace pointer (its cookie is the old one, which must never be re-sent).
+    pub(crate) cookie_id: Option<SessionId>,
     /// The cookie was signed with an older key: re-issue it under the current one.
     pub(crate) resign: bool,
     pub(crate) created_at: OffsetDateTime,
@@ -149,7 +150,12 @@ impl<T: Session> State<T> {
 
     /// The state for a loaded record, with its flash rotated: what was pending is visible now and
     /// will not be stored again.
-    pub(crate) fn loaded(record: Record<T>, slid: bool, cookie_id: SessionId, resign: bool) -> Self {
+    pub(crate) fn loaded(
+        record: Record<T>,
+        slid: bool,
+        cookie_id: Option<SessionId>,
+        resign: bool,
+    ) -> Self {
         let flash_consumed = !record.flash.is_empty();
         Self {
             existing: Some(Existing {

@@ -139,8 +139,16 @@ impl Signer {
 
     /// `id.signature`, the signature being 43 base64url characters of HMAC-SHA256.
     pub(crate) fn sign(&self, id: &SessionId) -> String {
-        let tag: [u8; 32] = self.keys[0].mac(COOKIE_DOMAIN, id).finalize().into_bytes().into();
-        format!("{}.{}", id.expose_secret(), SessionId::from_digest(tag).expose_secret())
+        let tag: [u8; 32] = self.keys[0]
+            .mac(COOKIE_DOMAIN, id)
+            .finalize()
+            .into_bytes()
+            .into();
+        format!(
+            "{}.{}",
+            id.expose_secret(),
+            SessionId::from_digest(tag).expose_secret()
+        )
     }
 
     pub(crate) fn verify(&self, value: &[u8]) -> Verified {
@@ -160,7 +168,11 @@ impl Signer {
         for (index, key) in self.keys.iter().enumerate() {
             // Constant-time comparison.
             if key.mac(COOKIE_DOMAIN, &id).verify_slice(&tag).is_ok() {
-                return if index == 0 { Verified::Current(id) } else { Verified::Rotated(id) };
+                return if index == 0 {
+                    Verified::Current(id)
+                } else {
+                    Verified::Rotated(id)
+                };
             }
         }
         Verified::BadSignature

@@ -204,7 +204,12 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 if record.id == id && !record.is_expired(OffsetDateTime::now_utc()) =>
             {
                 callbacks.loaded(&id, &record.data);
-                Ok(State::loaded(record, self.settings.sliding, cookie_id, resign))
+                Ok(State::loaded(
+                    record,
+                    self.settings.sliding,
+                    Some(cookie_id),
+                    resign,
+                ))
             }
             Ok(Loaded::Active(record)) => {
                 // A store that does not check expiry itself: the layer enforces it.
@@ -220,6 +225,9 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 Ok(State::fresh())
             }
             Ok(Loaded::Missing) => {
+                if let Some(state) = self.follow_grace_pointer(&id).await? {
+                    return Ok(state);
+                }
                 callbacks.rejected(RejectReason::Unknown, Some(&id));
                 Ok(State::fresh())
             }
@@ -232,6 +240,43 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                 Ok(State::fresh())
             }
             Err(err) => Err(store_error(StoreOperation::Load)(err)),
+        }
+    }
+
+    /// With a regenerate grace period, a missing ID may have just moved: serve the new session.
+    async fn follow_grace_pointer(&self, id: &SessionId) -> Result<Option<State<T>>, SessionError> {
+        if self.settings.regenerate_grace.is_none() {
+            return Ok(None);
+        }
+        let Some(new) = self
+            .store
+            .moved_to(id)
+            .await
+            .map_err(store_error(StoreOperation::Load))?
+        else {
+            return Ok(None);
+        };
+        let loaded = if self.settings.sliding {
+            self.store
+                .load_and_touch(&new, self.settings.idle_timeout)
+                .await
+        } else {
+            self.store.load(&new).await
+        };
+        match loaded.map_err(store_error(StoreOperation::Load))? {
+            Loaded::Active(record)
+                if record.id == new && !record.is_expired(OffsetDateTime::now_utc()) =>
+            {
+                tracing::debug!(old = %id, new = %new, "request with a regenerated id served within the grace period");
+                self.settings.callbacks.loaded(&new, &record.data);
+                Ok(Some(State::loaded(
+                    record,
+                    self.settings.sliding,
+                    None,
+                    false,
+                )))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -314,7 +359,8 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                     if owner_changed {
                         self.unindex(loaded_owner.as_deref(), &old.id).await;
                     }
-                    Ok(announce.then(|| self.live_cookie(&record, &old.cookie_id, now)))
+                    let cookie_id = old.cookie_id.filter(|_| announce);
+                    Ok(cookie_id.map(|cookie_id| self.live_cookie(&record, &cookie_id, now)))
                 }
                 WriteOutcome::Conflict => {
                     callbacks.conflict(&old.id);
@@ -327,7 +373,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
                     Ok(None)
                 }
             }
-        } else if announce {
+        } else if let Some(cookie_id) = old.cookie_id.filter(|_| announce) {
             let max_age = self
                 .settings
                 .persistent
@@ -336,7 +382,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             Ok(Some(cookies::live_cookie(
                 &self.settings.cookie,
                 self.settings.signer.as_ref(),
-                &old.cookie_id,
+                &cookie_id,
                 max_age,
             )))
         } else {
@@ -436,12 +482,11 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             let cookie_id;
             (cookie_id, record.id) = self.new_ids()?;
             self.index(owner.as_deref(), &record).await?;
-            match self
-                .store
-                .regenerate(old, &record)
-                .await
-                .map_err(store_error(StoreOperation::Regenerate))?
-            {
+            let moved = match self.settings.regenerate_grace {
+                Some(grace) => self.store.regenerate_with_grace(old, &record, grace).await,
+                None => self.store.regenerate(old, &record).await,
+            };
+            match moved.map_err(store_error(StoreOperation::Regenerate))? {
                 WriteOutcome::Done => return Ok(Some((record, cookie_id))),
                 WriteOutcome::Missing => {
                     self.unindex(owner.as_deref(), &record.id).await;
@@ -453,13 +498,23 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         Err(SessionError::IdCollision)
     }
 
-    fn live_cookie(&self, record: &Record<T>, cookie_id: &SessionId, now: OffsetDateTime) -> HeaderValue {
+    fn live_cookie(
+        &self,
+        record: &Record<T>,
+        cookie_id: &SessionId,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
         let max_age = self
             .settings
             .persistent
             .then(|| seconds_until(record.effective_expiry(), now));
         self.settings.callbacks.client(&record.id, &record.data);
-        cookies::live_cookie(&self.settings.cookie, self.settings.signer.as_ref(), cookie_id, max_age)
+        cookies::live_cookie(
+            &self.settings.cookie,
+            self.settings.signer.as_ref(),
+            cookie_id,
+            max_age,
+        )
     }
 }
 

@@ -55,8 +55,18 @@ async fn ids_hashed_at_rest_on_the_memory_store() {
 #[tokio::test]
 async fn memory_store_keeps_plain_ids_unless_told_otherwise() {
     let store = MemoryStore::<support::Counter>::new();
-    let mut client = support::Client::new(support::routes().layer(tower_typed_sessions::SessionLayer::new(store.clone())));
+    let mut client = support::Client::new(
+        support::routes().layer(tower_typed_sessions::SessionLayer::new(store.clone())),
+    );
     client.get("/incr").await;
     use tower_typed_sessions::Store;
-    assert!(matches!(store.load(&client.id().unwrap()).await.unwrap(), tower_typed_sessions::Loaded::Active(_)));
+    assert!(matches!(
+        store.load(&client.id().unwrap()).await.unwrap(),
+        tower_typed_sessions::Loaded::Active(_)
+    ));
+}
+
+#[tokio::test]
+async fn regenerate_grace_window_on_the_memory_store() {
+    hardening_suite::regenerate_grace_window(MemoryStore::<support::Counter>::new()).await;
 }

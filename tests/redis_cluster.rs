@@ -121,10 +121,14 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
     let resurrections = hardening_suite::no_resurrection(hardened.clone(), 1000).await;
     println!("cluster: 1000 races, {resurrections} resurrections");
     assert_eq!(resurrections, 0);
-    let (value, successes, conflicts) = hardening_suite::optimistic_increments(hardened.clone()).await;
-    println!("cluster optimistic: final +{value}, {successes} successes, {conflicts} conflicts refused");
+    let (value, successes, conflicts) =
+        hardening_suite::optimistic_increments(hardened.clone()).await;
+    println!(
+        "cluster optimistic: final +{value}, {successes} successes, {conflicts} conflicts refused"
+    );
     assert_eq!((value as usize, successes), (64, 64));
     let tried = hardening_suite::signed_cookies_and_rotation(hardened.clone()).await;
     println!("cluster: {tried} forged or unsigned cookies rejected without a store lookup");
-    hardening_suite::hashed_ids_at_rest(hardened).await;
+    hardening_suite::hashed_ids_at_rest(hardened.clone()).await;
+    hardening_suite::regenerate_grace_window(hardened).await;
 }

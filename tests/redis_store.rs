@@ -142,7 +142,10 @@ async fn value_and_ttl_are_set_together_and_ttl_is_the_effective_expiry() {
     let mut client = Client::new(app);
     client.get("/incr").await;
     // IDs are hashed at rest on Redis: the key holds a digest of the cookie's ID.
-    let key = format!("session:{}", client.id().unwrap().hashed_at_rest().expose_secret());
+    let key = format!(
+        "session:{}",
+        client.id().unwrap().hashed_at_rest().expose_secret()
+    );
     let ttl: i64 = server
         .command(&["PTTL", &key])
         .trim_start_matches(':')
@@ -319,10 +322,17 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
     let mut client = Client::new(app(store_on(&server).await, &events));
     client.get("/incr").await;
     let real = client.id().unwrap();
-    let value = server.command(&["GET", &format!("session:{}", real.hashed_at_rest().expose_secret())]);
+    let value = server.command(&[
+        "GET",
+        &format!("session:{}", real.hashed_at_rest().expose_secret()),
+    ]);
     let json = value.split("\r\n").nth(1).unwrap().to_owned();
     let forged = SessionId::generate().unwrap();
-    server.command(&["SET", &format!("session:{}", forged.hashed_at_rest().expose_secret()), &json]);
+    server.command(&[
+        "SET",
+        &format!("session:{}", forged.hashed_at_rest().expose_secret()),
+        &json,
+    ]);
     events.take();
     let reply = send(
         &client.app,
@@ -366,25 +376,39 @@ async fn hardening_on_one_redis() {
     println!("redis: 1000 races, {resurrections} resurrections");
     assert_eq!(resurrections, 0);
     let (value, successes, conflicts) = hardening_suite::optimistic_increments(store.clone()).await;
-    println!("redis optimistic: final +{value}, {successes} successes, {conflicts} conflicts refused");
+    println!(
+        "redis optimistic: final +{value}, {successes} successes, {conflicts} conflicts refused"
+    );
     assert_eq!((value as usize, successes), (64, 64));
     let tried = hardening_suite::signed_cookies_and_rotation(store.clone()).await;
     println!("redis: {tried} forged or unsigned cookies rejected without a store lookup");
     hardening_suite::hashed_ids_at_rest(store.clone()).await;
+    hardening_suite::regenerate_grace_window(store.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_of_redis_holds_no_live_cookie() {
     let server = RedisServer::start();
-    let mut client = Client::new(support::routes().layer(SessionLayer::new(store_on(&server).await)));
+    let mut client =
+        Client::new(support::routes().layer(SessionLayer::new(store_on(&server).await)));
     client.get("/incr").await;
     let raw = client.id().unwrap();
     let keys = server.command(&["KEYS", "*"]);
-    let values = server.command(&["GET", &format!("session:{}", raw.hashed_at_rest().expose_secret())]);
-    assert!(!keys.contains(raw.expose_secret()) && !values.contains(raw.expose_secret()), "{keys} {values}");
+    let values = server.command(&[
+        "GET",
+        &format!("session:{}", raw.hashed_at_rest().expose_secret()),
+    ]);
+    assert!(
+        !keys.contains(raw.expose_secret()) && !values.contains(raw.expose_secret()),
+        "{keys} {values}"
+    );
     assert!(values.contains("\"count\":1"));
     // Sending a key from the dump back as a cookie gives nothing.
     let dumped = raw.hashed_at_rest();
-    let reply = send(&client.app, get_with_cookie("/read", &format!("id={}", dumped.expose_secret()))).await;
+    let reply = send(
+        &client.app,
+        get_with_cookie("/read", &format!("id={}", dumped.expose_secret())),
+    )
+    .await;
     assert_eq!(reply.body, "0 new=true");
 }

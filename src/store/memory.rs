@@ -55,6 +55,8 @@ struct Inner<T> {
     shards: Box<[Shard<T>]>,
     /// Owner -> IDs of their sessions. Only written when a session's owner changes.
     owners: Box<[OwnerShard]>,
+    /// Old ID -> (new ID, end of grace) after `regenerate_with_grace`; only read after a miss.
+    moved: std::sync::Mutex<HashMap<SessionId, (SessionId, OffsetDateTime)>>,
     len: AtomicUsize,
     max_sessions: Option<usize>,
     sweep_interval: Duration,
@@ -125,6 +127,7 @@ impl<T: Session> MemoryStoreBuilder<T> {
                 owners: (0..OWNER_SHARDS)
                     .map(|_| std::sync::Mutex::new(HashMap::new()))
                     .collect(),
+                moved: std::sync::Mutex::new(HashMap::new()),
                 len: AtomicUsize::new(0),
                 max_sessions: self.max_sessions,
                 sweep_interval: self.sweep_interval,
@@ -234,6 +237,7 @@ impl<T: Session> Inner<T> {
             removed += before - map.len();
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
+        lock_mutex(&self.moved).retain(|_, (_, until)| *until > now);
         for (owner, id) in orphaned {
             self.unindex(&owner, &id);
         }
@@ -403,42 +407,34 @@ impl<T: Session> Store<T> for MemoryStore<T> {
         }
     }
 
+    async fn regenerate_with_grace(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+        grace: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.move_session(old, record, Some(grace))
+    }
+
+    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut moved = lock_mutex(&self.inner.moved);
+        match moved.get(id) {
+            Some((new, until)) if *until > now => Ok(Some(*new)),
+            Some(_) => {
+                moved.remove(id);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
     async fn regenerate(
         &self,
         old: &SessionId,
         record: &Record<T>,
     ) -> Result<WriteOutcome, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let old_index = (old.shard_hash() as usize) % SHARDS;
-        let new_index = (record.id.shard_hash() as usize) % SHARDS;
-        // Both shards stay locked for the whole move, always in index order (no deadlock), so no
-        // other request sees the session under both IDs or under neither.
-        let (mut first, mut second) = match old_index.cmp(&new_index) {
-            std::cmp::Ordering::Equal => (write(&self.inner.shards[old_index]), None),
-            std::cmp::Ordering::Less => {
-                let a = write(&self.inner.shards[old_index]);
-                (a, Some(write(&self.inner.shards[new_index])))
-            }
-            std::cmp::Ordering::Greater => {
-                let b = write(&self.inner.shards[new_index]);
-                (write(&self.inner.shards[old_index]), Some(b))
-            }
-        };
-        let old_live = first.get(old).is_some_and(|r| !r.is_expired(now));
-        if !old_live {
-            return Ok(WriteOutcome::Missing);
-        }
-        let new_map = second.as_deref_mut().unwrap_or(&mut first);
-        if new_map.get(&record.id).is_some_and(|r| !r.is_expired(now)) {
-            return Ok(WriteOutcome::Collision);
-        }
-        let replaced = new_map.insert(record.id, record.clone()).is_some();
-        first.remove(old);
-        if replaced {
-            // An expired entry under the new ID was overwritten and the old one removed.
-            self.inner.len.fetch_sub(1, Ordering::Relaxed);
-        }
-        Ok(WriteOutcome::Done)
+        self.move_session(old, record, None)
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -480,6 +476,50 @@ impl<T: Session> Store<T> for MemoryStore<T> {
 }
 
 impl<T: Session> MemoryStore<T> {
+    /// Moves `old` to `record.id`; with a grace period, also leaves a pointer from `old`.
+    fn move_session(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+        grace: Option<Duration>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let old_index = (old.shard_hash() as usize) % SHARDS;
+        let new_index = (record.id.shard_hash() as usize) % SHARDS;
+        // Both shards stay locked for the whole move, always in index order (no deadlock), so no
+        // other request sees the session under both IDs or under neither.
+        let (mut first, mut second) = match old_index.cmp(&new_index) {
+            std::cmp::Ordering::Equal => (write(&self.inner.shards[old_index]), None),
+            std::cmp::Ordering::Less => {
+                let a = write(&self.inner.shards[old_index]);
+                (a, Some(write(&self.inner.shards[new_index])))
+            }
+            std::cmp::Ordering::Greater => {
+                let b = write(&self.inner.shards[new_index]);
+                (write(&self.inner.shards[old_index]), Some(b))
+            }
+        };
+        let old_live = first.get(old).is_some_and(|r| !r.is_expired(now));
+        if !old_live {
+            return Ok(WriteOutcome::Missing);
+        }
+        let new_map = second.as_deref_mut().unwrap_or(&mut first);
+        if new_map.get(&record.id).is_some_and(|r| !r.is_expired(now)) {
+            return Ok(WriteOutcome::Collision);
+        }
+        let replaced = new_map.insert(record.id, record.clone()).is_some();
+        first.remove(old);
+        if replaced {
+            // An expired entry under the new ID was overwritten and the old one removed.
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(grace) = grace {
+            // Still under the shard locks: no request sees the old ID as neither live nor moved.
+            lock_mutex(&self.inner.moved).insert(*old, (record.id, now + grace));
+        }
+        Ok(WriteOutcome::Done)
+    }
+
     fn remove_if_expired(&self, id: &SessionId, now: OffsetDateTime) -> Loaded<T> {
         let mut map = write(self.shard(id));
         match map.get(id) {

@@ -113,6 +113,20 @@ pub trait Store<T: Session>: Send + Sync + 'static {
         record: &Record<T>,
     ) -> Result<WriteOutcome, StoreError>;
 
+    /// Like [`Store::regenerate`], and for `grace` afterwards [`Store::moved_to`] of `old`
+    /// answers `record.id`, so that requests already in flight with the old cookie during a login
+    /// are served the new session. The old session itself is gone at once, as with `regenerate`.
+    async fn regenerate_with_grace(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+        grace: Duration,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Where the session `id` moved, if it was regenerated with a grace period that has not run
+    /// out yet.
+    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError>;
+
     /// How many live sessions the store holds.
     async fn count(&self) -> Result<usize, StoreError>;
 

@@ -66,6 +66,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 return 1
 "#;
 
+/// Like REGENERATE, and leaves a pointer KEYS[3] (old ID -> new ID, ARGV[3]) for ARGV[4] ms.
+const REGENERATE_WITH_GRACE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
 /// latest deadline of its sessions), on one key, so it is Cluster-safe.
 const INDEX_OWNER: &str = r#"
@@ -134,6 +144,7 @@ struct Scripts {
     regenerate: std::sync::Arc<Script>,
     index_owner: std::sync::Arc<Script>,
     save_if_revision: std::sync::Arc<Script>,
+    regenerate_with_grace: std::sync::Arc<Script>,
 }
 
 impl Scripts {
@@ -144,6 +155,7 @@ impl Scripts {
             regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
             index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
             save_if_revision: std::sync::Arc::new(Script::new(SAVE_IF_REVISION)),
+            regenerate_with_grace: std::sync::Arc::new(Script::new(REGENERATE_WITH_GRACE)),
         }
     }
 }
@@ -288,6 +300,11 @@ impl<T: Session> RedisStore<T> {
         format!("{}owner:{owner}", self.prefix)
     }
 
+    /// The grace pointer of a regenerated session: `prefix + "moved:" + old ID`.
+    fn moved_key(&self, id: &SessionId) -> String {
+        format!("{}moved:{}", self.prefix, id.expose_secret())
+    }
+
     /// Counts the session keys among `keys` (skipping owner index keys).
     fn session_keys(&self, keys: &[String]) -> usize {
         keys.iter()
@@ -323,6 +340,7 @@ impl<T: Session> RedisStore<T> {
             &self.scripts.regenerate,
             &self.scripts.index_owner,
             &self.scripts.save_if_revision,
+            &self.scripts.regenerate_with_grace,
         ] {
             on_connection!(self, |conn| script
                 .prepare_invoke()
@@ -351,15 +369,16 @@ impl<T: Session> RedisStore<T> {
         Ok(record)
     }
 
-    /// Regenerate on a Cluster, where two keys of different slots cannot change in one step:
-    /// create the new key first, then delete the old one, so at no moment are both lost; if the
-    /// old one was already gone (a logout won the race), undo the new one.
+    /// Regenerate on a Cluster, where keys of different slots cannot change in one step: create
+    /// the new key first (and the grace pointer, if any), then delete the old one, so at no
+    /// moment are both lost; if the old one was already gone (a logout won the race), undo.
     #[cfg(feature = "cluster")]
-    async fn regenerate_in_two_steps(
+    async fn regenerate_in_steps(
         &self,
         old: &SessionId,
         record: &Record<T>,
         value: Vec<u8>,
+        grace: Option<Duration>,
     ) -> Result<WriteOutcome, StoreError> {
         let new_key = self.key(&record.id);
         let mut set = redis::cmd("SET");
@@ -371,6 +390,15 @@ impl<T: Session> RedisStore<T> {
         if self.query::<Option<String>>(set).await?.is_none() {
             return Ok(WriteOutcome::Collision);
         }
+        if let Some(grace) = grace {
+            let mut pointer = redis::cmd("SET");
+            pointer
+                .arg(self.moved_key(old))
+                .arg(record.id.expose_secret())
+                .arg("PX")
+                .arg(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX).max(1));
+            self.query::<Option<String>>(pointer).await?;
+        }
         let mut del = redis::cmd("DEL");
         del.arg(self.key(old));
         if self.query::<i64>(del).await? == 1 {
@@ -379,6 +407,11 @@ impl<T: Session> RedisStore<T> {
         let mut undo = redis::cmd("DEL");
         undo.arg(new_key);
         self.query::<i64>(undo).await?;
+        if grace.is_some() {
+            let mut undo = redis::cmd("DEL");
+            undo.arg(self.moved_key(old));
+            self.query::<i64>(undo).await?;
+        }
         Ok(WriteOutcome::Missing)
     }
 
@@ -579,7 +612,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
         let value = Self::encode(record)?;
         #[cfg(feature = "cluster")]
         if matches!(self.connection, Connection::Cluster(_)) {
-            return self.regenerate_in_two_steps(old, record, value).await;
+            return self.regenerate_in_steps(old, record, value, None).await;
         }
         let (old_key, new_key) = (self.key(old), self.key(&record.id));
         let expires = millis(record.effective_expiry());
@@ -660,5 +693,48 @@ impl<T: Session> Store<T> for RedisStore<T> {
             .iter()
             .filter_map(|m| SessionId::parse_bytes(m))
             .collect())
+    }
+
+    async fn regenerate_with_grace(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+        grace: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        let value = Self::encode(record)?;
+        #[cfg(feature = "cluster")]
+        if matches!(self.connection, Connection::Cluster(_)) {
+            return self
+                .regenerate_in_steps(old, record, value, Some(grace))
+                .await;
+        }
+        let keys = [self.key(old), self.key(&record.id), self.moved_key(old)];
+        let expires = millis(record.effective_expiry());
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = &self.scripts.regenerate_with_grace;
+        let outcome: i64 = on_connection!(self, |conn| {
+            script
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(value)
+                .arg(expires)
+                .arg(record.id.expose_secret())
+                .arg(grace_ms)
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        Ok(match outcome {
+            1 => WriteOutcome::Done,
+            2 => WriteOutcome::Collision,
+            _ => WriteOutcome::Missing,
+        })
+    }
+
+    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.moved_key(id));
+        let target: Option<Vec<u8>> = self.query(cmd).await?;
+        Ok(target.and_then(|bytes| SessionId::parse_bytes(&bytes)))
     }
 }

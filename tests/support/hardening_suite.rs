@@ -10,8 +10,8 @@ use std::{
 use axum::{body::Body, http::Request, routing::get, Router};
 use tokio::sync::oneshot;
 use tower_typed_sessions::{
-    Concurrency, IdsAtRest, Key, Loaded, Record, RejectReason, SessionConfig, SessionHandle, SessionId,
-    SessionLayer, Store, StoreError, WriteOutcome,
+    Concurrency, IdsAtRest, Key, Loaded, Record, RejectReason, SessionConfig, SessionHandle,
+    SessionId, SessionLayer, Store, StoreError, WriteOutcome,
 };
 
 use crate::support::{get_with_cookie, send, Client, Counter};
@@ -200,7 +200,10 @@ pub struct Counting<S> {
 
 impl<S> Counting<S> {
     pub fn new(inner: S) -> Self {
-        Self { inner, loads: Arc::default() }
+        Self {
+            inner,
+            loads: Arc::default(),
+        }
     }
 
     pub fn loads(&self) -> usize {
@@ -220,29 +223,61 @@ impl<S: Store<Counter>> Store<Counter> for Counting<S> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.load(id).await
     }
-    async fn load_and_touch(&self, id: &SessionId, idle: Duration) -> Result<Loaded<Counter>, StoreError> {
+    async fn load_and_touch(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+    ) -> Result<Loaded<Counter>, StoreError> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.load_and_touch(id, idle).await
     }
-    async fn touch(&self, id: &SessionId, at: time::OffsetDateTime) -> Result<WriteOutcome, StoreError> {
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: time::OffsetDateTime,
+    ) -> Result<WriteOutcome, StoreError> {
         self.inner.touch(id, at).await
     }
     async fn save(&self, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
         self.inner.save(r).await
     }
-    async fn save_if_revision(&self, r: &Record<Counter>, expected: u64) -> Result<WriteOutcome, StoreError> {
+    async fn save_if_revision(
+        &self,
+        r: &Record<Counter>,
+        expected: u64,
+    ) -> Result<WriteOutcome, StoreError> {
         self.inner.save_if_revision(r, expected).await
     }
     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
         self.inner.delete(id).await
     }
-    async fn regenerate(&self, old: &SessionId, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
+    async fn regenerate(
+        &self,
+        old: &SessionId,
+        r: &Record<Counter>,
+    ) -> Result<WriteOutcome, StoreError> {
         self.inner.regenerate(old, r).await
+    }
+    async fn regenerate_with_grace(
+        &self,
+        old: &SessionId,
+        r: &Record<Counter>,
+        grace: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.inner.regenerate_with_grace(old, r, grace).await
+    }
+    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
+        self.inner.moved_to(id).await
     }
     async fn count(&self) -> Result<usize, StoreError> {
         self.inner.count().await
     }
-    async fn index_owner(&self, owner: &str, id: &SessionId, until: time::OffsetDateTime) -> Result<(), StoreError> {
+    async fn index_owner(
+        &self,
+        owner: &str,
+        id: &SessionId,
+        until: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
         self.inner.index_owner(owner, id, until).await
     }
     async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
@@ -259,7 +294,13 @@ fn key(byte: u8) -> Key {
 
 fn cookie_value(reply: &crate::support::Reply) -> String {
     let cookie = reply.set_cookie().expect("a Set-Cookie");
-    cookie.split(';').next().unwrap().strip_prefix("id=").unwrap().to_owned()
+    cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("id=")
+        .unwrap()
+        .to_owned()
 }
 
 /// Signed cookies with key rotation. Returns the number of forged or unsigned cookies tried
@@ -294,7 +335,13 @@ pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) 
     // Forged, unsigned, re-signed by an unknown key, swapped: rejected, no lookup.
     let other = SessionId::generate().unwrap();
     let foreign_app = signed_by(vec![key(9)]);
-    let foreign = cookie_value(&send(&foreign_app, Request::get("/incr").body(Body::empty()).unwrap()).await);
+    let foreign = cookie_value(
+        &send(
+            &foreign_app,
+            Request::get("/incr").body(Body::empty()).unwrap(),
+        )
+        .await,
+    );
     let attempts = vec![
         id_part.to_owned(),
         format!("{id_part}."),
@@ -310,21 +357,37 @@ pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) 
         assert_eq!(reply.body, "0 new=true", "{attempt}");
         assert!(reply.set_cookies().is_empty());
     }
-    assert_eq!(store.loads(), loads_before, "no store lookup for a bad signature");
+    assert_eq!(
+        store.loads(),
+        loads_before,
+        "no store lookup for a bad signature"
+    );
     let reasons = rejected.lock().unwrap().clone();
     assert_eq!(reasons.len(), attempts.len());
-    assert!(reasons.iter().all(|r| *r == RejectReason::BadSignature), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| *r == RejectReason::BadSignature),
+        "{reasons:?}"
+    );
 
     // Rotation: key 2 now signs, key 1 still verifies; the old cookie is re-issued under key 2.
     let rotated_app = signed_by(vec![key(2), key(1)]);
     let reply = read(&rotated_app, signed.clone()).await;
-    assert_eq!(reply.body, "1 new=false", "a cookie signed by the previous key still works");
+    assert_eq!(
+        reply.body, "1 new=false",
+        "a cookie signed by the previous key still works"
+    );
     let reissued = cookie_value(&reply);
     assert_ne!(reissued, signed);
-    assert!(reissued.starts_with(&format!("{id_part}.")), "same session, new signature");
+    assert!(
+        reissued.starts_with(&format!("{id_part}.")),
+        "same session, new signature"
+    );
     let reply = read(&rotated_app, reissued.clone()).await;
     assert_eq!(reply.body, "1 new=false");
-    assert!(reply.set_cookies().is_empty(), "a current signature is not re-issued");
+    assert!(
+        reply.set_cookies().is_empty(),
+        "a current signature is not re-issued"
+    );
     // Once key 1 is retired, its cookies stop working; the re-issued one keeps working.
     let retired_app = signed_by(vec![key(2)]);
     assert_eq!(read(&retired_app, signed).await.body, "0 new=true");
@@ -335,10 +398,16 @@ pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) 
 /// IDs hashed at rest: the store holds only the digest, and sending the digest back as a cookie
 /// authenticates nothing. Checks plain SHA-256 and the keyed variant.
 pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
-    for (label, mode) in [("hash", IdsAtRest::Hash), ("keyed", IdsAtRest::KeyedHash(key(5)))] {
+    for (label, mode) in [
+        ("hash", IdsAtRest::Hash),
+        ("keyed", IdsAtRest::KeyedHash(key(5))),
+    ] {
         let app = crate::support::routes().layer(
-            SessionLayer::from_config(store.clone(), SessionConfig::new().with_ids_at_rest(mode.clone()))
-                .unwrap(),
+            SessionLayer::from_config(
+                store.clone(),
+                SessionConfig::new().with_ids_at_rest(mode.clone()),
+            )
+            .unwrap(),
         );
         let mut client = Client::new(app.clone());
         client.get("/incr").await;
@@ -359,14 +428,74 @@ pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
                 assert_eq!(record.data.count, 2);
                 assert_ne!(record.id, raw);
                 let json = serde_json::to_string(&record).unwrap();
-                assert!(!json.contains(raw.expose_secret()), "the record does not hold the cookie");
+                assert!(
+                    !json.contains(raw.expose_secret()),
+                    "the record does not hold the cookie"
+                );
                 // The store key sent back as a cookie is not a session.
-                let replay = send(&app, get_with_cookie("/read", &format!("id={}", digest.expose_secret()))).await;
+                let replay = send(
+                    &app,
+                    get_with_cookie("/read", &format!("id={}", digest.expose_secret())),
+                )
+                .await;
                 assert_eq!(replay.body, "0 new=true", "{label}");
             }
-            _ => assert!(stored.is_none(), "{label}: the keyed digest differs from the plain one"),
+            _ => assert!(
+                stored.is_none(),
+                "{label}: the keyed digest differs from the plain one"
+            ),
         }
         assert_eq!(client.get("/read").await.body, "2 new=false", "{label}");
         client.get("/logout").await;
     }
+}
+
+/// Regenerate grace window: within it, a request with the old cookie is served the new session
+/// (and never gets a cookie); after it, the old cookie is rejected with a `rejected` event.
+pub async fn regenerate_grace_window<St: Store<Counter> + Clone>(store: St) {
+    let rejected = Arc::new(Mutex::new(Vec::new()));
+    let sink = rejected.clone();
+    let grace = Duration::from_millis(800);
+    let app = crate::support::routes().layer(
+        SessionLayer::from_config(
+            store,
+            SessionConfig::new()
+                .with_regenerate_grace(grace)
+                .on_rejected(move |reason, _| sink.lock().unwrap().push(reason)),
+        )
+        .unwrap(),
+    );
+    let mut client = Client::new(app.clone());
+    client.get("/incr").await;
+    let old_cookie = format!("id={}", client.id().unwrap().expose_secret());
+    let started = std::time::Instant::now();
+    client.get("/login").await;
+    let new_id = client.id().unwrap();
+    assert_ne!(format!("id={}", new_id.expose_secret()), old_cookie);
+
+    // Inside the window: the in-flight request with the old cookie sees (and writes) the new
+    // session, and gets no cookie that could overwrite the new one.
+    let reply = send(&app, get_with_cookie("/read", &old_cookie)).await;
+    assert_eq!(reply.body, "1 new=false");
+    assert!(reply.set_cookies().is_empty());
+    let reply = send(&app, get_with_cookie("/incr", &old_cookie)).await;
+    assert_eq!(reply.body, "2");
+    assert!(reply.set_cookies().is_empty());
+    assert!(
+        started.elapsed() < grace,
+        "the checks above ran inside the window"
+    );
+    assert_eq!(
+        client.get("/read").await.body,
+        "2 new=false",
+        "the write landed in the new session"
+    );
+    assert!(rejected.lock().unwrap().is_empty());
+
+    // After the window: the old cookie is rejected.
+    tokio::time::sleep(grace + Duration::from_millis(300)).await;
+    let reply = send(&app, get_with_cookie("/read", &old_cookie)).await;
+    assert_eq!(reply.body, "0 new=true");
+    assert_eq!(*rejected.lock().unwrap(), [RejectReason::Unknown]);
+    assert_eq!(client.get("/read").await.body, "2 new=false");
 }

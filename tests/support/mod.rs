@@ -152,6 +152,21 @@ impl Store<Counter> for TestStore {
         self.inner.regenerate(old, record).await
     }
 
+    async fn regenerate_with_grace(
+        &self,
+        old: &SessionId,
+        record: &Record<Counter>,
+        grace: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.enter("regenerate_with_grace")?;
+        self.inner.regenerate_with_grace(old, record, grace).await
+    }
+
+    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
+        self.enter("moved_to")?;
+        self.inner.moved_to(id).await
+    }
+
     async fn count(&self) -> Result<usize, StoreError> {
         self.enter("count")?;
         self.inner.count().await

@@ -70,7 +70,9 @@ pub fn app<St: Store<Account> + Clone>(layer: SessionLayer<Account, St>) -> Rout
         )
         .route(
             "/tag",
-            get(|s: SessionHandle<Account>| async move { s.tag().map(|t| t.to_string()).unwrap_or_default() }),
+            get(|s: SessionHandle<Account>| async move {
+                s.tag().map(|t| t.to_string()).unwrap_or_default()
+            }),
         )
         .route(
             "/whoami",
@@ -263,7 +265,11 @@ pub async fn owner_index_flow<St: Store<Account> + Clone>(store: St) {
     assert_eq!(laptop.get("/whoami").await, "alice");
     assert_eq!(phone.get("/whoami").await, "anonymous");
     assert!(
-        deleted.lock().unwrap().iter().any(|id| id.tag() == revoked_tag),
+        deleted
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|id| id.tag() == revoked_tag),
         "deleted fired for the revoked session"
     );
     assert_eq!(laptop.devices().await.len(), 1);
