@@ -100,6 +100,7 @@ pub struct SessionConfig<T> {
     signing_keys: Vec<Key>,
     ids_at_rest: IdsAtRest,
     regenerate_grace: Option<Duration>,
+    max_record_size: Option<usize>,
     callbacks: Callbacks<T>,
 }
 
@@ -122,6 +123,7 @@ impl<T> Default for SessionConfig<T> {
             signing_keys: Vec::new(),
             ids_at_rest: IdsAtRest::StoreDefault,
             regenerate_grace: None,
+            max_record_size: None,
             callbacks: Callbacks::default(),
         }
     }
@@ -146,6 +148,7 @@ impl<T> Clone for SessionConfig<T> {
             signing_keys: self.signing_keys.clone(),
             ids_at_rest: self.ids_at_rest.clone(),
             regenerate_grace: self.regenerate_grace,
+            max_record_size: self.max_record_size,
             callbacks: self.callbacks.clone(),
         }
     }
@@ -169,6 +172,7 @@ impl<T> fmt::Debug for SessionConfig<T> {
             .field("signing_keys", &self.signing_keys.len())
             .field("ids_at_rest", &self.ids_at_rest)
             .field("regenerate_grace", &self.regenerate_grace)
+            .field("max_record_size", &self.max_record_size)
             .field("callbacks", &self.callbacks)
             .finish()
     }
@@ -309,6 +313,14 @@ impl<T> SessionConfig<T> {
         self
     }
 
+    /// The largest serialized session record (JSON) the layer writes (default: no limit). A
+    /// request whose session outgrows it gets the error response, the `error` callback receives
+    /// [`SessionError::RecordTooLarge`], and nothing is written or truncated.
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = Some(bytes);
+        self
+    }
+
     /// Called when optimistic concurrency refused a save because the session changed since this
     /// request loaded it.
     pub fn on_conflict(mut self, f: impl Fn(&SessionId) + Send + Sync + 'static) -> Self {
@@ -446,6 +458,7 @@ impl<T> SessionConfig<T> {
             concurrency: self.concurrency,
             signer: Signer::new(self.signing_keys),
             regenerate_grace: self.regenerate_grace,
+            max_record_size: self.max_record_size,
             at_rest: match self.ids_at_rest {
                 IdsAtRest::Plain => AtRest::Plain,
                 IdsAtRest::Hash => AtRest::Hash,
@@ -479,6 +492,7 @@ pub(crate) struct Settings<T> {
     pub(crate) concurrency: Concurrency,
     pub(crate) signer: Option<Signer>,
     pub(crate) regenerate_grace: Option<Duration>,
+    pub(crate) max_record_size: Option<usize>,
     pub(crate) at_rest: AtRest,
     pub(crate) callbacks: Callbacks<T>,
 }

@@ -118,6 +118,12 @@ pub enum SessionError {
     IdCollision,
     /// Optimistic concurrency refused a save: the session changed since this request loaded it.
     Conflict,
+    /// The session's serialized record is larger than the configured maximum: nothing was
+    /// written (never a silent truncation).
+    RecordTooLarge {
+        /// The configured maximum, in bytes.
+        limit: usize,
+    },
 }
 
 impl SessionError {
@@ -147,6 +153,12 @@ impl fmt::Display for SessionError {
             SessionError::Random(err) => write!(f, "random number generator failed: {err}"),
             SessionError::IdCollision => f.write_str("could not find an unused session id"),
             SessionError::Conflict => f.write_str("the session changed concurrently"),
+            SessionError::RecordTooLarge { limit } => {
+                write!(
+                    f,
+                    "the session record is larger than the maximum of {limit} bytes"
+                )
+            }
         }
     }
 }
@@ -156,7 +168,9 @@ impl StdError for SessionError {
         match self {
             SessionError::Store { source, .. } => Some(source),
             SessionError::Random(err) => Some(err.as_ref()),
-            SessionError::IdCollision | SessionError::Conflict => None,
+            SessionError::IdCollision
+            | SessionError::Conflict
+            | SessionError::RecordTooLarge { .. } => None,
         }
     }
 }

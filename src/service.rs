@@ -343,6 +343,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         let announce = (self.settings.persistent && old.slid) || old.resign;
         if state.changed || state.flash_consumed || !state.outgoing_flash.is_empty() {
             let record = self.existing_record(&old, state, now);
+            self.check_size(&record)?;
             let owner = record.data.owner();
             let owner_changed = owner != loaded_owner;
             if owner_changed {
@@ -436,6 +437,37 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         }
     }
 
+    /// Refuses a record whose JSON is over the configured maximum. Serialization stops as soon as
+    /// the limit is passed, so an oversized session costs no more than the limit.
+    fn check_size(&self, record: &Record<T>) -> Result<(), SessionError> {
+        let Some(limit) = self.settings.max_record_size else {
+            return Ok(());
+        };
+        struct Budget(usize);
+        impl std::io::Write for Budget {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 = self
+                    .0
+                    .checked_sub(buf.len())
+                    .ok_or(std::io::ErrorKind::FileTooLarge)?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        serde_json::to_writer(Budget(limit), record).map_err(|err| {
+            if err.is_io() {
+                SessionError::RecordTooLarge { limit }
+            } else {
+                SessionError::Store {
+                    operation: StoreOperation::Save,
+                    source: crate::StoreError::Encode(Box::new(err)),
+                }
+            }
+        })
+    }
+
     /// A new cookie ID and the ID the store keeps it under.
     fn new_ids(&self) -> Result<(SessionId, SessionId), SessionError> {
         let cookie_id = SessionId::generate()?;
@@ -451,6 +483,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
     ) -> Result<(Record<T>, SessionId), SessionError> {
         let (mut cookie_id, stored) = self.new_ids()?;
         let mut record = self.new_record(stored, state, now);
+        self.check_size(&record)?;
         let owner = record.data.owner();
         for attempt in 0..ID_ATTEMPTS {
             if attempt > 0 {
@@ -477,6 +510,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         old: &SessionId,
         mut record: Record<T>,
     ) -> Result<Option<(Record<T>, SessionId)>, SessionError> {
+        self.check_size(&record)?;
         let owner = record.data.owner();
         for _ in 0..ID_ATTEMPTS {
             let cookie_id;

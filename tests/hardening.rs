@@ -70,3 +70,8 @@ async fn memory_store_keeps_plain_ids_unless_told_otherwise() {
 async fn regenerate_grace_window_on_the_memory_store() {
     hardening_suite::regenerate_grace_window(MemoryStore::<support::Counter>::new()).await;
 }
+
+#[tokio::test]
+async fn record_size_limit_on_the_memory_store() {
+    hardening_suite::record_size_limit(MemoryStore::<support::Counter>::new()).await;
+}

@@ -130,5 +130,6 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
     let tried = hardening_suite::signed_cookies_and_rotation(hardened.clone()).await;
     println!("cluster: {tried} forged or unsigned cookies rejected without a store lookup");
     hardening_suite::hashed_ids_at_rest(hardened.clone()).await;
-    hardening_suite::regenerate_grace_window(hardened).await;
+    hardening_suite::regenerate_grace_window(hardened.clone()).await;
+    hardening_suite::record_size_limit(hardened).await;
 }

@@ -384,6 +384,7 @@ async fn hardening_on_one_redis() {
     println!("redis: {tried} forged or unsigned cookies rejected without a store lookup");
     hardening_suite::hashed_ids_at_rest(store.clone()).await;
     hardening_suite::regenerate_grace_window(store.clone()).await;
+    hardening_suite::record_size_limit(store.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,3 +499,55 @@ pub async fn regenerate_grace_window<St: Store<Counter> + Clone>(store: St) {
     assert_eq!(*rejected.lock().unwrap(), [RejectReason::Unknown]);
     assert_eq!(client.get("/read").await.body, "2 new=false");
 }
+
+/// The record size limit: a session that outgrows it is refused with the error response and a
+/// typed error, nothing written, nothing truncated.
+pub async fn record_size_limit<St: Store<Counter> + Clone>(store: St) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let sink = errors.clone();
+    let app = crate::support::routes()
+        .route(
+            "/grow",
+            get(
+                |s: SessionHandle<Counter>,
+                 axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, usize>,
+                >| async move {
+                    let n = q.get("n").copied().unwrap_or(0);
+                    s.update(|c| c.user = Some("x".repeat(n)));
+                    "grown"
+                },
+            ),
+        )
+        .layer(
+            SessionLayer::from_config(
+                store.clone(),
+                SessionConfig::new()
+                    .with_max_record_size(512)
+                    .on_error(move |e| sink.lock().unwrap().push(e.to_string())),
+            )
+            .unwrap(),
+        );
+    let mut client = Client::new(app);
+    assert_eq!(client.get("/grow?n=10").await.status, 200);
+    let id = client.id().unwrap();
+    let reply = client.get("/grow?n=2000").await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.set_cookies().is_empty());
+    let seen = errors.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].contains("larger than the maximum of 512 bytes"),
+        "{seen:?}"
+    );
+    assert_eq!(client.id(), Some(id));
+    assert_eq!(
+        client.get("/read").await.body,
+        "0 new=false",
+        "the stored session is untouched"
+    );
+    // A new session that is too large from the start is not created either.
+    let mut fresh = Client::new(client.app.clone());
+    assert_eq!(fresh.get("/grow?n=2000").await.status, 500);
+    assert!(fresh.cookie.is_none());
+}
