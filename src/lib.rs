@@ -43,6 +43,12 @@
 //! - A store failure answers with the configured error response and no Set-Cookie.
 //! - Responses that set a session cookie get `Cache-Control: no-store` and `Vary: Cookie`.
 //!
+//! Opt-in hardening: signed cookies with key rotation ([`SessionConfig::with_signing_keys`]),
+//! IDs hashed at rest ([`IdsAtRest`], the default on Redis), optimistic concurrency
+//! ([`Concurrency`]), a regenerate grace window and a record size limit. Several sessions per
+//! user are listed and revoked through [`SessionManager`]. SECURITY.md maps each guarantee to the
+//! test that proves it.
+//!
 //! # Deployment caveat
 //! `Secure` cookies are only sent over HTTPS (and to `http://localhost`). Behind a TLS-terminating
 //! proxy keep `Secure` on: the browser sees HTTPS.
