@@ -38,24 +38,7 @@ async fn store_contract_and_layer_flow_on_a_three_master_cluster() {
             store_suite::$name(&store_with_prefix(&cluster, stringify!($name)).await).await;
         )*};
     }
-    run!(
-        create_then_load_round_trips,
-        create_never_overwrites,
-        load_unknown_is_missing,
-        save_never_creates,
-        save_replaces_existing,
-        save_after_delete_does_not_resurrect,
-        delete_then_missing,
-        regenerate_moves_session,
-        regenerate_from_missing_creates_nothing,
-        regenerate_onto_taken_id_changes_nothing,
-        touch_extends_up_to_deadline,
-        load_and_touch_slides_expiry,
-        idle_expired_session_is_dead,
-        deadline_passed_session_is_dead,
-        concurrent_independent_sessions,
-        concurrent_regenerate_has_one_winner,
-    );
+    store_suite::contract_checks!(run);
 
     // The layer on the cluster: counts are spread over the masters, count() sees them all.
     let events = Events::default();

@@ -21,12 +21,6 @@ fn store() -> MemoryStore<Counter> {
 /// One `#[tokio::test]` per suite function, each on a fresh store.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            store_suite::$name(&store()).await;
-        }
-    )*};
-    (multi_thread: $($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             store_suite::$name(&store()).await;
@@ -34,27 +28,7 @@ macro_rules! contract {
     )*};
 }
 
-contract!(
-    create_then_load_round_trips,
-    create_never_overwrites,
-    load_unknown_is_missing,
-    save_never_creates,
-    save_replaces_existing,
-    save_after_delete_does_not_resurrect,
-    delete_then_missing,
-    regenerate_moves_session,
-    regenerate_from_missing_creates_nothing,
-    regenerate_onto_taken_id_changes_nothing,
-    touch_extends_up_to_deadline,
-    load_and_touch_slides_expiry,
-    idle_expired_session_is_dead,
-    deadline_passed_session_is_dead,
-);
-
-contract!(multi_thread:
-    concurrent_independent_sessions,
-    concurrent_regenerate_has_one_winner,
-);
+store_suite::contract_checks!(contract);
 
 // ---------------------------------------------------------------------------------------------
 // MemoryStore only

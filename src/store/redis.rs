@@ -215,6 +215,16 @@ fn backend(err: RedisError) -> StoreError {
     StoreError::Backend(Box::new(err))
 }
 
+/// The scripts answer 1 for done, 0 for a missing session and 2 for `two` (a collision or a
+/// conflict, depending on the script).
+fn script_outcome(code: i64, two: WriteOutcome) -> WriteOutcome {
+    match code {
+        1 => WriteOutcome::Done,
+        2 => two,
+        _ => WriteOutcome::Missing,
+    }
+}
+
 fn millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -354,6 +364,26 @@ impl<T: Session> RedisStore<T> {
         on_connection!(self, |conn| cmd.query_async::<V>(&mut conn).await)
     }
 
+    /// `SET key value NX|XX PXAT expiry`: the value and its TTL in one command. Returns `refused`
+    /// when the condition stopped the write.
+    async fn set_record(
+        &self,
+        record: &Record<T>,
+        condition: &'static str,
+        refused: WriteOutcome,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&record.id))
+            .arg(Self::encode(record)?)
+            .arg(condition)
+            .arg("PXAT")
+            .arg(millis(record.effective_expiry()));
+        Ok(match self.query::<Option<String>>(cmd).await? {
+            Some(_) => WriteOutcome::Done,
+            None => refused,
+        })
+    }
+
     fn encode(record: &Record<T>) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(record).map_err(|err| StoreError::Encode(Box::new(err)))
     }
@@ -476,16 +506,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
     }
 
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&record.id))
-            .arg(Self::encode(record)?)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(millis(record.effective_expiry()));
-        Ok(match self.query::<Option<String>>(cmd).await? {
-            Some(_) => WriteOutcome::Done,
-            None => WriteOutcome::Collision,
-        })
+        self.set_record(record, "NX", WriteOutcome::Collision).await
     }
 
     async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
@@ -557,16 +578,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
     }
 
     async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&record.id))
-            .arg(Self::encode(record)?)
-            .arg("XX")
-            .arg("PXAT")
-            .arg(millis(record.effective_expiry()));
-        Ok(match self.query::<Option<String>>(cmd).await? {
-            Some(_) => WriteOutcome::Done,
-            None => WriteOutcome::Missing,
-        })
+        self.set_record(record, "XX", WriteOutcome::Missing).await
     }
 
     async fn save_if_revision(
@@ -587,11 +599,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 .invoke_async(&mut conn)
                 .await
         })?;
-        Ok(match outcome {
-            1 => WriteOutcome::Done,
-            2 => WriteOutcome::Conflict,
-            _ => WriteOutcome::Missing,
-        })
+        Ok(script_outcome(outcome, WriteOutcome::Conflict))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
@@ -626,11 +634,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 .invoke_async(&mut conn)
                 .await
         })?;
-        Ok(match outcome {
-            1 => WriteOutcome::Done,
-            2 => WriteOutcome::Collision,
-            _ => WriteOutcome::Missing,
-        })
+        Ok(script_outcome(outcome, WriteOutcome::Collision))
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -724,11 +728,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 .invoke_async(&mut conn)
                 .await
         })?;
-        Ok(match outcome {
-            1 => WriteOutcome::Done,
-            2 => WriteOutcome::Collision,
-            _ => WriteOutcome::Missing,
-        })
+        Ok(script_outcome(outcome, WriteOutcome::Collision))
     }
 
     async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {

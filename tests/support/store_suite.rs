@@ -29,6 +29,32 @@ pub const LONG: Duration = Duration::from_secs(3600);
 /// How far "about now" may be off when a store stamps the time itself.
 pub const SLACK: Duration = Duration::from_secs(1);
 
+/// Calls `$run!(check, ...)` with every contract check, so that each backend's test binary runs
+/// the very same list.
+macro_rules! contract_checks {
+    ($run:ident) => {
+        $run!(
+            create_then_load_round_trips,
+            create_never_overwrites,
+            load_unknown_is_missing,
+            save_never_creates,
+            save_replaces_existing,
+            save_after_delete_does_not_resurrect,
+            delete_then_missing,
+            regenerate_moves_session,
+            regenerate_from_missing_creates_nothing,
+            regenerate_onto_taken_id_changes_nothing,
+            touch_extends_up_to_deadline,
+            load_and_touch_slides_expiry,
+            idle_expired_session_is_dead,
+            deadline_passed_session_is_dead,
+            concurrent_independent_sessions,
+            concurrent_regenerate_has_one_winner,
+        );
+    };
+}
+pub(crate) use contract_checks;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
