@@ -396,3 +396,28 @@ async fn a_dump_of_redis_holds_no_live_cookie() {
     .await;
     assert_eq!(reply.body, "0 new=true");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_a_newer_format_is_not_guessed_at() {
+    let server = RedisServer::start();
+    let events = Events::default();
+    let mut client = Client::new(app(store_on(&server).await, &events));
+    client.get("/incr").await;
+    let key = format!(
+        "session:{}",
+        client.id().unwrap().hashed_at_rest().expose_secret()
+    );
+    let value = server.command(&["GET", &key]);
+    let json = value
+        .split("\r\n")
+        .nth(1)
+        .unwrap()
+        .replacen("\"v\":1", "\"v\":2", 1);
+    server.command(&["SET", &key, &json]);
+    events.take();
+    assert_eq!(client.get("/read").await.body, "0 new=true");
+    assert!(matches!(
+        events.take()[0],
+        Event::Rejected(RejectReason::Undecodable, _)
+    ));
+}

@@ -7,7 +7,12 @@ use redis::{aio::ConnectionManager, FromRedisValue, RedisError, Script};
 use time::OffsetDateTime;
 
 use super::{Loaded, Store, WriteOutcome};
-use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
+use crate::{
+    error::StoreError,
+    id::SessionId,
+    record::{Record, RECORD_FORMAT},
+    session::Session,
+};
 
 const DEFAULT_PREFIX: &str = "session:";
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -394,6 +399,16 @@ impl<T: Session> RedisStore<T> {
         if record.id != *id {
             return Err(StoreError::Decode(
                 "record stored under another session's key".into(),
+            ));
+        }
+        if record.format > RECORD_FORMAT {
+            // Written by a newer version of this crate: its meaning may differ, so do not guess.
+            return Err(StoreError::Decode(
+                format!(
+                    "record format {} is newer than {RECORD_FORMAT}",
+                    record.format
+                )
+                .into(),
             ));
         }
         Ok(record)
