@@ -107,10 +107,14 @@ async fn round_trips_per_request_stay_within_budget() {
     measure("delete (logout)", monitor.commands_since_last_call(), 2);
 
     assert_eq!(table[1].1, ["SET"]);
-    assert_eq!(table[2].1, ["EVALSHA"], "load and slide in one round trip");
-    assert_eq!(table[3].1, ["EVALSHA", "SET"]);
-    assert_eq!(table[4].1, ["EVALSHA", "EVALSHA"]);
-    assert_eq!(table[5].1, ["EVALSHA", "DEL"]);
+    assert_eq!(
+        table[2].1,
+        ["GETEX"],
+        "load and slide in one native command"
+    );
+    assert_eq!(table[3].1, ["GETEX", "SET"]);
+    assert_eq!(table[4].1, ["GETEX", "EVALSHA"]);
+    assert_eq!(table[5].1, ["GETEX", "DEL"]);
     assert_eq!(client.get("/read").await.body, "0 new=true", "logged out");
 }
 

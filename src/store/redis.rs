@@ -22,28 +22,6 @@ const SCAN_BATCH: usize = 1000;
 /// scripts can read and rewrite them without decoding the application's data.
 const TAIL: &str = r#"'"last_seen":(%d+),"expires_at":(%d+),"deadline":(%d+)}$'"#;
 
-/// Loads a record and slides its expiry in one round trip: `last_seen` becomes now, `expires_at`
-/// the earlier of `now + idle` and the deadline, and the TTL follows.
-/// KEYS[1] = key; ARGV = now ms, now + idle ms. Returns nil; {value, -1} for a value that is not
-/// a record (the client then fails to decode it); {value, 0} for a record past its deadline
-/// (deleted); else {updated value, 1}.
-const LOAD_AND_TOUCH: &str = r#"
-local value = redis.call('GET', KEYS[1])
-if not value then return false end
-local seen, old, deadline = string.match(value, TAIL)
-if not deadline then return {value, -1} end
-local expires = ARGV[2]
-if tonumber(deadline) < tonumber(expires) then expires = deadline end
-if tonumber(expires) <= tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  return {value, 0}
-end
-local head = string.sub(value, 1, string.find(value, TAIL) - 1)
-local updated = head .. '"last_seen":' .. ARGV[1] .. ',"expires_at":' .. expires .. ',"deadline":' .. deadline .. '}'
-redis.call('SET', KEYS[1], updated, 'PXAT', expires)
-return {updated, 1}
-"#;
-
 /// Extends a record's expiry to ARGV[2] ms (never past its deadline), with `last_seen` = ARGV[1].
 /// Returns 1, or 0 if missing or not a record.
 const TOUCH: &str = r#"
@@ -107,8 +85,8 @@ return 1
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | create | `SET key value NX PXAT t` (collision: the layer draws a new ID) | 1 |
-/// | load, sliding | one script: `GET`, then `SET ... PXAT` with the slid timestamps | 1 |
-/// | load, fixed expiry | `GET` | 1 |
+/// | load, sliding | `GETEX key PXAT now+idle` (plus `PEXPIREAT deadline` once the deadline caps it) | 1 |
+/// | load, fixed expiry | `GET` and `PEXPIRETIME`, pipelined | 1 |
 /// | save | `SET key value XX PXAT t` (update-only: never re-creates) | 1 |
 /// | delete | `DEL` | 1 |
 /// | regenerate, one server | one script: create the new key, delete the old | 1 |
@@ -144,7 +122,6 @@ enum Connection {
 
 #[derive(Clone)]
 struct Scripts {
-    load_and_touch: std::sync::Arc<Script>,
     touch: std::sync::Arc<Script>,
     regenerate: std::sync::Arc<Script>,
     index_owner: std::sync::Arc<Script>,
@@ -155,7 +132,6 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            load_and_touch: std::sync::Arc::new(Script::new(&with_tail(LOAD_AND_TOUCH))),
             touch: std::sync::Arc::new(Script::new(&with_tail(TOUCH))),
             regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
             index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
@@ -228,6 +204,11 @@ fn script_outcome(code: i64, two: WriteOutcome) -> WriteOutcome {
         2 => two,
         _ => WriteOutcome::Missing,
     }
+}
+
+fn at_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn millis(t: OffsetDateTime) -> i64 {
@@ -350,7 +331,6 @@ impl<T: Session> RedisStore<T> {
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
         for script in [
-            &self.scripts.load_and_touch,
             &self.scripts.touch,
             &self.scripts.regenerate,
             &self.scripts.index_owner,
@@ -525,12 +505,20 @@ impl<T: Session> Store<T> for RedisStore<T> {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.key(id));
-        let Some(bytes) = self.query::<Option<Vec<u8>>>(cmd).await? else {
+        let key = self.key(id);
+        // One round trip: the value and its TTL, which sliding reads may have moved past the
+        // expiry written in the JSON.
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
+        let (bytes, expires_ms): (Option<Vec<u8>>, i64) =
+            on_connection!(self, |conn| pipe.query_async(&mut conn).await)?;
+        let Some(bytes) = bytes else {
             return Ok(Loaded::Missing);
         };
-        let record = Self::decode(id, &bytes)?;
+        let mut record = Self::decode(id, &bytes)?;
+        if expires_ms > 0 {
+            record.expires_at = at_millis(expires_ms).min(record.deadline);
+        }
         if record.is_expired(OffsetDateTime::now_utc()) {
             self.delete(id).await?;
             return Ok(Loaded::Expired(record));
@@ -543,30 +531,30 @@ impl<T: Session> Store<T> for RedisStore<T> {
         id: &SessionId,
         idle: Duration,
     ) -> Result<Loaded<T>, StoreError> {
-        let now = millis(OffsetDateTime::now_utc());
-        let slid = now.saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
+        // Whole milliseconds, the precision of the stored timestamps and of PXAT.
+        let now = at_millis(millis(OffsetDateTime::now_utc()));
+        let slid = now + idle;
         let key = self.key(id);
-        let script = &self.scripts.load_and_touch;
-        let reply: Option<(Vec<u8>, i64)> = on_connection!(self, |conn| {
-            script
-                .key(&key)
-                .arg(now)
-                .arg(slid)
-                .invoke_async(&mut conn)
-                .await
-        })?;
-        let Some((bytes, status)) = reply else {
+        // GETEX reads and slides the TTL in one native command. The stored JSON keeps the
+        // expiry of its last write; the TTL is the truth, and `load` reads it back.
+        let mut getex = redis::cmd("GETEX");
+        getex.arg(&key).arg("PXAT").arg(millis(slid));
+        let Some(bytes) = self.query::<Option<Vec<u8>>>(getex).await? else {
             return Ok(Loaded::Missing);
         };
-        let record = Self::decode(id, &bytes)?;
-        match status {
-            1 => Ok(Loaded::Active(record)),
-            0 => Ok(Loaded::Expired(record)),
-            // It decoded, yet it is not in the layout this crate writes: refuse it like garbage.
-            _ => Err(StoreError::Decode(
-                "record not in the expected layout".into(),
-            )),
+        let mut record = Self::decode(id, &bytes)?;
+        if now >= record.deadline {
+            self.delete(id).await?;
+            return Ok(Loaded::Expired(record));
         }
+        record.touch(now, idle);
+        if record.expires_at < slid {
+            // Near the end of its life: the absolute deadline caps the TTL GETEX just set.
+            let mut cap = redis::cmd("PEXPIREAT");
+            cap.arg(&key).arg(millis(record.deadline));
+            self.query::<i64>(cap).await?;
+        }
+        Ok(Loaded::Active(record))
     }
 
     async fn touch(
