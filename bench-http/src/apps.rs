@@ -1,0 +1,165 @@
+//! The apps under test. Every app serves the same three routes:
+//! `/read` (read the typed counter), `/incr` (increment it), `/login` (regenerate the session ID).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use axum::{routing::get, serve::ListenerExt, Router};
+use serde::{Deserialize, Serialize};
+use tower_typed_sessions::{MemoryStore, RedisStore, Session, SessionHandle, SessionLayer};
+
+/// The session of every app: ours stores it as the typed session; tower-sessions stores it as
+/// one typed value under [`KEY`] in its key-value map.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counter {
+    pub count: u64,
+}
+
+impl Session for Counter {}
+
+/// The key tower-sessions keeps the counter under.
+const KEY: &str = "counter";
+
+/// Idle timeout of every app: one hour, sliding on every request.
+pub const IDLE_SECS: i64 = 3600;
+
+/// Serves `router` on a fresh 127.0.0.1 port of the current runtime, with TCP_NODELAY.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// Plain axum, no sessions: a shared atomic stands in for the session's counter.
+pub fn bare() -> Router {
+    let counter = Arc::new(AtomicU64::new(0));
+    let (c1, c2) = (Arc::clone(&counter), counter);
+    Router::new()
+        .route(
+            "/read",
+            get(move || {
+                let c = Arc::clone(&c1);
+                async move { c.load(Ordering::Relaxed).to_string() }
+            }),
+        )
+        .route(
+            "/incr",
+            get(move || {
+                let c = Arc::clone(&c2);
+                async move { (c.fetch_add(1, Ordering::Relaxed) + 1).to_string() }
+            }),
+        )
+        .route("/login", get(|| async { "welcome" }))
+}
+
+mod ours {
+    use super::*;
+
+    pub async fn read(session: SessionHandle<Counter>) -> String {
+        session.read(|c| c.count).to_string()
+    }
+
+    pub async fn incr(session: SessionHandle<Counter>) -> String {
+        session
+            .update(|c| {
+                c.count += 1;
+                c.count
+            })
+            .to_string()
+    }
+
+    pub async fn login(session: SessionHandle<Counter>) -> &'static str {
+        session.regenerate();
+        "welcome"
+    }
+}
+
+/// tower-typed-sessions with its defaults (1 h idle timeout, sliding).
+fn ours_router() -> Router {
+    Router::new()
+        .route("/read", get(ours::read))
+        .route("/incr", get(ours::incr))
+        .route("/login", get(ours::login))
+}
+
+pub fn ours_memory(store: MemoryStore<Counter>) -> Router {
+    ours_router().layer(SessionLayer::new(store))
+}
+
+pub fn ours_redis(store: RedisStore<Counter>) -> Router {
+    ours_router().layer(SessionLayer::new(store))
+}
+
+/// The same three handlers for one version of tower-sessions.
+macro_rules! tower_sessions_app {
+    ($module:ident, $crate_name:ident) => {
+        pub mod $module {
+            use super::{Counter, KEY};
+            use axum::{routing::get, Router};
+            use $crate_name::{Expiry, Session, SessionManagerLayer, SessionStore};
+
+            pub async fn read(session: Session) -> String {
+                let counter: Counter = session.get(KEY).await.unwrap().unwrap_or_default();
+                counter.count.to_string()
+            }
+
+            pub async fn incr(session: Session) -> String {
+                let mut counter: Counter = session.get(KEY).await.unwrap().unwrap_or_default();
+                counter.count += 1;
+                session.insert(KEY, &counter).await.unwrap();
+                counter.count.to_string()
+            }
+
+            pub async fn login(session: Session) -> &'static str {
+                session.cycle_id().await.unwrap();
+                "welcome"
+            }
+
+            /// Sliding idle expiry as tower-sessions does it: `OnInactivity` plus
+            /// `with_always_save(true)`, without which a read never extends the session.
+            pub fn router<S: SessionStore + Clone>(store: S) -> Router {
+                Router::new()
+                    .route("/read", get(read))
+                    .route("/incr", get(incr))
+                    .route("/login", get(login))
+                    .layer(
+                        SessionManagerLayer::new(store)
+                            .with_expiry(Expiry::OnInactivity(time::Duration::seconds(
+                                super::IDLE_SECS,
+                            )))
+                            .with_always_save(true),
+                    )
+            }
+        }
+    };
+}
+
+tower_sessions_app!(ts_latest, tower_sessions);
+tower_sessions_app!(ts_014, tower_sessions_014);
+
+pub fn ts_memory() -> Router {
+    ts_latest::router(tower_sessions::MemoryStore::default())
+}
+
+/// tower-sessions 0.14 on tower-sessions-redis-store (fred), with a pool of `pool_size`
+/// connections (the store's documented example uses 6; one auto-pipelined connection is faster
+/// on a small machine, so the bench defaults to 1).
+pub async fn ts_redis(url: &str, pool_size: usize) -> Router {
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+    let config = Config::from_url(url).expect("redis url");
+    let pool = Pool::new(config, None, None, None, pool_size).expect("fred pool");
+    // Connects every client and waits for them; the returned task handle runs in the background.
+    let _connections = pool.init().await.expect("fred connect");
+    ts_014::router(tower_sessions_redis_store::RedisStore::new(pool))
+}
