@@ -14,6 +14,18 @@ pub(crate) const ID_LEN: usize = 43;
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// Byte -> 6-bit value of [`ALPHABET`], or `INVALID`: one lookup per character on the hot path.
+const INVALID: u8 = 0xff;
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A session ID: 256 bits from the operating system's CSPRNG, written as 43 URL-safe base64
 /// characters.
 ///
@@ -55,16 +67,12 @@ impl SessionId {
     /// Like [`SessionId::parse`], for raw bytes (for example a header value that is not UTF-8).
     pub fn parse_bytes(bytes: &[u8]) -> Option<Self> {
         let array: [u8; ID_LEN] = bytes.try_into().ok()?;
-        if !array
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        {
+        if array.iter().any(|b| DECODE[usize::from(*b)] == INVALID) {
             return None;
         }
         // 256 bits fill 42 characters and 4 bits of the last: its 2 low bits must be zero,
         // so that each ID has exactly one text form.
-        let last = ALPHABET.iter().position(|c| *c == array[ID_LEN - 1])?;
-        if last & 0b11 != 0 {
+        if DECODE[usize::from(array[ID_LEN - 1])] & 0b11 != 0 {
             return None;
         }
         Some(Self(array))
@@ -108,7 +116,11 @@ impl SessionId {
         let mut nbits = 0;
         let mut pos = 0;
         for c in self.0 {
-            let value = ALPHABET.iter().position(|a| *a == c)? as u32;
+            let value = DECODE[usize::from(c)];
+            if value == INVALID {
+                return None;
+            }
+            let value = u32::from(value);
             bits = (bits << 6) | value;
             nbits += 6;
             if nbits >= 8 {
