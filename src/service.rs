@@ -192,14 +192,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             Incoming::Id { id, resign } => (id, resign),
         };
         let id = self.settings.at_rest.storage_id(&cookie_id);
-        let loaded = if self.settings.sliding {
-            self.store
-                .load_and_touch(&id, self.settings.idle_timeout)
-                .await
-        } else {
-            self.store.load(&id).await
-        };
-        match loaded {
+        match self.fetch(&id).await {
             Ok(Loaded::Active(record))
                 if record.id == id && !record.is_expired(OffsetDateTime::now_utc()) =>
             {
@@ -243,6 +236,17 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         }
     }
 
+    /// Loads a session, sliding its expiry in the same store call when sliding is on.
+    async fn fetch(&self, id: &SessionId) -> Result<Loaded<T>, crate::StoreError> {
+        if self.settings.sliding {
+            self.store
+                .load_and_touch(id, self.settings.idle_timeout)
+                .await
+        } else {
+            self.store.load(id).await
+        }
+    }
+
     /// With a regenerate grace period, a missing ID may have just moved: serve the new session.
     async fn follow_grace_pointer(&self, id: &SessionId) -> Result<Option<State<T>>, SessionError> {
         if self.settings.regenerate_grace.is_none() {
@@ -256,14 +260,11 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         else {
             return Ok(None);
         };
-        let loaded = if self.settings.sliding {
-            self.store
-                .load_and_touch(&new, self.settings.idle_timeout)
-                .await
-        } else {
-            self.store.load(&new).await
-        };
-        match loaded.map_err(store_error(StoreOperation::Load))? {
+        match self
+            .fetch(&new)
+            .await
+            .map_err(store_error(StoreOperation::Load))?
+        {
             Loaded::Active(record)
                 if record.id == new && !record.is_expired(OffsetDateTime::now_utc()) =>
             {

@@ -49,16 +49,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 return 1
 "#;
 
-/// Like REGENERATE, and leaves a pointer KEYS[3] (old ID -> new ID, ARGV[3]) for ARGV[4] ms.
-const REGENERATE_WITH_GRACE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-redis.call('DEL', KEYS[1])
-return 1
-"#;
-
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
 /// latest deadline of its sessions), on one key, so it is Cluster-safe.
 const INDEX_OWNER: &str = r#"
@@ -68,12 +58,13 @@ if expires < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) en
 return 1
 "#;
 
-/// Moves a session in one atomic step. KEYS = old, new; ARGV = new record, expiry ms.
-/// Returns 1 done, 0 old missing, 2 new taken.
+/// Moves a session in one atomic step. KEYS = old, new, grace pointer of old; ARGV = new record,
+/// expiry ms, new ID, grace ms (0: no pointer). Returns 1 done, 0 old missing, 2 new taken.
 const REGENERATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
+if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
 redis.call('DEL', KEYS[1])
 return 1
 "#;
@@ -126,7 +117,6 @@ struct Scripts {
     regenerate: std::sync::Arc<Script>,
     index_owner: std::sync::Arc<Script>,
     save_if_revision: std::sync::Arc<Script>,
-    regenerate_with_grace: std::sync::Arc<Script>,
 }
 
 impl Scripts {
@@ -136,7 +126,6 @@ impl Scripts {
             regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
             index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
             save_if_revision: std::sync::Arc::new(Script::new(SAVE_IF_REVISION)),
-            regenerate_with_grace: std::sync::Arc::new(Script::new(REGENERATE_WITH_GRACE)),
         }
     }
 }
@@ -335,7 +324,6 @@ impl<T: Session> RedisStore<T> {
             &self.scripts.regenerate,
             &self.scripts.index_owner,
             &self.scripts.save_if_revision,
-            &self.scripts.regenerate_with_grace,
         ] {
             on_connection!(self, |conn| script
                 .prepare_invoke()
@@ -347,6 +335,40 @@ impl<T: Session> RedisStore<T> {
 
     async fn query<V: FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<V, StoreError> {
         on_connection!(self, |conn| cmd.query_async::<V>(&mut conn).await)
+    }
+
+    /// Moves `old` to `record.id`, leaving a grace pointer from `old` when `grace` is set: one
+    /// script on a single server, ordered steps on a Cluster.
+    async fn move_session(
+        &self,
+        old: &SessionId,
+        record: &Record<T>,
+        grace: Option<Duration>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let value = Self::encode(record)?;
+        #[cfg(feature = "cluster")]
+        if matches!(self.connection, Connection::Cluster(_)) {
+            return self.regenerate_in_steps(old, record, value, grace).await;
+        }
+        let keys = [self.key(old), self.key(&record.id), self.moved_key(old)];
+        let expires = millis(record.effective_expiry());
+        let grace_ms = grace.map_or(0, |g| {
+            u64::try_from(g.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        let script = &self.scripts.regenerate;
+        let outcome: i64 = on_connection!(self, |conn| {
+            script
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(value)
+                .arg(expires)
+                .arg(record.id.expose_secret())
+                .arg(grace_ms)
+                .invoke_async(&mut conn)
+                .await
+        })?;
+        Ok(script_outcome(outcome, WriteOutcome::Collision))
     }
 
     /// `SET key value NX|XX PXAT expiry`: the value and its TTL in one command. Returns `refused`
@@ -620,24 +642,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
         old: &SessionId,
         record: &Record<T>,
     ) -> Result<WriteOutcome, StoreError> {
-        let value = Self::encode(record)?;
-        #[cfg(feature = "cluster")]
-        if matches!(self.connection, Connection::Cluster(_)) {
-            return self.regenerate_in_steps(old, record, value, None).await;
-        }
-        let (old_key, new_key) = (self.key(old), self.key(&record.id));
-        let expires = millis(record.effective_expiry());
-        let script = &self.scripts.regenerate;
-        let outcome: i64 = on_connection!(self, |conn| {
-            script
-                .key(&old_key)
-                .key(&new_key)
-                .arg(value)
-                .arg(expires)
-                .invoke_async(&mut conn)
-                .await
-        })?;
-        Ok(script_outcome(outcome, WriteOutcome::Collision))
+        self.move_session(old, record, None).await
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -708,30 +713,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
         record: &Record<T>,
         grace: Duration,
     ) -> Result<WriteOutcome, StoreError> {
-        let value = Self::encode(record)?;
-        #[cfg(feature = "cluster")]
-        if matches!(self.connection, Connection::Cluster(_)) {
-            return self
-                .regenerate_in_steps(old, record, value, Some(grace))
-                .await;
-        }
-        let keys = [self.key(old), self.key(&record.id), self.moved_key(old)];
-        let expires = millis(record.effective_expiry());
-        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX).max(1);
-        let script = &self.scripts.regenerate_with_grace;
-        let outcome: i64 = on_connection!(self, |conn| {
-            script
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .arg(value)
-                .arg(expires)
-                .arg(record.id.expose_secret())
-                .arg(grace_ms)
-                .invoke_async(&mut conn)
-                .await
-        })?;
-        Ok(script_outcome(outcome, WriteOutcome::Collision))
+        self.move_session(old, record, Some(grace)).await
     }
 
     async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
