@@ -37,14 +37,16 @@ pub(crate) fn find_session_id(
     let mut bad_signature = false;
     for value in headers.get_all(header::COOKIE) {
         for pair in value.as_bytes().split(|b| *b == b';') {
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+            // `name` is a token (no `=`, no whitespace), so a pair is ours exactly when it reads
+            // `name`, optional whitespace, `=`: checked without searching other pairs for `=`.
+            let Some(rest) = pair.trim_ascii_start().strip_prefix(name) else {
                 continue;
             };
-            if pair[..eq].trim_ascii() != name {
+            let Some(value) = rest.trim_ascii_start().strip_prefix(b"=") else {
                 continue;
-            }
+            };
             seen = true;
-            let mut raw = pair[eq + 1..].trim_ascii();
+            let mut raw = value.trim_ascii();
             if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
                 raw = &raw[1..raw.len() - 1];
             }
@@ -112,6 +114,10 @@ pub(crate) fn mark_uncacheable(headers: &mut HeaderMap) {
 
 /// Adds `Vary: Cookie` unless the response already varies on it (or on everything).
 pub(crate) fn vary_on_cookie(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::VARY) {
+        headers.insert(header::VARY, HeaderValue::from_static("Cookie"));
+        return;
+    }
     let varies_on_cookie = headers.get_all(header::VARY).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',')
@@ -142,6 +148,10 @@ mod tests {
         let map = headers(&[b"a=1; id=short", good.as_bytes()]);
         assert!(
             matches!(find_session_id(&map, "id", None), Incoming::Id { id: found, .. } if found == id)
+        );
+        let spaced = format!("idx=1; id_2=3;  id = {} ", id.expose_secret());
+        assert!(
+            matches!(find_session_id(&headers(&[spaced.as_bytes()]), "id", None), Incoming::Id { id: found, .. } if found == id)
         );
         let quoted = format!("x=y;id=\"{}\"", id.expose_secret());
         assert!(matches!(

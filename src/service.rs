@@ -284,7 +284,6 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
     /// Writes what the handler changed and returns the Set-Cookie to send, if any.
     async fn persist(&self, state: State<T>) -> Result<Option<HeaderValue>, SessionError> {
         let callbacks = &self.settings.callbacks;
-        let now = OffsetDateTime::now_utc();
         let mut cookie = None;
         let mut existing = state.existing;
         // Index entries are added before a session is written and removed after it is gone, so
@@ -306,6 +305,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
 
         let Some(old) = existing else {
             if state.changed || !state.outgoing_flash.is_empty() {
+                let now = OffsetDateTime::now_utc();
                 let (record, cookie_id) = self.create(state, now).await?;
                 callbacks.started(&record.id, &record.data);
                 cookie = Some(self.live_cookie(&record, &cookie_id, now));
@@ -326,6 +326,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         }
 
         if state.regenerate {
+            let now = OffsetDateTime::now_utc();
             let record = self.existing_record(&old, state, now);
             return match self.regenerate(&old.id, record).await? {
                 Some((record, cookie_id)) => {
@@ -343,6 +344,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         // Re-send the cookie to slide a persistent cookie's Max-Age, or to re-sign it.
         let announce = (self.settings.persistent && old.slid) || old.resign;
         if state.changed || state.flash_consumed || !state.outgoing_flash.is_empty() {
+            let now = OffsetDateTime::now_utc();
             let record = self.existing_record(&old, state, now);
             self.check_size(&record)?;
             let owner = record.data.owner();
@@ -379,7 +381,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
             let max_age = self
                 .settings
                 .persistent
-                .then(|| seconds_until(old.effective_expiry(), now));
+                .then(|| seconds_until(old.effective_expiry(), OffsetDateTime::now_utc()));
             callbacks.client(&old.id, &state.data);
             Ok(Some(cookies::live_cookie(
                 &self.settings.cookie,

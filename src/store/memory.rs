@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
@@ -282,7 +281,6 @@ fn lock_mutex<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-#[async_trait]
 impl<T: Session> Store<T> for MemoryStore<T> {
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
         self.ensure_sweeper();

@@ -1,8 +1,7 @@
 //! The storage contract and its backends.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
-use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
@@ -44,7 +43,10 @@ pub enum WriteOutcome {
 /// Every operation is explicit so that a backend can make each one atomic and cheap:
 /// `create` never overwrites, `save` never re-creates, `regenerate` moves a session in one step.
 /// Implementations must be safe for concurrent calls.
-#[async_trait]
+///
+/// Implement the operations as plain `async fn`s (no macro needed); their futures must be `Send`.
+/// The layer calls them without boxing, so a backend that answers at once, like
+/// [`MemoryStore`](crate::MemoryStore), costs no allocation per call.
 pub trait Store<T: Session>: Send + Sync + 'static {
     /// Whether sessions in this store should be keyed by a digest of their ID unless the layer is
     /// told otherwise ([`IdsAtRest::StoreDefault`](crate::IdsAtRest::StoreDefault)). Stores
@@ -55,95 +57,116 @@ pub trait Store<T: Session>: Send + Sync + 'static {
 
     /// Inserts a new session. Returns [`WriteOutcome::Collision`] if the ID is taken, and never
     /// overwrites.
-    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError>;
+    fn create(
+        &self,
+        record: &Record<T>,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Loads a session without changing it.
-    async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError>;
+    fn load(&self, id: &SessionId) -> impl Future<Output = Result<Loaded<T>, StoreError>> + Send;
 
     /// Loads a session and slides its idle expiry to `now + idle` (capped at the deadline), in one
     /// step where the backend can. The returned record shows the new expiry.
     ///
     /// The default loads, then touches.
-    async fn load_and_touch(
+    fn load_and_touch(
         &self,
         id: &SessionId,
         idle: Duration,
-    ) -> Result<Loaded<T>, StoreError> {
-        let mut record = match self.load(id).await? {
-            Loaded::Active(record) => record,
-            other => return Ok(other),
-        };
-        record.touch(OffsetDateTime::now_utc(), idle);
-        match self.touch(id, record.expires_at).await? {
-            WriteOutcome::Done => Ok(Loaded::Active(record)),
-            _ => Ok(Loaded::Missing),
+    ) -> impl Future<Output = Result<Loaded<T>, StoreError>> + Send {
+        async move {
+            let mut record = match self.load(id).await? {
+                Loaded::Active(record) => record,
+                other => return Ok(other),
+            };
+            record.touch(OffsetDateTime::now_utc(), idle);
+            match self.touch(id, record.expires_at).await? {
+                WriteOutcome::Done => Ok(Loaded::Active(record)),
+                _ => Ok(Loaded::Missing),
+            }
         }
     }
 
     /// Sets a session's idle expiry to `expires_at` (capped at its deadline) and its `last_seen`
     /// to now, without rewriting its data. Returns [`WriteOutcome::Missing`] if it is gone.
-    async fn touch(
+    fn touch(
         &self,
         id: &SessionId,
         expires_at: OffsetDateTime,
-    ) -> Result<WriteOutcome, StoreError>;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Replaces an existing session's record. Update-only: if the session was deleted or expired
     /// meanwhile, returns [`WriteOutcome::Missing`] and writes nothing.
-    async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError>;
+    fn save(
+        &self,
+        record: &Record<T>,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Like [`Store::save`], but only if the stored record is still at revision `expected`
     /// (optimistic concurrency): otherwise returns [`WriteOutcome::Conflict`] and writes nothing.
-    async fn save_if_revision(
+    fn save_if_revision(
         &self,
         record: &Record<T>,
         expected: u64,
-    ) -> Result<WriteOutcome, StoreError>;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Deletes a session. Returns [`WriteOutcome::Missing`] if there was none.
-    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError>;
+    fn delete(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Moves the session `old` to `record.id` with `record` as its content, in one step: the old
     /// ID is dead afterwards and there is no moment at which neither exists. Returns
     /// [`WriteOutcome::Missing`] if `old` is gone (nothing is created) and
     /// [`WriteOutcome::Collision`] if the new ID is taken (nothing changes).
-    async fn regenerate(
+    fn regenerate(
         &self,
         old: &SessionId,
         record: &Record<T>,
-    ) -> Result<WriteOutcome, StoreError>;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Like [`Store::regenerate`], and for `grace` afterwards [`Store::moved_to`] of `old`
     /// answers `record.id`, so that requests already in flight with the old cookie during a login
     /// are served the new session. The old session itself is gone at once, as with `regenerate`.
-    async fn regenerate_with_grace(
+    fn regenerate_with_grace(
         &self,
         old: &SessionId,
         record: &Record<T>,
         grace: Duration,
-    ) -> Result<WriteOutcome, StoreError>;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Where the session `id` moved, if it was regenerated with a grace period that has not run
     /// out yet.
-    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError>;
+    fn moved_to(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<SessionId>, StoreError>> + Send;
 
     /// How many live sessions the store holds.
-    async fn count(&self) -> Result<usize, StoreError>;
+    fn count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Adds `id` to the index of `owner`'s sessions, keeping the index at least until `until`
     /// (the session's absolute deadline, past which it cannot live). The layer calls it before
     /// the session is written, so a failure never leaves a live session out of the index.
-    async fn index_owner(
+    fn index_owner(
         &self,
         owner: &str,
         id: &SessionId,
         until: OffsetDateTime,
-    ) -> Result<(), StoreError>;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes `id` from `owner`'s index (no error if it is not there).
-    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError>;
+    fn unindex_owner(
+        &self,
+        owner: &str,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The IDs in `owner`'s index. It may hold IDs of sessions that have since expired, moved or
     /// changed owner: [`SessionManager`](crate::SessionManager) checks each one and cleans up.
-    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError>;
+    fn owner_ids(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
 }

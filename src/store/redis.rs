@@ -2,7 +2,6 @@
 
 use std::{fmt, future::Future, time::Duration};
 
-use async_trait::async_trait;
 use redis::{aio::ConnectionManager, FromRedisValue, RedisError, Script};
 use time::OffsetDateTime;
 
@@ -515,7 +514,6 @@ impl<T: Session> RedisStore<T> {
     }
 }
 
-#[async_trait]
 impl<T: Session> Store<T> for RedisStore<T> {
     /// Yes: a Redis dump, replica or backup must not hold live session cookies.
     fn hashes_ids_at_rest(&self) -> bool {

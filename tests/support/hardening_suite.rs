@@ -211,7 +211,6 @@ impl<S> Counting<S> {
     }
 }
 
-#[async_trait::async_trait]
 impl<S: Store<Counter>> Store<Counter> for Counting<S> {
     fn hashes_ids_at_rest(&self) -> bool {
         self.inner.hashes_ids_at_rest()

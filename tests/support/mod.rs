@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use axum::{
     body::Body,
     extract::Query,
@@ -87,7 +86,6 @@ impl TestStore {
     }
 }
 
-#[async_trait]
 impl Store<Counter> for TestStore {
     async fn create(&self, record: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
         self.enter("create")?;
