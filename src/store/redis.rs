@@ -1,8 +1,8 @@
 //! A Redis backend: one server through a reconnecting `ConnectionManager`, or Redis Cluster.
 
-use std::{fmt, future::Future, time::Duration};
+use std::{fmt, future::Future, io::Write, time::Duration};
 
-use redis::{aio::ConnectionManager, FromRedisValue, RedisError, Script};
+use redis::{aio::ConnectionManager, Cmd, FromRedisValue, RedisError, RedisWrite, Script};
 use time::OffsetDateTime;
 
 use super::{Loaded, Store, WriteOutcome};
@@ -15,6 +15,9 @@ use crate::{
 
 const DEFAULT_PREFIX: &str = "session:";
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Room reserved in a `SET` command for the record's JSON and the arguments after it: enough for
+/// a small session without growing the buffer; a larger one grows it as needed.
+const RECORD_SIZE_HINT: usize = 512;
 const SCAN_BATCH: usize = 1000;
 
 /// The timestamps that end every record's JSON (`Record` serializes them last, in this order), so
@@ -307,6 +310,32 @@ impl<T: Session> RedisStore<T> {
         key
     }
 
+    /// A command on one session key, its buffer sized up front: `name`, then the key written in
+    /// place (no intermediate `String`), with room for `extra` more bytes of arguments.
+    fn session_command(&self, name: &str, id: &SessionId, extra: usize) -> Result<Cmd, StoreError> {
+        let id = id.expose_secret().as_bytes();
+        let mut cmd = Cmd::with_capacity(6, name.len() + self.prefix.len() + id.len() + extra);
+        cmd.arg(name);
+        let mut key = cmd.writer_for_next_arg();
+        key.write_all(self.prefix.as_bytes())
+            .and_then(|()| key.write_all(id))
+            .map_err(|err| StoreError::Encode(Box::new(err)))?;
+        drop(key);
+        Ok(cmd)
+    }
+
+    /// `SET key <record JSON> <condition> PXAT <expiry>`, the JSON written straight into the
+    /// command's buffer.
+    fn set_command(&self, record: &Record<T>, condition: &str) -> Result<Cmd, StoreError> {
+        let mut cmd = self.session_command("SET", &record.id, RECORD_SIZE_HINT)?;
+        serde_json::to_writer(cmd.writer_for_next_arg(), record)
+            .map_err(|err| StoreError::Encode(Box::new(err)))?;
+        cmd.arg(condition)
+            .arg("PXAT")
+            .arg(millis(record.effective_expiry()));
+        Ok(cmd)
+    }
+
     async fn timed<V>(
         &self,
         f: impl Future<Output = Result<V, RedisError>>,
@@ -378,12 +407,7 @@ impl<T: Session> RedisStore<T> {
         condition: &'static str,
         refused: WriteOutcome,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&record.id))
-            .arg(Self::encode(record)?)
-            .arg(condition)
-            .arg("PXAT")
-            .arg(millis(record.effective_expiry()));
+        let cmd = self.set_command(record, condition)?;
         Ok(match self.query::<Option<String>>(cmd).await? {
             Some(_) => WriteOutcome::Done,
             None => refused,
@@ -554,11 +578,10 @@ impl<T: Session> Store<T> for RedisStore<T> {
         // Whole milliseconds, the precision of the stored timestamps and of PXAT.
         let now = at_millis(millis(OffsetDateTime::now_utc()));
         let slid = now + idle;
-        let key = self.key(id);
         // GETEX reads and slides the TTL in one native command. The stored JSON keeps the
         // expiry of its last write; the TTL is the truth, and `load` reads it back.
-        let mut getex = redis::cmd("GETEX");
-        getex.arg(&key).arg("PXAT").arg(millis(slid));
+        let mut getex = self.session_command("GETEX", id, 32)?;
+        getex.arg("PXAT").arg(millis(slid));
         let Some(bytes) = self.query::<Option<Vec<u8>>>(getex).await? else {
             return Ok(Loaded::Missing);
         };
@@ -570,8 +593,8 @@ impl<T: Session> Store<T> for RedisStore<T> {
         record.touch(now, idle);
         if record.expires_at < slid {
             // Near the end of its life: the absolute deadline caps the TTL GETEX just set.
-            let mut cap = redis::cmd("PEXPIREAT");
-            cap.arg(&key).arg(millis(record.deadline));
+            let mut cap = self.session_command("PEXPIREAT", id, 16)?;
+            cap.arg(millis(record.deadline));
             self.query::<i64>(cap).await?;
         }
         Ok(Loaded::Active(record))
@@ -626,8 +649,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(id));
+        let cmd = self.session_command("DEL", id, 0)?;
         Ok(if self.query::<i64>(cmd).await? > 0 {
             WriteOutcome::Done
         } else {
