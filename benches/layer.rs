@@ -81,6 +81,9 @@ fn layered() -> Router {
         .route("/incr", get(incr))
         .route("/login", get(login))
         .layer(SessionLayer::new(MemoryStore::<Counter>::new()))
+        // Turn handlers into routes once, as `axum::serve` does; a `Router` driven directly
+        // would redo it (and re-apply the layer) on every request.
+        .with_state(())
 }
 
 /// The same routes without sessions: a shared counter stands in for the session's.
@@ -103,6 +106,7 @@ fn bare() -> Router {
             }),
         )
         .route("/login", get(|| async { "welcome" }))
+        .with_state(())
 }
 
 /// One request through `app`; returns the `name=value` part of a Set-Cookie, if any.

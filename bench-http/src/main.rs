@@ -43,9 +43,9 @@ modes:
            and bytes of memory per session
 
 options:
-  --duration S          measured seconds per cell (default 3)
+  --duration S          measured seconds per cell (default 2)
   --warmup S            warm-up seconds per cell, not measured (default 0.5)
-  --reps N              repetitions; every app and route once per repetition (default 5)
+  --reps N              repetitions; every app and route once per repetition (default 9)
   --connections N       concurrent keep-alive connections (default 32)
   --server-threads N    worker threads of the servers' runtime (default 2)
   --client-threads N    worker threads of the load generator's runtime (default 2)
@@ -81,9 +81,9 @@ struct Opts {
 fn parse_args() -> Opts {
     let mut opts = Opts {
         scale: false,
-        duration: Duration::from_secs(3),
+        duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
-        reps: 5,
+        reps: 9,
         connections: 32,
         server_threads: 2,
         client_threads: 2,
@@ -481,6 +481,14 @@ fn paired_ratio(a: &[Cell], b: &[Cell], f: impl Fn(&Cell) -> f64) -> f64 {
     median(a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect())
 }
 
+/// The lowest and highest per-repetition ratio: how far one repetition can stray on this box.
+fn ratio_range(a: &[Cell], b: &[Cell], f: impl Fn(&Cell) -> f64) -> String {
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{low:.2}–{high:.2}")
+}
+
 fn fmt_calls(calls: &BTreeMap<String, f64>) -> String {
     let mut parts: Vec<String> = calls
         .iter()
@@ -545,12 +553,16 @@ fn report_http(
             let vs_bare = get("bare", route)
                 .map(|b| format!("{:.2}", paired_ratio(c, b, |x| x.rps)))
                 .unwrap_or_else(|| "-".into());
+            let vs_bare_range = get("bare", route)
+                .map(|b| ratio_range(c, b, |x| x.rps))
+                .unwrap_or_else(|| "-".into());
             let errors: u64 = c.iter().map(|x| x.errors).sum();
             rows.push(vec![
                 route_path(route).to_owned(),
                 app_title(&app.key).to_owned(),
                 format!("{:.0}", med(c, |x| x.rps)),
                 vs_bare,
+                vs_bare_range,
                 format!("{:.0}", med(c, |x| x.p50_us)),
                 format!("{:.0}", med(c, |x| x.p99_us)),
                 format!("{:.1}", med(c, |x| x.server_cpu_us)),
@@ -569,6 +581,7 @@ fn report_http(
             "app",
             "req/s",
             "× bare",
+            "× bare per rep.",
             "p50 µs",
             "p99 µs",
             "app CPU µs/req",
@@ -593,6 +606,7 @@ fn report_http(
                 route_path(route).to_owned(),
                 store.to_owned(),
                 format!("{:.2}", paired_ratio(a, b, |x| x.rps)),
+                ratio_range(a, b, |x| x.rps),
                 format!("{:.2}", paired_ratio(b, a, |x| x.p50_us)),
                 format!("{:.2}", paired_ratio(b, a, |x| x.p99_us)),
                 format!("{:.2}", paired_ratio(b, a, |x| x.server_cpu_us)),
@@ -612,6 +626,7 @@ fn report_http(
                 "route",
                 "store",
                 "req/s ratio",
+                "per rep.",
                 "p50 ratio",
                 "p99 ratio",
                 "app CPU ratio",
@@ -689,18 +704,20 @@ fn report_http(
 
     // Targets.
     let mut rows = Vec::new();
-    let mut target = |what: &str, value: Option<f64>, goal: f64| {
-        if let Some(v) = value {
+    let mut target = |what: &str, value: Option<(f64, String)>, goal: f64| {
+        if let Some((v, range)) = value {
             rows.push(vec![
                 what.to_owned(),
                 format!("{v:.2}"),
+                range,
                 format!(">= {goal:.2}"),
                 if v >= goal { "met" } else { "MISSED" }.to_owned(),
             ]);
         }
     };
     let ratio = |a: &str, b: &str, route: &str| {
-        Some(paired_ratio(get(a, route)?, get(b, route)?, |x| x.rps))
+        let (a, b) = (get(a, route)?, get(b, route)?);
+        Some((paired_ratio(a, b, |x| x.rps), ratio_range(a, b, |x| x.rps)))
     };
     target(
         "memory, /read: req/s vs bare axum",
@@ -724,7 +741,11 @@ fn report_http(
     );
     if !rows.is_empty() {
         let _ = writeln!(out, "## Targets\n");
-        table(out, &["target", "measured", "goal", ""], &rows);
+        table(
+            out,
+            &["target", "measured", "per repetition", "goal", ""],
+            &rows,
+        );
     }
 }
 
@@ -922,6 +943,7 @@ fn scale_mode(bench: &Bench) {
             "read",
             "req/s",
             "× bare",
+            "× bare per rep.",
             "p50 µs",
             "p99 µs",
             "app CPU µs/req",
