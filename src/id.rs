@@ -234,8 +234,22 @@ impl Serialize for SessionId {
 
 impl<'de> Deserialize<'de> for SessionId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        SessionId::parse(&text).ok_or_else(|| de::Error::custom("malformed session id"))
+        // A visitor instead of a `String`/`Cow` (which serde always makes owned): parsing the
+        // ID in place costs no allocation on every store load.
+        struct IdVisitor;
+        impl de::Visitor<'_> for IdVisitor {
+            type Value = SessionId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a session id")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SessionId, E> {
+                SessionId::parse(text).ok_or_else(|| E::custom("malformed session id"))
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<SessionId, E> {
+                SessionId::parse_bytes(bytes).ok_or_else(|| E::custom("malformed session id"))
+            }
+        }
+        deserializer.deserialize_str(IdVisitor)
     }
 }
 
@@ -249,6 +263,23 @@ mod tests {
         let b = SessionId::generate().unwrap();
         assert_ne!(a, b);
         assert_eq!(SessionId::parse(a.expose_secret()), Some(a));
+    }
+
+    #[test]
+    fn serde_round_trip_refuses_malformed_ids() {
+        let id = SessionId::generate().unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<SessionId>(&json).unwrap(), id);
+        // An escaped form of the same text is the same ID (serde_json hands over an owned str).
+        let escaped = format!(
+            "\"\\u{:04x}{}\"",
+            id.expose_secret().as_bytes()[0],
+            &id.expose_secret()[1..]
+        );
+        assert_eq!(serde_json::from_str::<SessionId>(&escaped).unwrap(), id);
+        for bad in ["\"short\"", "42", "null", "[]"] {
+            assert!(serde_json::from_str::<SessionId>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
