@@ -926,6 +926,7 @@ fn scale_mode(bench: &Bench) {
                 .map_or("-".into(), |c| c.len().to_string()),
             format!("{:.0}", med(c, |x| x.rps)),
             format!("{:.2}", paired_ratio(c, get("bare").unwrap(), |x| x.rps)),
+            ratio_range(c, get("bare").unwrap(), |x| x.rps),
             format!("{:.0}", med(c, |x| x.p50_us)),
             format!("{:.0}", med(c, |x| x.p99_us)),
             format!("{:.1}", med(c, |x| x.server_cpu_us)),
@@ -965,6 +966,7 @@ fn scale_mode(bench: &Bench) {
         rows.push(vec![
             store.to_owned(),
             format!("{rps:.3}"),
+            ratio_range(l, s, |x| x.rps),
             format!("{cpu:.3}"),
             if rps >= 0.9 && cpu <= 1.1 {
                 "met"
@@ -983,6 +985,7 @@ fn scale_mode(bench: &Bench) {
         &[
             "store",
             "req/s large / small",
+            "per rep.",
             "CPU µs/req (app + redis) large / small",
             "",
         ],
