@@ -47,6 +47,64 @@ pub enum WriteOutcome {
 /// Implement the operations as plain `async fn`s (no macro needed); their futures must be `Send`.
 /// The layer calls them without boxing, so a backend that answers at once, like
 /// [`MemoryStore`](crate::MemoryStore), costs no allocation per call.
+///
+/// A store that wraps another one, counting the sessions it loads:
+///
+/// ```
+/// use std::{sync::atomic::{AtomicU64, Ordering}, time::Duration};
+/// use time::OffsetDateTime;
+/// use tower_typed_sessions::{
+///     Loaded, MemoryStore, Record, Session, SessionId, Store, StoreError, WriteOutcome,
+/// };
+///
+/// struct Counted<S> { inner: S, loads: AtomicU64 }
+///
+/// impl<T: Session, S: Store<T>> Store<T> for Counted<S> {
+///     async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
+///         self.loads.fetch_add(1, Ordering::Relaxed);
+///         self.inner.load(id).await
+///     }
+///     async fn load_and_touch(&self, id: &SessionId, idle: Duration) -> Result<Loaded<T>, StoreError> {
+///         self.loads.fetch_add(1, Ordering::Relaxed);
+///         self.inner.load_and_touch(id, idle).await
+///     }
+///     async fn create(&self, r: &Record<T>) -> Result<WriteOutcome, StoreError> { self.inner.create(r).await }
+///     async fn touch(&self, id: &SessionId, at: OffsetDateTime) -> Result<WriteOutcome, StoreError> {
+///         self.inner.touch(id, at).await
+///     }
+///     async fn save(&self, r: &Record<T>) -> Result<WriteOutcome, StoreError> { self.inner.save(r).await }
+///     async fn save_if_revision(&self, r: &Record<T>, rev: u64) -> Result<WriteOutcome, StoreError> {
+///         self.inner.save_if_revision(r, rev).await
+///     }
+///     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> { self.inner.delete(id).await }
+///     async fn regenerate(&self, old: &SessionId, r: &Record<T>) -> Result<WriteOutcome, StoreError> {
+///         self.inner.regenerate(old, r).await
+///     }
+///     async fn regenerate_with_grace(
+///         &self, old: &SessionId, r: &Record<T>, grace: Duration,
+///     ) -> Result<WriteOutcome, StoreError> {
+///         self.inner.regenerate_with_grace(old, r, grace).await
+///     }
+///     async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
+///         self.inner.moved_to(id).await
+///     }
+///     async fn count(&self) -> Result<usize, StoreError> { self.inner.count().await }
+///     async fn index_owner(&self, owner: &str, id: &SessionId, until: OffsetDateTime) -> Result<(), StoreError> {
+///         self.inner.index_owner(owner, id, until).await
+///     }
+///     async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+///         self.inner.unindex_owner(owner, id).await
+///     }
+///     async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
+///         self.inner.owner_ids(owner).await
+///     }
+/// }
+///
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Cart;
+/// # impl Session for Cart {}
+/// let store = Counted { inner: MemoryStore::<Cart>::new(), loads: AtomicU64::new(0) };
+/// let layer = tower_typed_sessions::SessionLayer::new(store);
+/// ```
 pub trait Store<T: Session>: Send + Sync + 'static {
     /// Whether sessions in this store should be keyed by a digest of their ID unless the layer is
     /// told otherwise ([`IdsAtRest::StoreDefault`](crate::IdsAtRest::StoreDefault)). Stores
