@@ -125,7 +125,9 @@ pub(crate) struct State<T> {
     /// Set by `delete`: the data the deleted session held, for the `deleted` callback.
     pub(crate) deleted: Option<T>,
     /// [`Session::owner`] of the data as loaded, to move the owner index when it changes.
-    pub(crate) loaded_owner: Option<String>,
+    /// Taken just before the handler's first write (`None` until then: the data is still as
+    /// loaded), so that a request that only reads never calls `owner()`.
+    pub(crate) loaded_owner: Option<Option<String>>,
     /// The layer has taken the state to persist it.
     pub(crate) closed: bool,
 }
@@ -143,7 +145,8 @@ impl<T: Session> State<T> {
             flash_consumed: false,
             regenerate: false,
             deleted: None,
-            loaded_owner: None,
+            // A fresh session has no index entry, whatever its default data would say.
+            loaded_owner: Some(None),
             closed: false,
         }
     }
@@ -169,11 +172,29 @@ impl<T: Session> State<T> {
                 slid,
             }),
             has_data: record.has_data,
-            loaded_owner: record.data.owner(),
+            loaded_owner: None,
             incoming_flash: record.flash,
             flash_consumed,
             data: record.data,
             ..Self::fresh()
+        }
+    }
+}
+
+impl<T: Session> State<T> {
+    /// Records the owner of the data as loaded; call before changing the data.
+    fn capture_owner(&mut self) {
+        if self.loaded_owner.is_none() {
+            self.loaded_owner = Some(self.data.owner());
+        }
+    }
+
+    /// The owner of the data as loaded.
+    pub(crate) fn owner_as_loaded(&self) -> Option<String> {
+        match &self.loaded_owner {
+            Some(owner) => owner.clone(),
+            // Not captured: nothing was written, so the data is as loaded.
+            None => self.data.owner(),
         }
     }
 }
@@ -219,6 +240,7 @@ impl<T: Session> SessionHandle<T> {
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         match self.write() {
             Some(mut state) => {
+                state.capture_owner();
                 state.changed = true;
                 state.has_data = true;
                 f(&mut state.data)
@@ -337,6 +359,7 @@ impl<T: Session> SessionHandle<T> {
     /// it (a "logged out" flash, say) starts a new session with a new ID.
     pub fn delete(&self) {
         if let Some(mut state) = self.write() {
+            state.capture_owner();
             let old = std::mem::take(&mut state.data);
             if state.existing.is_some() && state.deleted.is_none() {
                 state.deleted = Some(old);

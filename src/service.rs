@@ -288,10 +288,11 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         let mut existing = state.existing;
         // Index entries are added before a session is written and removed after it is gone, so
         // a failure in between leaves a stale entry (cleaned lazily), never an unindexed session.
-        let loaded_owner = state.loaded_owner.clone();
+        // The owner as loaded is only looked at on the paths that write.
 
         if let Some(old_data) = &state.deleted {
             if let Some(old) = existing.take() {
+                let loaded_owner = state.owner_as_loaded();
                 // Missing is fine: someone else already removed it.
                 self.store
                     .delete(&old.id)
@@ -316,6 +317,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         if !state.has_data && state.outgoing_flash.is_empty() {
             // The session only carried a flash, now consumed: nothing is left to keep alive. This
             // is housekeeping, not a logout, so the `deleted` callback does not fire.
+            let loaded_owner = state.owner_as_loaded();
             self.store
                 .delete(&old.id)
                 .await
@@ -326,6 +328,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         }
 
         if state.regenerate {
+            let loaded_owner = state.owner_as_loaded();
             let now = OffsetDateTime::now_utc();
             let record = self.existing_record(&old, state, now);
             return match self.regenerate(&old.id, record).await? {
@@ -344,6 +347,7 @@ impl<T: Session, St: Store<T>> Shared<T, St> {
         // Re-send the cookie to slide a persistent cookie's Max-Age, or to re-sign it.
         let announce = (self.settings.persistent && old.slid) || old.resign;
         if state.changed || state.flash_consumed || !state.outgoing_flash.is_empty() {
+            let loaded_owner = state.owner_as_loaded();
             let now = OffsetDateTime::now_utc();
             let record = self.existing_record(&old, state, now);
             self.check_size(&record)?;

@@ -25,7 +25,8 @@ pub trait Session: Serialize + DeserializeOwned + Default + Clone + Send + Sync 
     /// The user this session belongs to, if any. When it returns `Some`, the store keeps an index
     /// from the owner to their live sessions, which [`SessionManager`](crate::SessionManager)
     /// lists and revokes ("log out my other devices", "log out everywhere after a password
-    /// change"). The layer reads it when the session is loaded and when it is written.
+    /// change"). The layer calls it only on requests that change the session (a write, a
+    /// regenerate, a logout): a request that only reads the session never calls it.
     ///
     /// ```
     /// # use serde::{Deserialize, Serialize};
