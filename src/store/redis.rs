@@ -314,6 +314,7 @@ impl<T: Session> RedisStore<T> {
     /// place (no intermediate `String`), with room for `extra` more bytes of arguments.
     fn session_command(&self, name: &str, id: &SessionId, extra: usize) -> Result<Cmd, StoreError> {
         let id = id.expose_secret().as_bytes();
+        // 6 arguments: the most a session command here has (`SET key value XX PXAT ms`).
         let mut cmd = Cmd::with_capacity(6, name.len() + self.prefix.len() + id.len() + extra);
         cmd.arg(name);
         let mut key = cmd.writer_for_next_arg();
