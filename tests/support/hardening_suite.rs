@@ -89,6 +89,30 @@ pub async fn no_resurrection<St: Store<Counter> + Clone>(store: St, races: usize
     resurrections
 }
 
+/// The counter as `/read` shows it (the body starts with it).
+async fn counter(client: &mut Client) -> u32 {
+    client
+        .get("/read")
+        .await
+        .body
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// How many of the request tasks ended in success.
+async fn successes(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut successes = 0;
+    for task in tasks {
+        if task.await.unwrap() {
+            successes += 1;
+        }
+    }
+    successes
+}
+
 /// 64 concurrent increments of one counter, each client retrying on 409 until it succeeds.
 /// Returns (final value, successful responses, conflicts seen).
 pub async fn optimistic_increments<St: Store<Counter> + Clone>(store: St) -> (u32, usize, usize) {
@@ -102,15 +126,7 @@ pub async fn optimistic_increments<St: Store<Counter> + Clone>(store: St) -> (u3
     client.get("/incr").await;
     client.get("/read").await;
     let cookie = format!("id={}", client.id().unwrap().expose_secret());
-    let before: u32 = client
-        .get("/read")
-        .await
-        .body
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let before = counter(&mut client).await;
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let app = app.clone();
@@ -136,21 +152,8 @@ pub async fn optimistic_increments<St: Store<Counter> + Clone>(store: St) -> (u3
             false
         }));
     }
-    let mut successes = 0;
-    for task in tasks {
-        if task.await.unwrap() {
-            successes += 1;
-        }
-    }
-    let after: u32 = client
-        .get("/read")
-        .await
-        .body
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let successes = successes(tasks).await;
+    let after = counter(&mut client).await;
     let conflicts = *conflicts.lock().unwrap();
     (after - before, successes, conflicts)
 }
@@ -173,21 +176,8 @@ pub async fn last_write_wins_increments<St: Store<Counter> + Clone>(store: St) -
                 == 200
         }));
     }
-    let mut successes = 0;
-    for task in tasks {
-        if task.await.unwrap() {
-            successes += 1;
-        }
-    }
-    let after: u32 = client
-        .get("/read")
-        .await
-        .body
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let successes = successes(tasks).await;
+    let after = counter(&mut client).await;
     (after - 1, successes)
 }
 
