@@ -204,30 +204,25 @@ struct Bench {
     client_threads: Threads,
 }
 
+/// A multi-threaded runtime whose worker threads register in `threads`, so that their CPU time
+/// can be read apart from the other runtime's.
+fn runtime(name: &str, workers: usize, threads: &Threads) -> tokio::runtime::Runtime {
+    let threads = threads.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .on_thread_start(move || threads.register())
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{name} runtime: {err}"))
+}
+
 fn main() {
     let opts = parse_args();
     let server_threads = Threads::default();
     let client_threads = Threads::default();
-    let server_rt = {
-        let threads = server_threads.clone();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(opts.server_threads)
-            .thread_name("server")
-            .on_thread_start(move || threads.register())
-            .enable_all()
-            .build()
-            .expect("server runtime")
-    };
-    let client_rt = {
-        let threads = client_threads.clone();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(opts.client_threads)
-            .thread_name("client")
-            .on_thread_start(move || threads.register())
-            .enable_all()
-            .build()
-            .expect("client runtime")
-    };
+    let server_rt = runtime("server", opts.server_threads, &server_threads);
+    let client_rt = runtime("client", opts.client_threads, &client_threads);
     client_rt.spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
             redis_server::kill_all();
