@@ -2,13 +2,13 @@
 
 use std::{fmt, sync::Arc};
 
-use crate::{error::SessionError, id::SessionId};
+use crate::{error::SessionError, id::SessionKey};
 
-pub(crate) type DataCallback<T> = Arc<dyn Fn(&SessionId, &T) + Send + Sync>;
-pub(crate) type RegeneratedCallback<T> = Arc<dyn Fn(&SessionId, &SessionId, &T) + Send + Sync>;
-pub(crate) type RejectedCallback = Arc<dyn Fn(RejectReason, Option<&SessionId>) + Send + Sync>;
+pub(crate) type DataCallback<T> = Arc<dyn Fn(&SessionKey, &T) + Send + Sync>;
+pub(crate) type RegeneratedCallback<T> = Arc<dyn Fn(&SessionKey, &SessionKey, &T) + Send + Sync>;
+pub(crate) type RejectedCallback = Arc<dyn Fn(RejectReason, Option<&SessionKey>) + Send + Sync>;
 pub(crate) type ErrorCallback = Arc<dyn Fn(&SessionError) + Send + Sync>;
-pub(crate) type IdCallback = Arc<dyn Fn(&SessionId) + Send + Sync>;
+pub(crate) type IdCallback = Arc<dyn Fn(&SessionKey) + Send + Sync>;
 
 /// Why the session cookie a client sent was not used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,9 +17,13 @@ pub enum RejectReason {
     /// The cookie value is not a well-formed ID (wrong length or alphabet, oversized, not UTF-8).
     /// The store was not asked.
     Malformed,
-    /// The ID is well formed but the store does not know it: never issued, deleted, regenerated
-    /// away, or evicted. It is never adopted.
+    /// The ID is well formed but the store does not know it: never issued, deleted, or gone
+    /// past the store's retention. It is never adopted.
     Unknown,
+    /// The ID belonged to a session that has since been regenerated (a login), and the request
+    /// came after the grace window (or there is none). Its cookie is not cleared, since the
+    /// response could overtake the login response that carries the new one.
+    Regenerated,
     /// The store holds a record under the ID that cannot be decoded as the session type (for
     /// example after the struct changed). The record is deleted.
     Undecodable,
@@ -33,6 +37,7 @@ impl fmt::Display for RejectReason {
         f.write_str(match self {
             RejectReason::Malformed => "malformed",
             RejectReason::Unknown => "unknown",
+            RejectReason::Regenerated => "regenerated",
             RejectReason::Undecodable => "undecodable",
             RejectReason::BadSignature => "bad signature",
         })
@@ -109,49 +114,49 @@ impl<T> fmt::Debug for Callbacks<T> {
 }
 
 impl<T> Callbacks<T> {
-    pub(crate) fn started(&self, id: &SessionId, data: &T) {
+    pub(crate) fn started(&self, id: &SessionKey, data: &T) {
         tracing::debug!(session = %id, "session started");
         if let Some(f) = &self.started {
             f(id, data);
         }
     }
 
-    pub(crate) fn loaded(&self, id: &SessionId, data: &T) {
+    pub(crate) fn loaded(&self, id: &SessionKey, data: &T) {
         tracing::trace!(session = %id, "session loaded");
         if let Some(f) = &self.loaded {
             f(id, data);
         }
     }
 
-    pub(crate) fn client(&self, id: &SessionId, data: &T) {
+    pub(crate) fn client(&self, id: &SessionKey, data: &T) {
         tracing::trace!(session = %id, "session cookie sent");
         if let Some(f) = &self.client {
             f(id, data);
         }
     }
 
-    pub(crate) fn deleted(&self, id: &SessionId, data: &T) {
+    pub(crate) fn deleted(&self, id: &SessionKey, data: &T) {
         tracing::debug!(session = %id, "session deleted");
         if let Some(f) = &self.deleted {
             f(id, data);
         }
     }
 
-    pub(crate) fn expired(&self, id: &SessionId, data: &T) {
+    pub(crate) fn expired(&self, id: &SessionKey, data: &T) {
         tracing::debug!(session = %id, "session expired");
         if let Some(f) = &self.expired {
             f(id, data);
         }
     }
 
-    pub(crate) fn regenerated(&self, old: &SessionId, new: &SessionId, data: &T) {
+    pub(crate) fn regenerated(&self, old: &SessionKey, new: &SessionKey, data: &T) {
         tracing::debug!(old = %old, new = %new, "session id regenerated");
         if let Some(f) = &self.regenerated {
             f(old, new, data);
         }
     }
 
-    pub(crate) fn rejected(&self, reason: RejectReason, id: Option<&SessionId>) {
+    pub(crate) fn rejected(&self, reason: RejectReason, id: Option<&SessionKey>) {
         match id {
             Some(id) => tracing::debug!(session = %id, %reason, "session cookie rejected"),
             None => tracing::debug!(%reason, "session cookie rejected"),
@@ -161,7 +166,7 @@ impl<T> Callbacks<T> {
         }
     }
 
-    pub(crate) fn conflict(&self, id: &SessionId) {
+    pub(crate) fn conflict(&self, id: &SessionKey) {
         tracing::info!(session = %id, "concurrent change refused (optimistic concurrency)");
         if let Some(f) = &self.conflict {
             f(id);

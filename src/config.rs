@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 use crate::{
     callbacks::{Callbacks, RejectReason},
     error::{ConfigError, SessionError},
-    id::SessionId,
+    id::SessionKey,
     keys::{AtRest, IdsAtRest, Key, Signer},
 };
 
@@ -29,11 +29,13 @@ pub enum SameSite {
 #[non_exhaustive]
 pub enum Concurrency {
     /// The later save wins and the earlier change is lost (the default, like every other session
-    /// library). A save never re-creates a session that was deleted meanwhile.
+    /// library). A save never re-creates a session that was deleted meanwhile, and a save
+    /// through a regenerated session's old ID reaches it under its new ID.
     LastWriteWins,
-    /// A save from a copy loaded before another save is refused: the `conflict` callback fires
-    /// and the request is answered with `status` (409 by default), without Set-Cookie, so the
-    /// client can retry. Nothing is lost.
+    /// Every write (save, regenerate) from a copy older than the stored session is refused, and
+    /// so is a save that finds the session ended: the `conflict` callback fires and the request
+    /// is answered with `status` (409 by default), without Set-Cookie, so the client can retry.
+    /// No write answered with success is lost.
     Optimistic {
         /// The status of the answer to a refused save.
         status: StatusCode,
@@ -303,11 +305,16 @@ impl<T> SessionConfig<T> {
         self
     }
 
-    /// After a regenerate (login), requests still in flight with the old cookie are served the
-    /// new session for `grace` (default: none, the old ID is dead at once). Past the window the
-    /// old ID is rejected and the `rejected` callback fires. Such requests never re-send a
-    /// cookie. Keep it short (a few seconds): it exists for parallel requests a page fires while
-    /// the login response is on its way. With it, an unknown ID costs one more store lookup.
+    /// After a regenerate (login), requests that arrive with the old cookie within `grace` read
+    /// the new session, read-only (default: none, the old ID is refused at once). Past the window
+    /// the old ID is rejected with [`RejectReason::Regenerated`]. Such requests never receive a
+    /// cookie, never see the flash, and a write from them (data, flash, regenerate, delete) is
+    /// refused with the conflict response. Keep it short (a few seconds): it exists for parallel
+    /// requests a page fires while the login response is on its way; it costs one more store
+    /// lookup for those requests only.
+    ///
+    /// Independently of it, requests that loaded the session before the regenerate and write
+    /// after it reach the session under its new ID: a logout still ends it.
     pub fn with_regenerate_grace(mut self, grace: Duration) -> Self {
         self.regenerate_grace = (!grace.is_zero()).then_some(grace);
         self
@@ -323,39 +330,39 @@ impl<T> SessionConfig<T> {
 
     /// Called when optimistic concurrency refused a save because the session changed since this
     /// request loaded it.
-    pub fn on_conflict(mut self, f: impl Fn(&SessionId) + Send + Sync + 'static) -> Self {
+    pub fn on_conflict(mut self, f: impl Fn(&SessionKey) + Send + Sync + 'static) -> Self {
         self.callbacks.conflict = Some(std::sync::Arc::new(f));
         self
     }
 
     /// Called when a new session is first stored, with its ID and data.
-    pub fn on_started(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+    pub fn on_started(mut self, f: impl Fn(&SessionKey, &T) + Send + Sync + 'static) -> Self {
         self.callbacks.started = Some(std::sync::Arc::new(f));
         self
     }
 
     /// Called when a request's cookie loaded a live session.
-    pub fn on_loaded(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+    pub fn on_loaded(mut self, f: impl Fn(&SessionKey, &T) + Send + Sync + 'static) -> Self {
         self.callbacks.loaded = Some(std::sync::Arc::new(f));
         self
     }
 
     /// Called when a response sets the session cookie (a new ID, or a persistent cookie's
     /// refreshed `Max-Age`).
-    pub fn on_client(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+    pub fn on_client(mut self, f: impl Fn(&SessionKey, &T) + Send + Sync + 'static) -> Self {
         self.callbacks.client = Some(std::sync::Arc::new(f));
         self
     }
 
     /// Called when a session is deleted (logout), with the data it held.
-    pub fn on_deleted(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+    pub fn on_deleted(mut self, f: impl Fn(&SessionKey, &T) + Send + Sync + 'static) -> Self {
         self.callbacks.deleted = Some(std::sync::Arc::new(f));
         self
     }
 
     /// Called when a request presented a session that had passed its idle expiry or absolute
     /// deadline (the session is removed and the request gets a fresh one).
-    pub fn on_expired(mut self, f: impl Fn(&SessionId, &T) + Send + Sync + 'static) -> Self {
+    pub fn on_expired(mut self, f: impl Fn(&SessionKey, &T) + Send + Sync + 'static) -> Self {
         self.callbacks.expired = Some(std::sync::Arc::new(f));
         self
     }
@@ -363,7 +370,7 @@ impl<T> SessionConfig<T> {
     /// Called when a session moved to a new ID, with the old ID, the new ID and the data.
     pub fn on_regenerated(
         mut self,
-        f: impl Fn(&SessionId, &SessionId, &T) + Send + Sync + 'static,
+        f: impl Fn(&SessionKey, &SessionKey, &T) + Send + Sync + 'static,
     ) -> Self {
         self.callbacks.regenerated = Some(std::sync::Arc::new(f));
         self
@@ -373,7 +380,7 @@ impl<T> SessionConfig<T> {
     /// formed, the ID.
     pub fn on_rejected(
         mut self,
-        f: impl Fn(RejectReason, Option<&SessionId>) + Send + Sync + 'static,
+        f: impl Fn(RejectReason, Option<&SessionKey>) + Send + Sync + 'static,
     ) -> Self {
         self.callbacks.rejected = Some(std::sync::Arc::new(f));
         self
@@ -386,7 +393,7 @@ impl<T> SessionConfig<T> {
     }
 
     /// Checks the configuration. `store_hashes_ids` is the store's preference for
-    /// [`IdsAtRest::StoreDefault`].
+    /// [`IdsAtRest::StoreDefault`] (hash unless its contents stay in the process).
     pub(crate) fn validate(self, store_hashes_ids: bool) -> Result<Settings<T>, ConfigError> {
         let name = &self.cookie_name;
         if name.is_empty() || !name.bytes().all(is_token_byte) {

@@ -24,6 +24,11 @@ pub enum StoreError {
         /// The configured maximum.
         limit: usize,
     },
+    /// The store does not offer this optional capability (the owner index, counting).
+    Unsupported(&'static str),
+    /// A write followed more forwarding pointers than a session can have been regenerated in
+    /// flight: the store's pointers form a loop or an absurdly long chain.
+    TooManyForwards,
 }
 
 impl StoreError {
@@ -35,6 +40,11 @@ impl StoreError {
     /// Whether the backend timed out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, StoreError::Timeout)
+    }
+
+    /// Whether the store lacks the optional capability that was asked for.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, StoreError::Unsupported(_))
     }
 }
 
@@ -48,6 +58,12 @@ impl fmt::Display for StoreError {
             StoreError::CapacityExceeded { limit } => {
                 write!(f, "session store is full ({limit} sessions)")
             }
+            StoreError::Unsupported(what) => {
+                write!(f, "the session store does not support {what}")
+            }
+            StoreError::TooManyForwards => f.write_str(
+                "the session store's forwarding pointers form a chain too long to follow",
+            ),
         }
     }
 }
@@ -58,7 +74,10 @@ impl StdError for StoreError {
             StoreError::Backend(err) | StoreError::Decode(err) | StoreError::Encode(err) => {
                 Some(err.as_ref())
             }
-            StoreError::Timeout | StoreError::CapacityExceeded { .. } => None,
+            StoreError::Timeout
+            | StoreError::CapacityExceeded { .. }
+            | StoreError::Unsupported(_)
+            | StoreError::TooManyForwards => None,
         }
     }
 }
@@ -71,8 +90,6 @@ pub enum StoreOperation {
     Create,
     /// Loading a session (with or without sliding its expiry).
     Load,
-    /// Extending a session's expiry.
-    Touch,
     /// Saving a changed session.
     Save,
     /// Deleting a session.
@@ -90,7 +107,6 @@ impl fmt::Display for StoreOperation {
         f.write_str(match self {
             StoreOperation::Create => "create",
             StoreOperation::Load => "load",
-            StoreOperation::Touch => "touch",
             StoreOperation::Save => "save",
             StoreOperation::Delete => "delete",
             StoreOperation::Regenerate => "regenerate",
@@ -116,8 +132,13 @@ pub enum SessionError {
     Random(BoxError),
     /// The store reported an ID collision on every attempt (a broken store or random source).
     IdCollision,
-    /// Optimistic concurrency refused a save: the session changed since this request loaded it.
+    /// The session changed since this request loaded it and the write was refused: a save or
+    /// regenerate under optimistic concurrency, or a regenerate of a session another request
+    /// already moved. Answered with the conflict status (409 by default), without Set-Cookie.
     Conflict,
+    /// The request reached the session through a regenerate grace window (its cookie is the old
+    /// one) and tried to change it: such a request may only read. Answered like a conflict.
+    ReadOnly,
     /// The session's serialized record is larger than the configured maximum: nothing was
     /// written (never a silent truncation).
     RecordTooLarge {
@@ -153,6 +174,9 @@ impl fmt::Display for SessionError {
             SessionError::Random(err) => write!(f, "random number generator failed: {err}"),
             SessionError::IdCollision => f.write_str("could not find an unused session id"),
             SessionError::Conflict => f.write_str("the session changed concurrently"),
+            SessionError::ReadOnly => f.write_str(
+                "the session was regenerated; a request with the old cookie may only read it",
+            ),
             SessionError::RecordTooLarge { limit } => {
                 write!(
                     f,
@@ -170,6 +194,7 @@ impl StdError for SessionError {
             SessionError::Random(err) => Some(err.as_ref()),
             SessionError::IdCollision
             | SessionError::Conflict
+            | SessionError::ReadOnly
             | SessionError::RecordTooLarge { .. } => None,
         }
     }

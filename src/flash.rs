@@ -54,4 +54,15 @@ impl Flash {
     pub(crate) fn clear(&mut self) {
         self.messages.clear();
     }
+
+    /// The stored form (JSON), for a backend that keeps pending flash messages apart from the
+    /// record so that a load can take them in one step.
+    pub fn encode(&self) -> Result<Vec<u8>, crate::StoreError> {
+        serde_json::to_vec(self).map_err(|err| crate::StoreError::Encode(Box::new(err)))
+    }
+
+    /// Reads what [`Flash::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::StoreError> {
+        serde_json::from_slice(bytes).map_err(|err| crate::StoreError::Decode(Box::new(err)))
+    }
 }

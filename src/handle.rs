@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::{
     flash::{Flash, FlashMessage},
-    id::SessionId,
+    id::{SessionId, SessionKey},
     record::Record,
     session::Session,
 };
@@ -25,8 +25,18 @@ use crate::{
 /// only reads stores nothing and sets no cookie.
 ///
 /// # Behavior
-/// Changes made after the response has left the layer cannot be saved: they are ignored, with a
-/// warning in the `tracing` log.
+/// - Changes made after the response has left the layer cannot be saved: they are ignored, with a
+///   warning in the `tracing` log.
+/// - With a regenerate grace window, a request that arrives with the old cookie of a session
+///   that was just regenerated (a login) sees the session read-only
+///   ([`SessionHandle::is_read_only`]): it sees no flash messages and receives no cookie, and if
+///   its handler changes the data or the flash or regenerates, nothing is stored and the layer
+///   answers with the conflict response (409), so the client retries with its new cookie.
+/// - Past the grace window (or without one) such a request sees a new, empty session, and may not
+///   write to it either (its cookie would overwrite the new one the login sent): the layer
+///   answers a write with the conflict response.
+/// - [`SessionHandle::delete`] always works: a logout with the old cookie of a regenerated
+///   session, within the grace window or after it, ends the session under its new ID.
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -72,10 +82,10 @@ impl<T> fmt::Debug for SessionHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
         f.debug_struct("SessionHandle")
-            .field("id", &state.existing.as_ref().map(|e| e.id))
+            .field("key", &state.existing.as_ref().map(|e| e.key))
             .field("changed", &state.changed)
-            .field("regenerate", &state.regenerate)
-            .field("delete", &state.deleted.is_some())
+            .field("regenerate", &matches!(state.intent, Intent::Regenerate))
+            .field("delete", &matches!(state.intent, Intent::Delete { .. }))
             .finish_non_exhaustive()
     }
 }
@@ -83,18 +93,18 @@ impl<T> fmt::Debug for SessionHandle<T> {
 /// What the layer knows of a session it loaded from the store.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Existing {
-    /// The ID the store keeps the session under (a digest of `cookie_id` when IDs are hashed at
-    /// rest). Everything past the cookie boundary uses it.
-    pub(crate) id: SessionId,
-    /// The ID the client's cookie carries; `None` when the request reached the session through a
-    /// regenerate grace pointer (its cookie is the old one, which must never be re-sent).
+    /// The key the store keeps the session under.
+    pub(crate) key: SessionKey,
+    /// The ID the client's cookie carries, to re-send it (a persistent cookie's Max-Age, a
+    /// re-signature). `None` when the request reached the session through a regenerate grace
+    /// window: its cookie is the old one, which is never re-sent, and nothing else either.
     pub(crate) cookie_id: Option<SessionId>,
     /// The cookie was signed with an older key: re-issue it under the current one.
     pub(crate) resign: bool,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) expires_at: OffsetDateTime,
     pub(crate) deadline: OffsetDateTime,
-    /// The revision the record had when loaded.
+    /// The revision the record had when loaded: every write states it.
     pub(crate) revision: u64,
     /// The load slid the expiry.
     pub(crate) slid: bool,
@@ -104,8 +114,27 @@ impl Existing {
     pub(crate) fn effective_expiry(&self) -> OffsetDateTime {
         self.expires_at.min(self.deadline)
     }
+
+    /// Whether the request came with the old cookie of a regenerated session (grace window): it
+    /// may read the session, never change it.
+    pub(crate) fn read_only(&self) -> bool {
+        self.cookie_id.is_none()
+    }
 }
 
+/// What the handler asked the layer to do with the session besides saving changed data.
+pub(crate) enum Intent<T> {
+    /// Keep the session (save it if it changed).
+    Keep,
+    /// Move it to a new ID when the response is sent.
+    Regenerate,
+    /// Log out: delete it; `data` is what it held, for the `deleted` event (`None` when the
+    /// request could not read it: an old cookie past the grace window).
+    Delete { data: Option<T> },
+}
+
+/// One request's view of its session, shared by the handle's clones and taken back by the layer
+/// when the handler returns.
 pub(crate) struct State<T> {
     pub(crate) data: T,
     pub(crate) existing: Option<Existing>,
@@ -113,17 +142,21 @@ pub(crate) struct State<T> {
     pub(crate) changed: bool,
     /// The session holds application data (not only a flash).
     pub(crate) has_data: bool,
-    /// Messages from the previous request, visible now.
+    /// Messages from the previous request, visible now (the load took them from the store).
     pub(crate) incoming_flash: Flash,
     /// Messages for the next request.
     pub(crate) outgoing_flash: Flash,
     /// Messages for this request only; never stored.
     pub(crate) now_flash: Flash,
-    /// The stored record held flash messages that this request consumed, so it must be rewritten.
-    pub(crate) flash_consumed: bool,
-    pub(crate) regenerate: bool,
-    /// Set by `delete`: the data the deleted session held, for the `deleted` callback.
-    pub(crate) deleted: Option<T>,
+    pub(crate) intent: Intent<T>,
+    /// The handler tried to change a session it may only read (grace window).
+    pub(crate) refused_write: bool,
+    /// The request's cookie named no live session (unknown, expired, undecodable, malformed, or
+    /// badly signed): clear it unless the response sets a session cookie anyway.
+    pub(crate) stale_cookie: bool,
+    /// The request's cookie is the old ID of a regenerated session it may not read (past the
+    /// grace window): a logout still ends that session, wherever it moved.
+    pub(crate) moved_from: Option<SessionKey>,
     /// [`Session::owner`] of the data as loaded, to move the owner index when it changes.
     /// Taken just before the handler's first write (`None` until then: the data is still as
     /// loaded), so that a request that only reads never calls `owner()`.
@@ -142,27 +175,43 @@ impl<T: Session> State<T> {
             incoming_flash: Flash::default(),
             outgoing_flash: Flash::default(),
             now_flash: Flash::default(),
-            flash_consumed: false,
-            regenerate: false,
-            deleted: None,
+            intent: Intent::Keep,
+            refused_write: false,
+            stale_cookie: false,
+            moved_from: None,
             // A fresh session has no index entry, whatever its default data would say.
             loaded_owner: Some(None),
             closed: false,
         }
     }
 
-    /// The state for a loaded record, with its flash rotated: what was pending is visible now and
-    /// will not be stored again.
+    /// A fresh session for a request whose cookie named no live session.
+    pub(crate) fn replacing_stale_cookie() -> Self {
+        Self {
+            stale_cookie: true,
+            ..Self::fresh()
+        }
+    }
+
+    /// A fresh session for a request whose cookie is the old ID of a regenerated session.
+    pub(crate) fn moved_away(old: SessionKey) -> Self {
+        Self {
+            moved_from: Some(old),
+            ..Self::fresh()
+        }
+    }
+
+    /// The state for a loaded record. Its flash was taken by the load: visible now, and gone
+    /// from the store. `cookie_id` is `None` for a read-only view through a grace window.
     pub(crate) fn loaded(
         record: Record<T>,
         slid: bool,
         cookie_id: Option<SessionId>,
         resign: bool,
     ) -> Self {
-        let flash_consumed = !record.flash.is_empty();
         Self {
             existing: Some(Existing {
-                id: record.id,
+                key: record.key,
                 cookie_id,
                 resign,
                 created_at: record.created_at,
@@ -174,14 +223,11 @@ impl<T: Session> State<T> {
             has_data: record.has_data,
             loaded_owner: None,
             incoming_flash: record.flash,
-            flash_consumed,
             data: record.data,
             ..Self::fresh()
         }
     }
-}
 
-impl<T: Session> State<T> {
     /// Records the owner of the data as loaded; call before changing the data.
     fn capture_owner(&mut self) {
         if self.loaded_owner.is_none() {
@@ -189,13 +235,16 @@ impl<T: Session> State<T> {
         }
     }
 
-    /// The owner of the data as loaded.
-    pub(crate) fn owner_as_loaded(&self) -> Option<String> {
-        match &self.loaded_owner {
-            Some(owner) => owner.clone(),
-            // Not captured: nothing was written, so the data is as loaded.
-            None => self.data.owner(),
+    /// Whether this request may change the session; marks the refusal if not. After a delete
+    /// the handle is a new session, which it may write.
+    fn may_write(&mut self) -> bool {
+        let old_cookie =
+            self.existing.as_ref().is_some_and(Existing::read_only) || self.moved_from.is_some();
+        let read_only = old_cookie && !matches!(self.intent, Intent::Delete { .. });
+        if read_only {
+            self.refused_write = true;
         }
+        !read_only
     }
 }
 
@@ -240,9 +289,11 @@ impl<T: Session> SessionHandle<T> {
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         match self.write() {
             Some(mut state) => {
-                state.capture_owner();
-                state.changed = true;
-                state.has_data = true;
+                if state.may_write() {
+                    state.capture_owner();
+                    state.changed = true;
+                    state.has_data = true;
+                }
                 f(&mut state.data)
             }
             None => f(&mut T::default()),
@@ -254,16 +305,27 @@ impl<T: Session> SessionHandle<T> {
         self.update(|current| *current = data);
     }
 
-    /// The session's ID, if it exists in the store (a new session gets its ID when the layer first
-    /// stores it).
-    pub fn id(&self) -> Option<SessionId> {
-        self.lock().existing.as_ref().map(|e| e.id)
+    /// The key the store keeps this session under, if it exists in the store (a new session gets
+    /// one when the layer first stores it). It is the same kind of value on every store (by
+    /// default a digest of the cookie's ID, never the cookie itself) and the one that events and
+    /// [`SessionManager`](crate::SessionManager) use.
+    pub fn id(&self) -> Option<SessionKey> {
+        self.lock().existing.as_ref().map(|e| e.key)
     }
 
     /// The session's public tag (see [`SessionManager`](crate::SessionManager)), if it exists in
     /// the store.
     pub fn tag(&self) -> Option<crate::SessionTag> {
-        self.id().map(|id| id.tag())
+        self.id().map(|key| key.tag())
+    }
+
+    /// Whether this request may only read: it came with the old cookie of a session that was
+    /// regenerated (see the type's "Behavior"). Only [`SessionHandle::delete`] works then.
+    pub fn is_read_only(&self) -> bool {
+        let state = self.lock();
+        let old_cookie =
+            state.existing.as_ref().is_some_and(Existing::read_only) || state.moved_from.is_some();
+        old_cookie && !matches!(state.intent, Intent::Delete { .. })
     }
 
     /// Whether the session was not loaded from the store on this request.
@@ -299,7 +361,9 @@ impl<T: Session> SessionHandle<T> {
     /// not that request reads it.
     pub fn flash(&self, key: impl Into<String>, message: impl Into<String>) {
         if let Some(mut state) = self.write() {
-            state.outgoing_flash.insert(key.into(), message.into());
+            if state.may_write() {
+                state.outgoing_flash.insert(key.into(), message.into());
+            }
         }
     }
 
@@ -316,6 +380,9 @@ impl<T: Session> SessionHandle<T> {
         let Some(mut state) = self.write() else {
             return false;
         };
+        if !state.may_write() {
+            return false;
+        }
         let Some(message) = state.incoming_flash.get(key).map(str::to_owned) else {
             return false;
         };
@@ -350,7 +417,9 @@ impl<T: Session> SessionHandle<T> {
     /// fixation. The absolute deadline is not reset.
     pub fn regenerate(&self) {
         if let Some(mut state) = self.write() {
-            state.regenerate = true;
+            if state.may_write() && matches!(state.intent, Intent::Keep) {
+                state.intent = Intent::Regenerate;
+            }
         }
     }
 
@@ -359,14 +428,18 @@ impl<T: Session> SessionHandle<T> {
     /// it (a "logged out" flash, say) starts a new session with a new ID.
     pub fn delete(&self) {
         if let Some(mut state) = self.write() {
+            // Allowed on a read-only session too: whoever holds a cookie of the session may end
+            // it, even one that a login replaced a moment ago.
             state.capture_owner();
             let old = std::mem::take(&mut state.data);
-            if state.existing.is_some() && state.deleted.is_none() {
-                state.deleted = Some(old);
+            match state.intent {
+                Intent::Delete { .. } => {}
+                _ if state.existing.is_some() => state.intent = Intent::Delete { data: Some(old) },
+                _ if state.moved_from.is_some() => state.intent = Intent::Delete { data: None },
+                _ => state.intent = Intent::Keep,
             }
             state.changed = false;
             state.has_data = false;
-            state.regenerate = false;
             state.outgoing_flash.clear();
         }
     }

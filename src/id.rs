@@ -1,4 +1,5 @@
-//! Session IDs: 256 random bits from the OS CSPRNG, strict parsing, and redacted printing.
+//! Session IDs (the cookie's secret) and session keys (what a store keys a session by): 256 bits
+//! written as 43 base64url characters, strict parsing, and redacted printing.
 
 use std::fmt;
 
@@ -90,21 +91,7 @@ impl SessionId {
         format!("sid:{:08x}", (fnv1a(&self.0) >> 32) as u32)
     }
 
-    /// The session's public tag: a name for this session that can be shown to its user and sent
-    /// back to revoke it, but that cannot be turned into the ID (it is a SHA-256 digest of it).
-    pub fn tag(&self) -> SessionTag {
-        let digest = Sha256::new_with_prefix(b"tower-typed-sessions tag\0")
-            .chain_update(self.0)
-            .finalize();
-        let mut text = [0u8; TAG_LEN];
-        for (i, byte) in digest.iter().take(TAG_LEN / 2).enumerate() {
-            text[2 * i] = HEX[usize::from(byte >> 4)];
-            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-        }
-        SessionTag(text)
-    }
-
-    /// An ID-shaped encoding of 32 digest bytes (hashed IDs, signatures).
+    /// An ID-shaped encoding of 32 digest bytes (signatures).
     pub(crate) fn from_digest(bytes: [u8; ID_BYTES]) -> Self {
         Self(encode(&bytes))
     }
@@ -133,8 +120,82 @@ impl SessionId {
         }
         (pos == ID_BYTES).then_some(out)
     }
+}
 
-    /// A well-spread 64-bit hash of the ID, for sharding.
+/// The key a store keeps one session under: what [`IdsAtRest`](crate::IdsAtRest) makes of the
+/// cookie's [`SessionId`] (by default a SHA-256 digest of it, shaped like an ID).
+///
+/// It is a separate type from [`SessionId`] so that an API can only hand out the one it means:
+/// handles, callbacks, [`SessionManager`](crate::SessionManager) and stores see keys, and only
+/// the cookie code sees IDs. A hashed key authenticates nothing when sent back as a cookie. With
+/// [`IdsAtRest::Plain`](crate::IdsAtRest::Plain) the key's text is the cookie's value, so
+/// `Debug` and `Display` print a fingerprint here too.
+///
+/// ```
+/// use tower_typed_sessions::{SessionId, SessionKey};
+///
+/// let id = SessionId::generate().unwrap();
+/// let key = SessionKey::hashed(&id);
+/// assert_ne!(key.as_str(), id.expose_secret());
+/// assert_eq!(SessionKey::parse(key.as_str()), Some(key));
+/// assert!(!format!("{key:?}").contains(key.as_str()));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey([u8; ID_LEN]);
+
+impl SessionKey {
+    /// Parses the text form of a key (43 characters of base64url, canonical), as a store reads
+    /// keys back from an index.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// Like [`SessionKey::parse`], for raw bytes.
+    pub fn parse_bytes(bytes: &[u8]) -> Option<Self> {
+        SessionId::parse_bytes(bytes).map(|id| Self(id.0))
+    }
+
+    /// The text form, as a store writes it into a key or an index.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The key of the session whose cookie carries `id` when keys are the plain ID
+    /// ([`IdsAtRest::Plain`](crate::IdsAtRest::Plain)).
+    pub fn plain(id: &SessionId) -> Self {
+        Self(id.0)
+    }
+
+    /// A random key, for store tests and for sessions that have no cookie.
+    pub fn generate() -> Result<Self, SessionError> {
+        SessionId::generate().map(|id| Self(id.0))
+    }
+
+    /// A short, stable, non-secret fingerprint of the key (`sid:` and 8 hex digits), for logs.
+    pub fn fingerprint(&self) -> String {
+        format!("sid:{:08x}", (fnv1a(&self.0) >> 32) as u32)
+    }
+
+    /// The session's public tag: a name for this session that can be shown to its user and sent
+    /// back to revoke it, but that cannot be turned into the key or the ID (it is a SHA-256
+    /// digest of the key).
+    pub fn tag(&self) -> SessionTag {
+        let digest = Sha256::new_with_prefix(b"tower-typed-sessions tag\0")
+            .chain_update(self.0)
+            .finalize();
+        let mut text = [0u8; TAG_LEN];
+        for (i, byte) in digest.iter().take(TAG_LEN / 2).enumerate() {
+            text[2 * i] = HEX[usize::from(byte >> 4)];
+            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        SessionTag(text)
+    }
+
+    pub(crate) fn from_digest(bytes: [u8; ID_BYTES]) -> Self {
+        Self(encode(&bytes))
+    }
+
+    /// A well-spread 64-bit hash of the key, for sharding.
     pub(crate) fn shard_hash(&self) -> u64 {
         fnv1a(&self.0)
     }
@@ -143,16 +204,16 @@ impl SessionId {
 const TAG_LEN: usize = 32;
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A non-secret name for one session (32 hex digits of a SHA-256 digest of its ID), used to list
+/// A non-secret name for one session (32 hex digits of a SHA-256 digest of its key), used to list
 /// and revoke a user's sessions. It changes when the ID is regenerated.
 ///
 /// ```
-/// use tower_typed_sessions::{SessionId, SessionTag};
+/// use tower_typed_sessions::{SessionKey, SessionTag};
 ///
-/// let id = SessionId::generate().unwrap();
-/// let tag = id.tag();
+/// let key = SessionKey::generate().unwrap();
+/// let tag = key.tag();
 /// assert_eq!(SessionTag::parse(&tag.to_string()), Some(tag));
-/// assert!(!tag.to_string().contains(id.expose_secret()));
+/// assert!(!tag.to_string().contains(key.as_str()));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct SessionTag([u8; TAG_LEN]);
@@ -226,30 +287,42 @@ impl fmt::Display for SessionId {
     }
 }
 
-impl Serialize for SessionId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.expose_secret())
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({})", self.fingerprint())
     }
 }
 
-impl<'de> Deserialize<'de> for SessionId {
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint())
+    }
+}
+
+impl Serialize for SessionKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // A visitor instead of a `String`/`Cow` (which serde always makes owned): parsing the
-        // ID in place costs no allocation on every store load.
-        struct IdVisitor;
-        impl de::Visitor<'_> for IdVisitor {
-            type Value = SessionId;
+        // key in place costs no allocation on every store load.
+        struct KeyVisitor;
+        impl de::Visitor<'_> for KeyVisitor {
+            type Value = SessionKey;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a session id")
+                f.write_str("a session key")
             }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<SessionId, E> {
-                SessionId::parse(text).ok_or_else(|| E::custom("malformed session id"))
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SessionKey, E> {
+                SessionKey::parse(text).ok_or_else(|| E::custom("malformed session key"))
             }
-            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<SessionId, E> {
-                SessionId::parse_bytes(bytes).ok_or_else(|| E::custom("malformed session id"))
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<SessionKey, E> {
+                SessionKey::parse_bytes(bytes).ok_or_else(|| E::custom("malformed session key"))
             }
         }
-        deserializer.deserialize_str(IdVisitor)
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -266,19 +339,19 @@ mod tests {
     }
 
     #[test]
-    fn serde_round_trip_refuses_malformed_ids() {
-        let id = SessionId::generate().unwrap();
-        let json = serde_json::to_string(&id).unwrap();
-        assert_eq!(serde_json::from_str::<SessionId>(&json).unwrap(), id);
-        // An escaped form of the same text is the same ID (serde_json hands over an owned str).
+    fn serde_round_trip_refuses_malformed_keys() {
+        let key = SessionKey::generate().unwrap();
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(serde_json::from_str::<SessionKey>(&json).unwrap(), key);
+        // An escaped form of the same text is the same key (serde_json hands over an owned str).
         let escaped = format!(
             "\"\\u{:04x}{}\"",
-            id.expose_secret().as_bytes()[0],
-            &id.expose_secret()[1..]
+            key.as_str().as_bytes()[0],
+            &key.as_str()[1..]
         );
-        assert_eq!(serde_json::from_str::<SessionId>(&escaped).unwrap(), id);
+        assert_eq!(serde_json::from_str::<SessionKey>(&escaped).unwrap(), key);
         for bad in ["\"short\"", "42", "null", "[]"] {
-            assert!(serde_json::from_str::<SessionId>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<SessionKey>(bad).is_err(), "{bad}");
         }
     }
 

@@ -5,7 +5,10 @@ use std::{fmt, sync::Arc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::{error::ConfigError, id::SessionId};
+use crate::{
+    error::ConfigError,
+    id::{SessionId, SessionKey},
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -61,12 +64,13 @@ impl fmt::Debug for Key {
     }
 }
 
-/// How session IDs are kept in the store.
+/// How session IDs are kept in the store: what the [`SessionKey`] of a cookie's [`SessionId`] is.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum IdsAtRest {
-    /// As the store prefers: hashed for [`RedisStore`](crate::store) (its contents may be dumped,
-    /// replicated or backed up), plain for the in-process memory store.
+    /// As the store prefers: hashed unless the store says its contents never leave the process
+    /// ([`Store::contents_stay_in_process`](crate::Store::contents_stay_in_process), true for
+    /// [`MemoryStore`](crate::MemoryStore) only). A custom store is hashed unless it opts out.
     #[default]
     StoreDefault,
     /// The raw ID is the store key.
@@ -91,26 +95,27 @@ pub(crate) enum AtRest {
 }
 
 impl AtRest {
-    /// The ID under which the session with cookie ID `id` is stored.
-    pub(crate) fn storage_id(&self, id: &SessionId) -> SessionId {
+    /// The key under which the session with cookie ID `id` is stored.
+    pub(crate) fn storage_key(&self, id: &SessionId) -> SessionKey {
         match self {
-            AtRest::Plain => *id,
-            AtRest::Hash => SessionId::hashed_at_rest(id),
+            AtRest::Plain => SessionKey::plain(id),
+            AtRest::Hash => SessionKey::hashed(id),
             AtRest::KeyedHash(key) => {
-                SessionId::from_digest(key.mac(AT_REST_DOMAIN, id).finalize().into_bytes().into())
+                SessionKey::from_digest(key.mac(AT_REST_DOMAIN, id).finalize().into_bytes().into())
             }
         }
     }
 }
 
-impl SessionId {
-    /// The form under which a session with this cookie ID is stored when IDs are hashed at rest
-    /// with [`IdsAtRest::Hash`]: a SHA-256 digest, shaped like an ID.
-    pub fn hashed_at_rest(&self) -> SessionId {
+impl SessionKey {
+    /// The key under which a session with cookie ID `id` is stored when IDs are hashed at rest
+    /// with [`IdsAtRest::Hash`] (the default for stores whose contents leave the process): a
+    /// SHA-256 digest, shaped like an ID.
+    pub fn hashed(id: &SessionId) -> SessionKey {
         let digest = Sha256::new_with_prefix(AT_REST_DOMAIN)
-            .chain_update(self.expose_secret().as_bytes())
+            .chain_update(id.expose_secret().as_bytes())
             .finalize();
-        SessionId::from_digest(digest.into())
+        SessionKey::from_digest(digest.into())
     }
 }
 

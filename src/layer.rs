@@ -5,12 +5,8 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
 use crate::{
-    config::{SessionConfig, Settings},
-    error::ConfigError,
-    manager::SessionManager,
-    service::SessionService,
-    session::Session,
-    store::Store,
+    config::SessionConfig, engine::Engine, error::ConfigError, manager::SessionManager,
+    service::SessionService, session::Session, store::Store,
 };
 
 /// A [`tower_layer::Layer`] that gives every request a typed session backed by a [`Store`].
@@ -42,19 +38,13 @@ use crate::{
 /// # Ok(()) }
 /// ```
 pub struct SessionLayer<T, St> {
-    shared: Arc<Shared<T, St>>,
-}
-
-/// What every request of one layer shares.
-pub(crate) struct Shared<T, St> {
-    pub(crate) store: St,
-    pub(crate) settings: Settings<T>,
+    engine: Arc<Engine<T, St>>,
 }
 
 impl<T, St> Clone for SessionLayer<T, St> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            engine: Arc::clone(&self.engine),
         }
     }
 }
@@ -62,8 +52,8 @@ impl<T, St> Clone for SessionLayer<T, St> {
 impl<T, St: fmt::Debug> fmt::Debug for SessionLayer<T, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
-            .field("store", &self.shared.store)
-            .field("settings", &self.shared.settings)
+            .field("store", self.engine.store())
+            .field("settings", self.engine.settings())
             .finish()
     }
 }
@@ -81,21 +71,21 @@ impl<T: Session, St: Store<T>> SessionLayer<T, St> {
     /// A layer with `config`, refused if the configuration cannot work (for example a `__Host-`
     /// cookie with a Domain).
     pub fn from_config(store: St, config: SessionConfig<T>) -> Result<Self, ConfigError> {
-        let settings = config.validate(store.hashes_ids_at_rest())?;
+        let settings = config.validate(!store.contents_stay_in_process())?;
         Ok(Self {
-            shared: Arc::new(Shared { store, settings }),
+            engine: Arc::new(Engine::new(store, settings)),
         })
     }
 
     /// A [`SessionManager`] for listing and revoking users' sessions, sharing this layer's store
     /// and callbacks.
     pub fn manager(&self) -> SessionManager<T, St> {
-        SessionManager::new(Arc::clone(&self.shared))
+        SessionManager::new(Arc::clone(&self.engine))
     }
 
     /// The store behind the layer.
     pub fn store(&self) -> &St {
-        &self.shared.store
+        self.engine.store()
     }
 }
 
@@ -103,6 +93,6 @@ impl<S, T, St> Layer<S> for SessionLayer<T, St> {
     type Service = SessionService<S, T, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::new(inner, Arc::clone(&self.shared))
+        SessionService::new(inner, Arc::clone(&self.engine))
     }
 }

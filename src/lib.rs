@@ -68,6 +68,7 @@
 mod callbacks;
 mod config;
 mod cookies;
+mod engine;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
@@ -81,6 +82,9 @@ mod record;
 mod service;
 mod session;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 /// Compiles the README's Rust blocks as doctests, so the quickstart cannot rot.
 #[cfg(doctest)]
@@ -94,7 +98,7 @@ pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation}
 pub use extract::SessionRejection;
 pub use flash::{Flash, FlashMessage};
 pub use handle::SessionHandle;
-pub use id::{SessionId, SessionTag};
+pub use id::{SessionId, SessionKey, SessionTag};
 pub use keys::{IdsAtRest, Key};
 pub use layer::SessionLayer;
 pub use manager::{SessionInfo, SessionManager};
@@ -104,4 +108,7 @@ pub use session::Session;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::redis::RedisStore;
-pub use store::{memory::MemoryStore, memory::MemoryStoreBuilder, Loaded, Store, WriteOutcome};
+pub use store::{
+    memory::MemoryStore, memory::MemoryStoreBuilder, Expect, Forward, LoadOptions, Loaded, Store,
+    WriteOutcome,
+};

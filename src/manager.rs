@@ -5,12 +5,11 @@ use std::{fmt, sync::Arc};
 use time::OffsetDateTime;
 
 use crate::{
-    error::{SessionError, StoreOperation},
-    id::{SessionId, SessionTag},
-    layer::Shared,
-    record::Record,
+    engine::Engine,
+    error::SessionError,
+    id::{SessionKey, SessionTag},
     session::Session,
-    store::{Loaded, Store, WriteOutcome},
+    store::Store,
 };
 
 /// One of a user's live sessions, as [`SessionManager::list`] shows it.
@@ -21,7 +20,7 @@ pub struct SessionInfo<T> {
     pub tag: SessionTag,
     /// When the session was created (a login keeps it: regenerating does not reset it).
     pub created_at: OffsetDateTime,
-    /// When the session was last used.
+    /// When the session was last written.
     pub last_seen: OffsetDateTime,
     /// When it expires unless used again.
     pub expires_at: OffsetDateTime,
@@ -34,8 +33,11 @@ pub struct SessionInfo<T> {
 /// [`SessionLayer::manager`](crate::SessionLayer::manager); it is cheap to clone, so keep it in
 /// your application state.
 ///
-/// Revoking deletes the session from the store and fires the `deleted` callback: its next
-/// request is anonymous. A request of that session already in flight cannot bring it back.
+/// Revoking ends a session the way a logout does: it is deleted wherever it moved (a session
+/// regenerated while the revoke runs is caught under its new ID), the `deleted` callback fires,
+/// and its next request is anonymous. A request of that session already in flight cannot bring
+/// it back. It needs a store with an owner index ([`Store::supports_owner_index`]); on others
+/// every method answers [`StoreError::Unsupported`](crate::StoreError::Unsupported).
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -56,13 +58,13 @@ pub struct SessionInfo<T> {
 /// # Ok(()) }
 /// ```
 pub struct SessionManager<T, St> {
-    shared: Arc<Shared<T, St>>,
+    engine: Arc<Engine<T, St>>,
 }
 
 impl<T, St> Clone for SessionManager<T, St> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            engine: Arc::clone(&self.engine),
         }
     }
 }
@@ -73,27 +75,22 @@ impl<T, St> fmt::Debug for SessionManager<T, St> {
     }
 }
 
-fn index_error(source: crate::StoreError) -> SessionError {
-    SessionError::Store {
-        operation: StoreOperation::Index,
-        source,
-    }
-}
-
 impl<T: Session, St: Store<T>> SessionManager<T, St> {
-    pub(crate) fn new(shared: Arc<Shared<T, St>>) -> Self {
-        Self { shared }
+    pub(crate) fn new(engine: Arc<Engine<T, St>>) -> Self {
+        Self { engine }
     }
 
-    /// The live sessions of `owner`, most recently used first. Index entries of sessions that
+    /// The live sessions of `owner`, most recently written first. Index entries of sessions that
     /// expired, moved to a new ID or changed owner are removed on the way and never listed.
     pub async fn list(&self, owner: &str) -> Result<Vec<SessionInfo<T>>, SessionError> {
         let mut sessions: Vec<SessionInfo<T>> = self
-            .live_records(owner)
+            .engine
+            .live_sessions(owner)
             .await?
             .into_iter()
+            .map(|indexed| indexed.record)
             .map(|record| SessionInfo {
-                tag: record.id.tag(),
+                tag: record.key.tag(),
                 created_at: record.created_at,
                 last_seen: record.last_seen,
                 expires_at: record.effective_expiry(),
@@ -106,7 +103,12 @@ impl<T: Session, St: Store<T>> SessionManager<T, St> {
 
     /// Revokes the session of `owner` tagged `tag`. Returns whether there was one.
     pub async fn revoke(&self, owner: &str, tag: &SessionTag) -> Result<bool, SessionError> {
-        Ok(self.revoke_where(owner, |id| id.tag() == *tag).await? > 0)
+        let tagged = |key: &SessionKey| key.tag() == *tag;
+        Ok(self
+            .engine
+            .revoke(owner, |indexed, now| tagged(indexed) || tagged(now))
+            .await?
+            > 0)
     }
 
     /// Revokes every session of `owner` except `keep` (typically the current request's,
@@ -114,76 +116,16 @@ impl<T: Session, St: Store<T>> SessionManager<T, St> {
     pub async fn revoke_others(
         &self,
         owner: &str,
-        keep: &SessionId,
+        keep: &SessionKey,
     ) -> Result<usize, SessionError> {
-        self.revoke_where(owner, |id| id != keep).await
+        self.engine
+            .revoke(owner, |indexed, now| indexed != keep && now != keep)
+            .await
     }
 
-    /// Revokes every session of `owner` (after a password change, say). Returns how many.
+    /// Revokes every session of `owner` (after a password change, say), including sessions
+    /// regenerated while it runs. Returns how many.
     pub async fn revoke_all(&self, owner: &str) -> Result<usize, SessionError> {
-        self.revoke_where(owner, |_| true).await
-    }
-
-    async fn revoke_where(
-        &self,
-        owner: &str,
-        select: impl Fn(&SessionId) -> bool,
-    ) -> Result<usize, SessionError> {
-        let mut revoked = 0;
-        for record in self.live_records(owner).await? {
-            if !select(&record.id) {
-                continue;
-            }
-            let outcome = self
-                .shared
-                .store
-                .delete(&record.id)
-                .await
-                .map_err(|source| SessionError::Store {
-                    operation: StoreOperation::Delete,
-                    source,
-                })?;
-            self.unindex(owner, &record.id).await;
-            if outcome == WriteOutcome::Done {
-                self.shared
-                    .settings
-                    .callbacks
-                    .deleted(&record.id, &record.data);
-                revoked += 1;
-            }
-        }
-        Ok(revoked)
-    }
-
-    /// The indexed sessions of `owner` that are alive and still theirs; the rest is unindexed.
-    async fn live_records(&self, owner: &str) -> Result<Vec<Record<T>>, SessionError> {
-        let store = &self.shared.store;
-        let ids = store.owner_ids(owner).await.map_err(index_error)?;
-        let now = OffsetDateTime::now_utc();
-        let mut live = Vec::with_capacity(ids.len());
-        for id in ids {
-            match store.load(&id).await {
-                Ok(Loaded::Active(record))
-                    if !record.is_expired(now) && record.data.owner().as_deref() == Some(owner) =>
-                {
-                    live.push(record);
-                }
-                Ok(_) => self.unindex(owner, &id).await,
-                Err(error) if error.is_decode() => self.unindex(owner, &id).await,
-                Err(source) => {
-                    return Err(SessionError::Store {
-                        operation: StoreOperation::Load,
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(live)
-    }
-
-    async fn unindex(&self, owner: &str, id: &SessionId) {
-        if let Err(error) = self.shared.store.unindex_owner(owner, id).await {
-            tracing::warn!(session = %id, %error, "could not remove a stale owner index entry");
-        }
+        self.engine.revoke(owner, |_, _| true).await
     }
 }

@@ -5,24 +5,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{flash::Flash, id::SessionId};
+use crate::{error::StoreError, flash::Flash, id::SessionKey};
 
 /// The record format this version of the crate writes. Stores keep it with each record so that a
-/// later format can still read records written by this one.
-pub const RECORD_FORMAT: u16 = 1;
+/// later format can still read records written by this one; [`Record::decode`] refuses a newer
+/// one.
+pub const RECORD_FORMAT: u16 = 2;
 
 /// One session as a [`Store`](crate::Store) keeps it.
 ///
 /// Records are built by the layer; stores persist and return them. The fields are public so that
-/// a backend can read the expiry (to set a TTL, for example).
+/// a backend can read the expiry (to set a TTL, for example) and the revision (to check a write).
+/// A backend that keeps bytes uses [`Record::encode`] and [`Record::decode`], so the format and
+/// its versioning live in one place.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Record<T> {
     /// Format version of this record ([`RECORD_FORMAT`] when written by this crate).
     #[serde(rename = "v")]
     pub format: u16,
-    /// The session ID.
-    pub id: SessionId,
+    /// The key the store keeps the session under.
+    pub key: SessionKey,
     /// The application's data.
     pub data: T,
     /// Flash messages waiting for the next request.
@@ -35,27 +38,24 @@ pub struct Record<T> {
     /// When the session was created. Regenerating the ID keeps it.
     #[serde(with = "unix_millis")]
     pub created_at: OffsetDateTime,
-    /// How many times the session's content was saved: optimistic concurrency refuses a save
-    /// whose copy was loaded at an older revision.
+    /// How many times the session was written (saved or regenerated). Every write states the
+    /// revision it read; optimistic concurrency refuses one whose copy is older than the store's.
     #[serde(default)]
     pub revision: u64,
-    /// When the session was last loaded or saved.
+    /// When the session was last written.
     #[serde(with = "unix_millis")]
     pub last_seen: OffsetDateTime,
     /// Idle expiry: the session is dead after this unless it is used (and sliding is on).
     #[serde(with = "unix_millis")]
     pub expires_at: OffsetDateTime,
     /// Absolute deadline: the session is dead after this whatever happens.
-    ///
-    /// Serialized last, so that a backend script can read it from the end of the JSON without
-    /// decoding the application's data (the Redis store does).
     #[serde(with = "unix_millis")]
     pub deadline: OffsetDateTime,
 }
 
 impl<T> Record<T> {
     pub(crate) fn new(
-        id: SessionId,
+        key: SessionKey,
         data: T,
         now: OffsetDateTime,
         idle: Duration,
@@ -64,7 +64,7 @@ impl<T> Record<T> {
         let deadline = now + lifetime;
         Self {
             format: RECORD_FORMAT,
-            id,
+            key,
             data,
             flash: Flash::default(),
             has_data: false,
@@ -100,6 +100,76 @@ impl<T> Record<T> {
     }
 }
 
+impl<T: Serialize> Record<T> {
+    /// The stored form of the record (JSON), flash messages included.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(self).map_err(|err| StoreError::Encode(Box::new(err)))
+    }
+
+    /// The stored form without the flash messages, for a backend that keeps them apart so that
+    /// a load can take them in the same step (see [`Flash::encode`]).
+    pub fn encode_without_flash(&self) -> Result<Vec<u8>, StoreError> {
+        let flash_free = WithoutFlash(self);
+        serde_json::to_vec(&flash_free).map_err(|err| StoreError::Encode(Box::new(err)))
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Record<T> {
+    /// Reads a record written by [`Record::encode`] or [`Record::encode_without_flash`] from under
+    /// `key`. Refuses a record stored under another key, a newer format than this crate writes,
+    /// and anything that is not a record of `T`: all as [`StoreError::Decode`], which the layer
+    /// answers with a fresh session.
+    pub fn decode(key: &SessionKey, bytes: &[u8]) -> Result<Self, StoreError> {
+        let record: Record<T> =
+            serde_json::from_slice(bytes).map_err(|err| StoreError::Decode(Box::new(err)))?;
+        if record.key != *key {
+            return Err(StoreError::Decode(
+                "record stored under another session's key".into(),
+            ));
+        }
+        if record.format > RECORD_FORMAT {
+            // Written by a newer version of this crate: its meaning may differ, so do not guess.
+            return Err(StoreError::Decode(
+                format!(
+                    "record format {} is newer than {RECORD_FORMAT}",
+                    record.format
+                )
+                .into(),
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// A record serialized with an empty flash (which `Record` leaves out of the JSON).
+struct WithoutFlash<'a, T>(&'a Record<T>);
+
+impl<T: Serialize> Serialize for WithoutFlash<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.0;
+        let mut out = s.serialize_struct("Record", 9)?;
+        out.serialize_field("v", &r.format)?;
+        out.serialize_field("key", &r.key)?;
+        out.serialize_field("data", &r.data)?;
+        out.serialize_field("has_data", &r.has_data)?;
+        out.serialize_field("created_at", &Millis(r.created_at))?;
+        out.serialize_field("revision", &r.revision)?;
+        out.serialize_field("last_seen", &Millis(r.last_seen))?;
+        out.serialize_field("expires_at", &Millis(r.expires_at))?;
+        out.serialize_field("deadline", &Millis(r.deadline))?;
+        out.end()
+    }
+}
+
+struct Millis(OffsetDateTime);
+
+impl Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        unix_millis::serialize(&self.0, s)
+    }
+}
+
 /// Timestamps as integer milliseconds since the Unix epoch: compact and exact enough for expiry.
 mod unix_millis {
     use serde::{de, Deserialize, Deserializer, Serializer};
@@ -124,9 +194,9 @@ mod tests {
     #[test]
     fn round_trips_through_json_with_millisecond_timestamps() {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let id = SessionId::generate().unwrap();
+        let key = SessionKey::generate().unwrap();
         let mut record = Record::new(
-            id,
+            key,
             7u32,
             now,
             Duration::from_secs(60),
@@ -138,20 +208,26 @@ mod tests {
             "idle expiry is capped by the deadline"
         );
         let json = serde_json::to_string(&record).unwrap();
-        assert!(json.contains("\"v\":1"));
-        // Backend scripts read the revision and timestamps from the end of the JSON.
-        let tail = format!(
-            "\"revision\":0,\"last_seen\":{0},\"expires_at\":{1},\"deadline\":{1}}}",
-            now.unix_timestamp() * 1000,
-            (now + Duration::from_secs(30)).unix_timestamp() * 1000
-        );
-        assert!(json.ends_with(&tail), "{json}");
-        let back: Record<u32> = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.id, id);
+        assert!(json.contains("\"v\":2"));
+        let back: Record<u32> = Record::decode(&key, json.as_bytes()).unwrap();
+        assert_eq!(back.key, key);
         assert_eq!(back.data, 7);
         assert_eq!(back.flash.get("notice"), Some("hi"));
         assert_eq!(back.created_at, now);
         assert!(back.is_expired(now + Duration::from_secs(30)));
         assert!(!back.is_expired(now + Duration::from_secs(29)));
+
+        let flash_free = record.encode_without_flash().unwrap();
+        let back: Record<u32> = Record::decode(&key, &flash_free).unwrap();
+        assert!(back.flash.is_empty());
+        assert_eq!(back.deadline, record.deadline);
+        let other = SessionKey::generate().unwrap();
+        assert!(Record::<u32>::decode(&other, &flash_free)
+            .unwrap_err()
+            .is_decode());
+        let newer = json.replace("\"v\":2", "\"v\":3");
+        assert!(Record::<u32>::decode(&key, newer.as_bytes())
+            .unwrap_err()
+            .is_decode());
     }
 }

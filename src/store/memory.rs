@@ -4,7 +4,7 @@ use std::{
     collections::{HashMap, HashSet},
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
     },
     time::Duration,
@@ -13,14 +13,33 @@ use std::{
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{Loaded, Store, WriteOutcome};
-use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
+use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
+use crate::{error::StoreError, id::SessionKey, record::Record, session::Session};
 
 const SHARDS: usize = 64;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// At the cap, a refused create purges expired entries at most this often, so that a flood of
+/// refused creates costs O(1) each instead of a scan of the whole store under its locks.
+const MAX_PURGE_RATE: Duration = Duration::from_secs(1);
 
-type Shard<T> = RwLock<HashMap<SessionId, Record<T>>>;
-type OwnerShard = std::sync::Mutex<HashMap<String, HashSet<SessionId>>>;
+/// What one key holds: a session, or the pointer a regenerate left behind.
+enum Entry<T> {
+    Live(Record<T>),
+    Moved(Forward),
+}
+
+impl<T> Entry<T> {
+    /// Whether the entry can go: an expired session, or a pointer past its lifetime.
+    fn is_dead(&self, now: OffsetDateTime) -> bool {
+        match self {
+            Entry::Live(record) => record.is_expired(now),
+            Entry::Moved(forward) => forward.until <= now,
+        }
+    }
+}
+
+type Shard<T> = RwLock<HashMap<SessionKey, Entry<T>>>;
+type OwnerShard = std::sync::Mutex<HashMap<String, HashSet<SessionKey>>>;
 const OWNER_SHARDS: usize = 16;
 
 /// Sessions kept in this process's memory.
@@ -28,11 +47,13 @@ const OWNER_SHARDS: usize = 16;
 /// # Behavior
 /// - Sharded: requests for different sessions rarely contend, and no lock is held across an
 ///   `await`.
-/// - An expired session is never returned, even before the sweeper has removed it.
+/// - An expired session is never returned as live, even before the sweeper has removed it; until
+///   then a load reports it [`Loaded::Expired`].
 /// - A background task (spawned on the Tokio runtime at the first write) removes expired
 ///   sessions every sweep interval; it ends when the last clone of the store is dropped.
-/// - Optional cap on the number of sessions: creating one more fails with
-///   [`StoreError::CapacityExceeded`] (after expired sessions have been purged).
+/// - Optional cap on the number of entries (sessions and regenerate pointers): creating one more
+///   fails with [`StoreError::CapacityExceeded`]. A refused create purges expired entries at most
+///   once a second, so a flood of them costs each O(1) and never holds the locks for long.
 /// - Clones share the same sessions. Sessions are lost when the process exits.
 ///
 /// ```
@@ -54,9 +75,10 @@ struct Inner<T> {
     shards: Box<[Shard<T>]>,
     /// Owner -> IDs of their sessions. Only written when a session's owner changes.
     owners: Box<[OwnerShard]>,
-    /// Old ID -> (new ID, end of grace) after `regenerate_with_grace`; only read after a miss.
-    moved: std::sync::Mutex<HashMap<SessionId, (SessionId, OffsetDateTime)>>,
+    /// Entries held (sessions, expired ones not yet swept, and pointers): what the cap limits.
     len: AtomicUsize,
+    /// When a refused create last purged, in Unix milliseconds.
+    last_purge_ms: AtomicI64,
     max_sessions: Option<usize>,
     sweep_interval: Duration,
     sweeper_started: AtomicBool,
@@ -126,8 +148,8 @@ impl<T: Session> MemoryStoreBuilder<T> {
                 owners: (0..OWNER_SHARDS)
                     .map(|_| std::sync::Mutex::new(HashMap::new()))
                     .collect(),
-                moved: std::sync::Mutex::new(HashMap::new()),
                 len: AtomicUsize::new(0),
+                last_purge_ms: AtomicI64::new(i64::MIN),
                 max_sessions: self.max_sessions,
                 sweep_interval: self.sweep_interval,
                 sweeper_started: AtomicBool::new(false),
@@ -158,8 +180,8 @@ impl<T: Session> MemoryStore<T> {
         self.inner.purge_expired(OffsetDateTime::now_utc())
     }
 
-    fn shard(&self, id: &SessionId) -> &Shard<T> {
-        &self.inner.shards[(id.shard_hash() as usize) % SHARDS]
+    fn shard(&self, key: &SessionKey) -> &Shard<T> {
+        &self.inner.shards[shard_index(key)]
     }
 
     fn ensure_sweeper(&self) {
@@ -199,9 +221,18 @@ async fn sweep<T: Session>(
     }
 }
 
+fn shard_index(key: &SessionKey) -> usize {
+    (key.shard_hash() as usize) % SHARDS
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 impl<T: Session> Inner<T> {
-    /// Counts one more session, refusing past the cap (after purging expired ones once).
-    fn reserve(&self) -> Result<(), StoreError> {
+    /// Counts one more entry, refusing past the cap. At the cap it purges expired entries first,
+    /// but at most once per [`MAX_PURGE_RATE`]: the scan is O(n), a refused create must not be.
+    fn reserve(&self, now: OffsetDateTime) -> Result<(), StoreError> {
         let Some(limit) = self.max_sessions else {
             self.len.fetch_add(1, Ordering::AcqRel);
             return Ok(());
@@ -211,34 +242,47 @@ impl<T: Session> Inner<T> {
                 return Ok(());
             }
             self.len.fetch_sub(1, Ordering::AcqRel);
-            if attempt == 0 && self.purge_expired(OffsetDateTime::now_utc()) == 0 {
+            if attempt > 0 || !self.may_purge(now) || self.purge_expired(now) == 0 {
                 break;
             }
         }
         Err(StoreError::CapacityExceeded { limit })
     }
 
+    /// Claims the right to purge now if the last purge by a refused create was long enough ago.
+    fn may_purge(&self, now: OffsetDateTime) -> bool {
+        let now_ms = millis(now);
+        let last = self.last_purge_ms.load(Ordering::Acquire);
+        let gap = i64::try_from(MAX_PURGE_RATE.as_millis()).unwrap_or(i64::MAX);
+        now_ms.saturating_sub(last) >= gap
+            && self
+                .last_purge_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// Removes expired sessions and pointers past their lifetime, shard by shard (one shard's
+    /// lock at a time), and unindexes the removed sessions' owners.
     fn purge_expired(&self, now: OffsetDateTime) -> usize {
         let mut removed = 0;
         let mut orphaned = Vec::new();
         for shard in self.shards.iter() {
             let mut map = write(shard);
             let before = map.len();
-            map.retain(|id, record| {
-                let live = !record.is_expired(now);
-                if !live {
+            map.retain(|key, entry| {
+                let dead = entry.is_dead(now);
+                if let (true, Entry::Live(record)) = (dead, &*entry) {
                     if let Some(owner) = record.data.owner() {
-                        orphaned.push((owner, *id));
+                        orphaned.push((owner, *key));
                     }
                 }
-                live
+                !dead
             });
             removed += before - map.len();
         }
-        self.len.fetch_sub(removed, Ordering::Relaxed);
-        lock_mutex(&self.moved).retain(|_, (_, until)| *until > now);
-        for (owner, id) in orphaned {
-            self.unindex(&owner, &id);
+        self.len.fetch_sub(removed, Ordering::AcqRel);
+        for (owner, key) in orphaned {
+            self.unindex(&owner, &key);
         }
         removed
     }
@@ -250,11 +294,11 @@ impl<T: Session> Inner<T> {
         &self.owners[(hash as usize) % OWNER_SHARDS]
     }
 
-    fn unindex(&self, owner: &str, id: &SessionId) {
+    fn unindex(&self, owner: &str, key: &SessionKey) {
         let mut owners = lock_mutex(self.owner_shard(owner));
-        if let Some(ids) = owners.get_mut(owner) {
-            ids.remove(id);
-            if ids.is_empty() {
+        if let Some(keys) = owners.get_mut(owner) {
+            keys.remove(key);
+            if keys.is_empty() {
                 owners.remove(owner);
             }
         }
@@ -263,13 +307,13 @@ impl<T: Session> Inner<T> {
 
 // A panic inside a lock cannot leave a map half-updated (every update is one insert/remove), so a
 // poisoned lock is safe to keep using.
-fn read<T>(shard: &Shard<T>) -> RwLockReadGuard<'_, HashMap<SessionId, Record<T>>> {
+fn read<T>(shard: &Shard<T>) -> RwLockReadGuard<'_, HashMap<SessionKey, Entry<T>>> {
     shard
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn write<T>(shard: &Shard<T>) -> RwLockWriteGuard<'_, HashMap<SessionId, Record<T>>> {
+fn write<T>(shard: &Shard<T>) -> RwLockWriteGuard<'_, HashMap<SessionKey, Entry<T>>> {
     shard
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -281,211 +325,117 @@ fn lock_mutex<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether a live record at `revision` satisfies `expect`.
+fn holds(expect: Expect, revision: u64) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Revision(expected) => expected == revision,
+    }
+}
+
 impl<T: Session> Store<T> for MemoryStore<T> {
-    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        self.ensure_sweeper();
-        // Reserve the place before inserting, so that concurrent creates on different shards
-        // cannot all pass the cap together; every path that inserts nothing new gives it back.
-        self.inner.reserve()?;
-        let mut map = write(self.shard(&record.id));
-        match map.get(&record.id) {
-            Some(existing) if !existing.is_expired(OffsetDateTime::now_utc()) => {
-                drop(map);
-                self.inner.len.fetch_sub(1, Ordering::AcqRel);
-                Ok(WriteOutcome::Collision)
-            }
-            Some(_) => {
-                // Replaces an expired entry that was already counted.
-                map.insert(record.id, record.clone());
-                drop(map);
-                self.inner.len.fetch_sub(1, Ordering::AcqRel);
-                Ok(WriteOutcome::Done)
-            }
-            None => {
-                map.insert(record.id, record.clone());
-                Ok(WriteOutcome::Done)
-            }
-        }
+    fn contents_stay_in_process(&self) -> bool {
+        true
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        {
-            let map = read(self.shard(id));
-            match map.get(id) {
+    async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
+        let now = options.now;
+        // A plain read takes the shared lock; a load that changes the entry (slide, flash,
+        // removal of an expired record) takes the exclusive one.
+        if options.slide.is_none() && !options.take_flash {
+            let map = read(self.shard(key));
+            match map.get(key) {
                 None => return Ok(Loaded::Missing),
-                Some(record) if !record.is_expired(now) => {
+                Some(Entry::Moved(forward)) if forward.until > now => {
+                    return Ok(Loaded::Moved(*forward))
+                }
+                Some(Entry::Moved(_)) => return Ok(Loaded::Missing),
+                Some(Entry::Live(record)) if !record.is_expired(now) => {
                     return Ok(Loaded::Active(record.clone()))
                 }
-                Some(_) => {}
+                Some(Entry::Live(_)) => {}
             }
         }
-        Ok(self.remove_if_expired(id, now))
-    }
-
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        idle: Duration,
-    ) -> Result<Loaded<T>, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut map = write(self.shard(id));
-        let Some(record) = map.get_mut(id) else {
-            return Ok(Loaded::Missing);
+        let mut map = write(self.shard(key));
+        let record = match map.get_mut(key) {
+            None => return Ok(Loaded::Missing),
+            Some(Entry::Moved(forward)) if forward.until > now => {
+                return Ok(Loaded::Moved(*forward))
+            }
+            Some(Entry::Moved(_)) => return Ok(Loaded::Missing),
+            Some(Entry::Live(record)) => record,
         };
         if record.is_expired(now) {
-            let expired = map.remove(id);
+            let removed = map.remove(key);
             drop(map);
-            self.inner.len.fetch_sub(1, Ordering::Relaxed);
-            return Ok(expired.map_or(Loaded::Missing, Loaded::Expired));
+            self.inner.len.fetch_sub(1, Ordering::AcqRel);
+            return Ok(match removed {
+                Some(Entry::Live(record)) => Loaded::Expired(record),
+                _ => Loaded::Missing,
+            });
         }
-        record.touch(now, idle);
-        Ok(Loaded::Active(record.clone()))
+        if let Some(idle) = options.slide {
+            record.expires_at = (now + idle).min(record.deadline);
+        }
+        let flash = if options.take_flash {
+            std::mem::take(&mut record.flash)
+        } else {
+            Default::default()
+        };
+        let mut loaded = record.clone();
+        if options.take_flash {
+            loaded.flash = flash;
+        }
+        Ok(Loaded::Active(loaded))
     }
 
-    async fn touch(
-        &self,
-        id: &SessionId,
-        expires_at: OffsetDateTime,
-    ) -> Result<WriteOutcome, StoreError> {
+    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        self.ensure_sweeper();
         let now = OffsetDateTime::now_utc();
-        let mut map = write(self.shard(id));
-        match map.get_mut(id) {
-            Some(record) if !record.is_expired(now) => {
-                record.last_seen = now;
-                record.expires_at = expires_at.min(record.deadline);
-                Ok(WriteOutcome::Done)
-            }
-            _ => Ok(WriteOutcome::Missing),
+        // Reserve the place before inserting, so that concurrent creates on different shards
+        // cannot all pass the cap together; every path that inserts nothing gives it back.
+        self.inner.reserve(now)?;
+        let mut map = write(self.shard(&record.key));
+        if map.contains_key(&record.key) {
+            drop(map);
+            self.inner.len.fetch_sub(1, Ordering::AcqRel);
+            return Ok(WriteOutcome::Collision);
         }
+        map.insert(record.key, Entry::Live(record.clone()));
+        Ok(WriteOutcome::Done)
     }
 
-    async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+    async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let mut map = write(self.shard(&record.id));
-        match map.get_mut(&record.id) {
-            Some(existing) if !existing.is_expired(now) => {
-                *existing = record.clone();
-                Ok(WriteOutcome::Done)
+        let mut map = write(self.shard(&record.key));
+        match map.get_mut(&record.key) {
+            Some(Entry::Moved(forward)) if forward.until > now => {
+                Ok(WriteOutcome::Moved(forward.to))
             }
-            _ => Ok(WriteOutcome::Missing),
-        }
-    }
-
-    async fn save_if_revision(
-        &self,
-        record: &Record<T>,
-        expected: u64,
-    ) -> Result<WriteOutcome, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut map = write(self.shard(&record.id));
-        match map.get_mut(&record.id) {
-            Some(existing) if existing.is_expired(now) => Ok(WriteOutcome::Missing),
-            Some(existing) if existing.revision != expected => Ok(WriteOutcome::Conflict),
-            Some(existing) => {
-                *existing = record.clone();
-                Ok(WriteOutcome::Done)
-            }
-            None => Ok(WriteOutcome::Missing),
-        }
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
-        let removed = write(self.shard(id)).remove(id);
-        match removed {
-            Some(record) => {
-                self.inner.len.fetch_sub(1, Ordering::Relaxed);
-                if record.is_expired(OffsetDateTime::now_utc()) {
-                    Ok(WriteOutcome::Missing)
-                } else {
-                    Ok(WriteOutcome::Done)
+            Some(Entry::Live(stored)) if !stored.is_expired(now) => {
+                if !holds(expect, stored.revision) {
+                    return Ok(WriteOutcome::Conflict);
                 }
+                let revision = stored.revision + 1;
+                *stored = record.clone();
+                stored.revision = revision;
+                Ok(WriteOutcome::Done)
             }
-            None => Ok(WriteOutcome::Missing),
-        }
-    }
-
-    async fn regenerate_with_grace(
-        &self,
-        old: &SessionId,
-        record: &Record<T>,
-        grace: Duration,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.move_session(old, record, Some(grace))
-    }
-
-    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut moved = lock_mutex(&self.inner.moved);
-        match moved.get(id) {
-            Some((new, until)) if *until > now => Ok(Some(*new)),
-            Some(_) => {
-                moved.remove(id);
-                Ok(None)
-            }
-            None => Ok(None),
+            _ => Ok(WriteOutcome::Missing),
         }
     }
 
     async fn regenerate(
         &self,
-        old: &SessionId,
+        old: &SessionKey,
         record: &Record<T>,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.move_session(old, record, None)
-    }
-
-    async fn count(&self) -> Result<usize, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        Ok(self
-            .inner
-            .shards
-            .iter()
-            .map(|shard| read(shard).values().filter(|r| !r.is_expired(now)).count())
-            .sum())
-    }
-
-    async fn index_owner(
-        &self,
-        owner: &str,
-        id: &SessionId,
-        _until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        // Entries of dead sessions are removed by the sweeper and by SessionManager, so this
-        // index needs no expiry of its own.
-        lock_mutex(self.inner.owner_shard(owner))
-            .entry(owner.to_owned())
-            .or_default()
-            .insert(*id);
-        Ok(())
-    }
-
-    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
-        self.inner.unindex(owner, id);
-        Ok(())
-    }
-
-    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
-        Ok(lock_mutex(self.inner.owner_shard(owner))
-            .get(owner)
-            .map(|ids| ids.iter().copied().collect())
-            .unwrap_or_default())
-    }
-}
-
-impl<T: Session> MemoryStore<T> {
-    /// Moves `old` to `record.id`; with a grace period, also leaves a pointer from `old`.
-    fn move_session(
-        &self,
-        old: &SessionId,
-        record: &Record<T>,
-        grace: Option<Duration>,
+        expect: Expect,
+        forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let old_index = (old.shard_hash() as usize) % SHARDS;
-        let new_index = (record.id.shard_hash() as usize) % SHARDS;
+        let (old_index, new_index) = (shard_index(old), shard_index(&record.key));
         // Both shards stay locked for the whole move, always in index order (no deadlock), so no
-        // other request sees the session under both IDs or under neither.
+        // other request sees the session under both keys or under neither.
         let (mut first, mut second) = match old_index.cmp(&new_index) {
             std::cmp::Ordering::Equal => (write(&self.inner.shards[old_index]), None),
             std::cmp::Ordering::Less => {
@@ -497,39 +447,107 @@ impl<T: Session> MemoryStore<T> {
                 (write(&self.inner.shards[old_index]), Some(b))
             }
         };
-        let old_live = first.get(old).is_some_and(|r| !r.is_expired(now));
-        if !old_live {
-            return Ok(WriteOutcome::Missing);
-        }
+        let revision = match first.get(old) {
+            Some(Entry::Moved(pointer)) if pointer.until > now => {
+                return Ok(WriteOutcome::Moved(pointer.to))
+            }
+            Some(Entry::Live(stored)) if !stored.is_expired(now) => {
+                if !holds(expect, stored.revision) {
+                    return Ok(WriteOutcome::Conflict);
+                }
+                stored.revision + 1
+            }
+            _ => return Ok(WriteOutcome::Missing),
+        };
         let new_map = second.as_deref_mut().unwrap_or(&mut first);
-        if new_map.get(&record.id).is_some_and(|r| !r.is_expired(now)) {
+        if new_map.contains_key(&record.key) {
             return Ok(WriteOutcome::Collision);
         }
-        let replaced = new_map.insert(record.id, record.clone()).is_some();
-        first.remove(old);
-        if replaced {
-            // An expired entry under the new ID was overwritten and the old one removed.
-            self.inner.len.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(grace) = grace {
-            // Still under the shard locks: no request sees the old ID as neither live nor moved.
-            lock_mutex(&self.inner.moved).insert(*old, (record.id, now + grace));
-        }
+        let mut moved = record.clone();
+        moved.revision = revision;
+        new_map.insert(record.key, Entry::Live(moved));
+        first.insert(
+            *old,
+            Entry::Moved(Forward {
+                to: record.key,
+                ..forward
+            }),
+        );
+        // One entry more: the pointer.
+        self.inner.len.fetch_add(1, Ordering::AcqRel);
         Ok(WriteOutcome::Done)
     }
 
-    fn remove_if_expired(&self, id: &SessionId, now: OffsetDateTime) -> Loaded<T> {
-        let mut map = write(self.shard(id));
-        match map.get(id) {
-            Some(record) if record.is_expired(now) => {
-                let expired = map.remove(id);
-                drop(map);
-                self.inner.len.fetch_sub(1, Ordering::Relaxed);
-                expired.map_or(Loaded::Missing, Loaded::Expired)
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = write(self.shard(key));
+        match map.get(key) {
+            Some(Entry::Moved(forward)) if forward.until > now => {
+                Ok(WriteOutcome::Moved(forward.to))
             }
-            // Refreshed or replaced between the two locks.
-            Some(record) => Loaded::Active(record.clone()),
-            None => Loaded::Missing,
+            None => Ok(WriteOutcome::Missing),
+            Some(Entry::Live(stored))
+                if !stored.is_expired(now) && !holds(expect, stored.revision) =>
+            {
+                Ok(WriteOutcome::Conflict)
+            }
+            Some(entry) => {
+                let live = !entry.is_dead(now) && matches!(entry, Entry::Live(_));
+                map.remove(key);
+                drop(map);
+                self.inner.len.fetch_sub(1, Ordering::AcqRel);
+                Ok(if live {
+                    WriteOutcome::Done
+                } else {
+                    WriteOutcome::Missing
+                })
+            }
         }
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .inner
+            .shards
+            .iter()
+            .map(|shard| {
+                read(shard)
+                    .values()
+                    .filter(|entry| matches!(entry, Entry::Live(r) if !r.is_expired(now)))
+                    .count()
+            })
+            .sum())
+    }
+
+    fn supports_owner_index(&self) -> bool {
+        true
+    }
+
+    async fn index_owner(
+        &self,
+        owner: &str,
+        key: &SessionKey,
+        _until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        // Entries of dead sessions are removed by the sweeper and by SessionManager, so this
+        // index needs no expiry of its own.
+        lock_mutex(self.inner.owner_shard(owner))
+            .entry(owner.to_owned())
+            .or_default()
+            .insert(*key);
+        Ok(())
+    }
+
+    async fn unindex_owner(&self, owner: &str, key: &SessionKey) -> Result<(), StoreError> {
+        self.inner.unindex(owner, key);
+        Ok(())
+    }
+
+    async fn owner_keys(&self, owner: &str) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(lock_mutex(self.inner.owner_shard(owner))
+            .get(owner)
+            .map(|keys| keys.iter().copied().collect())
+            .unwrap_or_default())
     }
 }

@@ -1,10 +1,27 @@
 //! The storage contract and its backends.
+//!
+//! A backend implements five operations ([`Store`]); the engine builds every request's write out
+//! of them, so the rules that keep concurrent requests correct are written once, in the engine,
+//! and checked for any backend by the conformance suite (`testing` feature).
+//!
+//! # The write discipline
+//! - Every record carries a revision. Every write states the revision its copy was read at
+//!   ([`Expect::Revision`] in optimistic mode, [`Expect::Any`] otherwise), and every successful
+//!   write leaves the stored revision one higher than before.
+//! - [`Store::regenerate`] moves a session to a new key and leaves a forwarding pointer under the
+//!   old one ([`Loaded::Moved`]) until [`Forward::until`]. A [`Store::save`] or
+//!   [`Store::delete`] that reaches a pointer answers [`WriteOutcome::Moved`] and the engine
+//!   follows it, so a logout or a save that loaded the old key still reaches the session. A
+//!   regenerate that reaches a pointer is refused: a session moves once per copy.
+//! - Each operation touches one key atomically, so no operation needs two keys at once: the
+//!   only exception, regenerate, may be done in steps where keys live on different servers (see
+//!   [`Store::regenerate`]).
 
 use std::{future::Future, time::Duration};
 
 use time::OffsetDateTime;
 
-use crate::{error::StoreError, id::SessionId, record::Record, session::Session};
+use crate::{error::StoreError, id::SessionKey, record::Record, session::Session};
 
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -17,86 +34,152 @@ pub mod redis;
 pub enum Loaded<T> {
     /// A live session.
     Active(Record<T>),
-    /// The session existed but was past its expiry; the store has removed it. A backend whose
-    /// entries vanish by TTL reports most expired sessions as [`Loaded::Missing`] instead.
+    /// The session existed but was past its idle expiry or its deadline. The store has removed
+    /// it (or will). A store must still tell an expired session from an unknown one for a while
+    /// after it expired (the Redis store keeps an expired record for a configurable retention),
+    /// so that the `expired` event fires instead of `rejected`.
     Expired(Record<T>),
-    /// No session under that ID (never issued, deleted, or evicted by TTL).
+    /// The session was regenerated: this key forwards to its new key.
+    Moved(Forward),
+    /// No session under that key (never issued, deleted, or gone past any retention).
     Missing,
 }
 
-/// The result of a write that can find the key taken or gone.
+/// A forwarding pointer left by [`Store::regenerate`] under the old key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Forward {
+    /// The key the session moved to.
+    pub to: SessionKey,
+    /// Until when a request that arrives with the old cookie may read the moved session (the
+    /// layer's regenerate grace window); `None` without a grace window.
+    pub grace_until: Option<OffsetDateTime>,
+    /// Until when the pointer exists: writes through the old key are forwarded until then.
+    pub until: OffsetDateTime,
+}
+
+impl Forward {
+    /// A pointer to `to`, readable through the old cookie until `grace_until`, and kept until
+    /// `until`.
+    pub fn new(to: SessionKey, grace_until: Option<OffsetDateTime>, until: OffsetDateTime) -> Self {
+        Self {
+            to,
+            grace_until,
+            until,
+        }
+    }
+}
+
+/// How [`Store::load`] treats the session it finds.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// The layer's clock for this request: expiry is judged against it.
+    pub now: OffsetDateTime,
+    /// Slide the idle expiry to `now + idle` (never past the deadline) in the same step.
+    pub slide: Option<Duration>,
+    /// Take the pending flash messages in the same step: the returned record carries them and
+    /// the stored one no longer does, so that of several concurrent loads only one sees them.
+    pub take_flash: bool,
+}
+
+impl LoadOptions {
+    /// A load at `now` that neither slides nor takes the flash.
+    pub fn at(now: OffsetDateTime) -> Self {
+        Self {
+            now,
+            slide: None,
+            take_flash: false,
+        }
+    }
+
+    /// Also slides the idle expiry to `now + idle`.
+    #[must_use]
+    pub fn sliding(mut self, idle: Option<Duration>) -> Self {
+        self.slide = idle;
+        self
+    }
+
+    /// Also takes the pending flash messages.
+    #[must_use]
+    pub fn taking_flash(mut self, take: bool) -> Self {
+        self.take_flash = take;
+        self
+    }
+}
+
+/// What a write expects of the stored record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Expect {
+    /// Any live record (last write wins).
+    Any,
+    /// A live record still at this revision (optimistic concurrency): otherwise
+    /// [`WriteOutcome::Conflict`].
+    Revision(u64),
+}
+
+/// The result of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteOutcome {
     /// The write happened.
     Done,
-    /// The session to update does not exist (any more): nothing was written.
+    /// No live session under the key (deleted, expired, never there): nothing was written.
     Missing,
-    /// The new ID is already in use: nothing was written.
+    /// The new key is already in use: nothing was written.
     Collision,
-    /// The stored session changed since this copy was loaded: nothing was written.
+    /// The stored record is at another revision than expected: nothing was written.
     Conflict,
+    /// The key holds a forwarding pointer to this key: nothing was written.
+    Moved(SessionKey),
 }
 
-/// A session backend. This is the only trait a backend implements; the layer does the rest.
+/// A session backend: five operations, each atomic on its key, and optional capabilities with
+/// defaults that say "unsupported".
 ///
-/// Every operation is explicit so that a backend can make each one atomic and cheap:
-/// `create` never overwrites, `save` never re-creates, `regenerate` moves a session in one step.
-/// Implementations must be safe for concurrent calls.
+/// | operation | must |
+/// |---|---|
+/// | [`load`](Store::load) | report `Active`, `Expired`, `Moved` or `Missing`; slide and take the flash in the same step when asked |
+/// | [`create`](Store::create) | never overwrite anything under the key, a pointer included |
+/// | [`save`](Store::save) | update only a live record, checking [`Expect`]; answer `Moved` at a pointer |
+/// | [`regenerate`](Store::regenerate) | move a live record and leave a pointer, checking [`Expect`] |
+/// | [`delete`](Store::delete) | remove a live record, checking [`Expect`]; answer `Moved` at a pointer |
 ///
-/// Implement the operations as plain `async fn`s (no macro needed); their futures must be `Send`.
-/// The layer calls them without boxing, so a backend that answers at once, like
-/// [`MemoryStore`](crate::MemoryStore), costs no allocation per call.
+/// Implement the operations as plain `async fn`s; their futures must be `Send`. The layer calls
+/// them without boxing, so a backend that answers at once costs no allocation per call.
+/// `tower_typed_sessions::testing` (feature `testing`) runs the whole contract, races included,
+/// against any store.
 ///
 /// A store that wraps another one, counting the sessions it loads:
 ///
 /// ```
-/// use std::{sync::atomic::{AtomicU64, Ordering}, time::Duration};
-/// use time::OffsetDateTime;
+/// use std::sync::atomic::{AtomicU64, Ordering};
 /// use tower_typed_sessions::{
-///     Loaded, MemoryStore, Record, Session, SessionId, Store, StoreError, WriteOutcome,
+///     store::{Expect, Forward, LoadOptions},
+///     Loaded, MemoryStore, Record, Session, SessionKey, Store, StoreError, WriteOutcome,
 /// };
 ///
 /// struct Counted<S> { inner: S, loads: AtomicU64 }
 ///
 /// impl<T: Session, S: Store<T>> Store<T> for Counted<S> {
-///     async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
+///     async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
 ///         self.loads.fetch_add(1, Ordering::Relaxed);
-///         self.inner.load(id).await
+///         self.inner.load(key, options).await
 ///     }
-///     async fn load_and_touch(&self, id: &SessionId, idle: Duration) -> Result<Loaded<T>, StoreError> {
-///         self.loads.fetch_add(1, Ordering::Relaxed);
-///         self.inner.load_and_touch(id, idle).await
+///     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+///         self.inner.create(record).await
 ///     }
-///     async fn create(&self, r: &Record<T>) -> Result<WriteOutcome, StoreError> { self.inner.create(r).await }
-///     async fn touch(&self, id: &SessionId, at: OffsetDateTime) -> Result<WriteOutcome, StoreError> {
-///         self.inner.touch(id, at).await
+///     async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
+///         self.inner.save(record, expect).await
 ///     }
-///     async fn save(&self, r: &Record<T>) -> Result<WriteOutcome, StoreError> { self.inner.save(r).await }
-///     async fn save_if_revision(&self, r: &Record<T>, rev: u64) -> Result<WriteOutcome, StoreError> {
-///         self.inner.save_if_revision(r, rev).await
-///     }
-///     async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> { self.inner.delete(id).await }
-///     async fn regenerate(&self, old: &SessionId, r: &Record<T>) -> Result<WriteOutcome, StoreError> {
-///         self.inner.regenerate(old, r).await
-///     }
-///     async fn regenerate_with_grace(
-///         &self, old: &SessionId, r: &Record<T>, grace: Duration,
+///     async fn regenerate(
+///         &self, old: &SessionKey, record: &Record<T>, expect: Expect, forward: Forward,
 ///     ) -> Result<WriteOutcome, StoreError> {
-///         self.inner.regenerate_with_grace(old, r, grace).await
+///         self.inner.regenerate(old, record, expect, forward).await
 ///     }
-///     async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
-///         self.inner.moved_to(id).await
-///     }
-///     async fn count(&self) -> Result<usize, StoreError> { self.inner.count().await }
-///     async fn index_owner(&self, owner: &str, id: &SessionId, until: OffsetDateTime) -> Result<(), StoreError> {
-///         self.inner.index_owner(owner, id, until).await
-///     }
-///     async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
-///         self.inner.unindex_owner(owner, id).await
-///     }
-///     async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
-///         self.inner.owner_ids(owner).await
+///     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+///         self.inner.delete(key, expect).await
 ///     }
 /// }
 ///
@@ -106,125 +189,113 @@ pub enum WriteOutcome {
 /// let layer = tower_typed_sessions::SessionLayer::new(store);
 /// ```
 pub trait Store<T: Session>: Send + Sync + 'static {
-    /// Whether sessions in this store should be keyed by a digest of their ID unless the layer is
-    /// told otherwise ([`IdsAtRest::StoreDefault`](crate::IdsAtRest::StoreDefault)). Stores
-    /// whose contents leave the process (dumps, replicas, backups) should say yes.
-    fn hashes_ids_at_rest(&self) -> bool {
-        false
-    }
+    /// Loads the session under `key`, judging expiry at `options.now`; slides its idle expiry and
+    /// takes its pending flash in the same atomic step when `options` asks. An `Active` record
+    /// shows the slid expiry and the taken flash.
+    fn load(
+        &self,
+        key: &SessionKey,
+        options: LoadOptions,
+    ) -> impl Future<Output = Result<Loaded<T>, StoreError>> + Send;
 
-    /// Inserts a new session. Returns [`WriteOutcome::Collision`] if the ID is taken, and never
-    /// overwrites.
+    /// Inserts a new session under `record.key`. Answers [`WriteOutcome::Collision`] if anything
+    /// is stored under the key (a live or expired record, or a pointer), and never overwrites.
     fn create(
         &self,
         record: &Record<T>,
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
-    /// Loads a session without changing it.
-    fn load(&self, id: &SessionId) -> impl Future<Output = Result<Loaded<T>, StoreError>> + Send;
-
-    /// Loads a session and slides its idle expiry to `now + idle` (capped at the deadline), in one
-    /// step where the backend can. The returned record shows the new expiry.
-    ///
-    /// The default loads, then touches.
-    fn load_and_touch(
-        &self,
-        id: &SessionId,
-        idle: Duration,
-    ) -> impl Future<Output = Result<Loaded<T>, StoreError>> + Send {
-        async move {
-            let mut record = match self.load(id).await? {
-                Loaded::Active(record) => record,
-                other => return Ok(other),
-            };
-            record.touch(OffsetDateTime::now_utc(), idle);
-            match self.touch(id, record.expires_at).await? {
-                WriteOutcome::Done => Ok(Loaded::Active(record)),
-                _ => Ok(Loaded::Missing),
-            }
-        }
-    }
-
-    /// Sets a session's idle expiry to `expires_at` (capped at its deadline) and its `last_seen`
-    /// to now, without rewriting its data. Returns [`WriteOutcome::Missing`] if it is gone.
-    fn touch(
-        &self,
-        id: &SessionId,
-        expires_at: OffsetDateTime,
-    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
-
-    /// Replaces an existing session's record. Update-only: if the session was deleted or expired
-    /// meanwhile, returns [`WriteOutcome::Missing`] and writes nothing.
+    /// Replaces the live record under `record.key` (its data, flash, expiry), if `expect` holds;
+    /// the stored revision becomes one higher than it was. Answers [`WriteOutcome::Missing`]
+    /// without a live record (never re-creates one), [`WriteOutcome::Conflict`] if the revision
+    /// differs, and [`WriteOutcome::Moved`] if the key holds a pointer.
     fn save(
         &self,
         record: &Record<T>,
+        expect: Expect,
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
-    /// Like [`Store::save`], but only if the stored record is still at revision `expected`
-    /// (optimistic concurrency): otherwise returns [`WriteOutcome::Conflict`] and writes nothing.
-    fn save_if_revision(
-        &self,
-        record: &Record<T>,
-        expected: u64,
-    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
-
-    /// Deletes a session. Returns [`WriteOutcome::Missing`] if there was none.
-    fn delete(
-        &self,
-        id: &SessionId,
-    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
-
-    /// Moves the session `old` to `record.id` with `record` as its content, in one step: the old
-    /// ID is dead afterwards and there is no moment at which neither exists. Returns
-    /// [`WriteOutcome::Missing`] if `old` is gone (nothing is created) and
-    /// [`WriteOutcome::Collision`] if the new ID is taken (nothing changes).
+    /// Moves the live session under `old` to `record.key`, with `record` as its content and the
+    /// old revision plus one, and leaves `forward` under `old` (pointing to `record.key`).
+    ///
+    /// Answers [`WriteOutcome::Missing`] if `old` holds no live record,
+    /// [`WriteOutcome::Moved`] if it holds a pointer, [`WriteOutcome::Conflict`] if `expect`
+    /// does not hold, and [`WriteOutcome::Collision`] if `record.key` is taken; in each of those
+    /// cases nothing changes. Where both keys can change in one step they must. Otherwise
+    /// (different servers) create the new record first, then turn `old` into the pointer only if
+    /// it is still live and `expect` holds, and remove the new record if not: there is never a
+    /// moment when the session exists under neither key, and never one after the operation
+    /// answered when it exists under both.
     fn regenerate(
         &self,
-        old: &SessionId,
+        old: &SessionKey,
         record: &Record<T>,
+        expect: Expect,
+        forward: Forward,
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
-    /// Like [`Store::regenerate`], and for `grace` afterwards [`Store::moved_to`] of `old`
-    /// answers `record.id`, so that requests already in flight with the old cookie during a login
-    /// are served the new session. The old session itself is gone at once, as with `regenerate`.
-    fn regenerate_with_grace(
+    /// Deletes the live record under `key` if `expect` holds. Answers [`WriteOutcome::Missing`]
+    /// if there was none (an expired record is removed and reported missing),
+    /// [`WriteOutcome::Conflict`] if the revision differs, and [`WriteOutcome::Moved`] if the key
+    /// holds a pointer, which stays. A logout deletes with [`Expect::Any`]: it ends the session
+    /// whatever changed it meanwhile.
+    fn delete(
         &self,
-        old: &SessionId,
-        record: &Record<T>,
-        grace: Duration,
+        key: &SessionKey,
+        expect: Expect,
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
-    /// Where the session `id` moved, if it was regenerated with a grace period that has not run
-    /// out yet.
-    fn moved_to(
-        &self,
-        id: &SessionId,
-    ) -> impl Future<Output = Result<Option<SessionId>, StoreError>> + Send;
+    /// Whether the store's contents never leave this process. Keys are the cookie's ID hashed at
+    /// rest unless this says yes (or the layer says otherwise with
+    /// [`IdsAtRest`](crate::IdsAtRest)): a dump, replica or backup must not hold live cookies.
+    /// Default: no.
+    fn contents_stay_in_process(&self) -> bool {
+        false
+    }
 
-    /// How many live sessions the store holds.
-    fn count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// How many live sessions the store holds. Default: [`StoreError::Unsupported`].
+    fn count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        async { Err(StoreError::Unsupported("count")) }
+    }
 
-    /// Adds `id` to the index of `owner`'s sessions, keeping the index at least until `until`
-    /// (the session's absolute deadline, past which it cannot live). The layer calls it before
-    /// the session is written, so a failure never leaves a live session out of the index.
+    /// Whether the store keeps an owner index ([`Store::index_owner`] and the two after it).
+    /// Without one, the layer keeps no index and
+    /// [`SessionManager`](crate::SessionManager) answers [`StoreError::Unsupported`].
+    /// Default: no.
+    fn supports_owner_index(&self) -> bool {
+        false
+    }
+
+    /// Adds `key` to the index of `owner`'s sessions, keeping the entry at least until `until`
+    /// (the session's deadline). The layer calls it before the session is written, so a failure
+    /// never leaves a live session out of the index.
     fn index_owner(
         &self,
         owner: &str,
-        id: &SessionId,
+        key: &SessionKey,
         until: OffsetDateTime,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (owner, key, until);
+        async { Err(StoreError::Unsupported("owner index")) }
+    }
 
-    /// Removes `id` from `owner`'s index (no error if it is not there).
+    /// Removes `key` from `owner`'s index (no error if it is not there).
     fn unindex_owner(
         &self,
         owner: &str,
-        id: &SessionId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        key: &SessionKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (owner, key);
+        async { Err(StoreError::Unsupported("owner index")) }
+    }
 
-    /// The IDs in `owner`'s index. It may hold IDs of sessions that have since expired, moved or
-    /// changed owner: [`SessionManager`](crate::SessionManager) checks each one and cleans up.
-    fn owner_ids(
+    /// The keys in `owner`'s index. It may hold keys of sessions that have since expired, moved
+    /// or changed owner: [`SessionManager`](crate::SessionManager) checks each and cleans up.
+    fn owner_keys(
         &self,
         owner: &str,
-    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<SessionKey>, StoreError>> + Send {
+        let _ = owner;
+        async { Err(StoreError::Unsupported("owner index")) }
+    }
 }

@@ -1,53 +1,127 @@
 //! A Redis backend: one server through a reconnecting `ConnectionManager`, or Redis Cluster.
 
-use std::{fmt, future::Future, io::Write, time::Duration};
+use std::{fmt, future::Future, time::Duration};
 
-use redis::{aio::ConnectionManager, Cmd, FromRedisValue, RedisError, RedisWrite, Script};
+use redis::{aio::ConnectionManager, FromRedisValue, RedisError, Script, Value};
 use time::OffsetDateTime;
 
-use super::{Loaded, Store, WriteOutcome};
-use crate::{
-    error::StoreError,
-    id::SessionId,
-    record::{Record, RECORD_FORMAT},
-    session::Session,
-};
+use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
+use crate::{error::StoreError, flash::Flash, id::SessionKey, record::Record, session::Session};
 
 const DEFAULT_PREFIX: &str = "session:";
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Room reserved in a `SET` command for the record's JSON and the arguments after it: enough for
-/// a small session without growing the buffer; a larger one grows it as needed.
-const RECORD_SIZE_HINT: usize = 512;
+const DEFAULT_EXPIRED_RETENTION: Duration = Duration::from_secs(60 * 60);
 const SCAN_BATCH: usize = 1000;
 
-/// The timestamps that end every record's JSON (`Record` serializes them last, in this order), so
-/// scripts can read and rewrite them without decoding the application's data.
-const TAIL: &str = r#"'"last_seen":(%d+),"expires_at":(%d+),"deadline":(%d+)}$'"#;
+// Every session key is a hash: `r` the record without its flash (`Record::encode_without_flash`),
+// `f` the pending flash (absent when none), `v` the revision, `e` the effective expiry and `d` the
+// deadline (Unix ms). A regenerated session's old key holds a forwarding pointer instead: `p` the
+// new key, `g` the end of the grace window (0: none), `u` the pointer's end. A live key's TTL is
+// `e` plus the expired-record retention, so an expired session is still told from an unknown one
+// for that long; the truth is `e`, which every script checks. Each script touches one key (slot),
+// so all of them run on Redis Cluster; ARGV[1] is always the layer's clock.
 
-/// Extends a record's expiry to ARGV[2] ms (never past its deadline), with `last_seen` = ARGV[1].
-/// Returns 1, or 0 if missing or not a record.
-const TOUCH: &str = r#"
-local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
-local seen, old, deadline = string.match(value, TAIL)
-if not deadline then return 0 end
-local expires = ARGV[2]
-if tonumber(deadline) < tonumber(expires) then expires = deadline end
-local head = string.sub(value, 1, string.find(value, TAIL) - 1)
-local updated = head .. '"last_seen":' .. ARGV[1] .. ',"expires_at":' .. expires .. ',"deadline":' .. deadline .. '}'
-redis.call('SET', KEYS[1], updated, 'PXAT', expires)
+/// Loads a session. ARGV: now, idle ms (0: no slide), take flash (1/0), retention ms.
+/// Returns nil (missing), {1, r, v, e, f|false} (live), {2, p, g, u} (pointer),
+/// {3, r, v, e} (expired: the key is deleted).
+const LOAD: &str = r#"
+local h = redis.call('HMGET', KEYS[1], 'r', 'f', 'v', 'e', 'd', 'p', 'g', 'u')
+if h[6] then return {2, h[6], h[7], h[8]} end
+if not h[1] then return false end
+local now = tonumber(ARGV[1])
+local e = tonumber(h[4])
+if e <= now then
+  redis.call('DEL', KEYS[1])
+  return {3, h[1], h[3], e}
+end
+local idle = tonumber(ARGV[2])
+if idle > 0 then
+  local slid = math.min(now + idle, tonumber(h[5]))
+  if slid > e then
+    e = slid
+    redis.call('HSET', KEYS[1], 'e', e)
+    redis.call('PEXPIREAT', KEYS[1], e + tonumber(ARGV[4]))
+  end
+end
+local flash = false
+if ARGV[3] == '1' and h[2] then
+  flash = h[2]
+  redis.call('HDEL', KEYS[1], 'f')
+end
+return {1, h[1], h[3], e, flash}
+"#;
+
+/// Creates a session unless anything is under the key. ARGV: now, r, f ('' none), v, e, d,
+/// retention ms. Returns 1 done, 0 collision.
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[4], 'e', ARGV[5], 'd', ARGV[6])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[3]) end
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[5]) + tonumber(ARGV[7]))
 return 1
 "#;
 
-/// Replaces a record only if it is still at revision ARGV[3] (read from the record's tail).
-/// KEYS[1] = key; ARGV = new record, expiry ms, expected revision. Returns 1 done, 0 missing,
-/// 2 conflict.
-const SAVE_IF_REVISION: &str = r#"
-local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
-local revision = string.match(value, '"revision":(%d+),"last_seen":%d+,"expires_at":%d+,"deadline":%d+}$')
-if revision ~= ARGV[3] then return 2 end
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+/// Checks that KEYS[1] holds a live session at the expected revision: sets `state` to
+/// {outcome} (0 missing, 2 moved with the target, 3 conflict) or nil, and `h` to v, e.
+/// ARGV[1] now, ARGV[2] expected revision ('' any).
+const CHECK: &str = r#"
+local h = redis.call('HMGET', KEYS[1], 'v', 'e', 'p')
+local state = nil
+if h[3] then state = {2, h[3]}
+elseif not h[1] or tonumber(h[2]) <= tonumber(ARGV[1]) then state = {0}
+elseif ARGV[2] ~= '' and ARGV[2] ~= h[1] then state = {3} end
+"#;
+
+/// Replaces a live session. ARGV: now, expected revision, r, f ('' none), e, retention ms.
+/// Returns {1} done, {0} missing, {2, p} moved, {3} conflict.
+const SAVE: &str = r#"
+if state then return state end
+local e = math.max(tonumber(h[2]), tonumber(ARGV[5]))
+redis.call('HSET', KEYS[1], 'r', ARGV[3], 'v', tonumber(h[1]) + 1, 'e', e)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[4]) else redis.call('HDEL', KEYS[1], 'f') end
+redis.call('PEXPIREAT', KEYS[1], e + tonumber(ARGV[6]))
+return {1}
+"#;
+
+/// Deletes a live session. ARGV: now, expected revision. Returns {1} done, {0} missing (an
+/// expired record is removed too), {2, p} moved, {3} conflict.
+const DELETE: &str = r#"
+if state and state[1] ~= 0 then return state end
+local existed = redis.call('DEL', KEYS[1])
+if state then return {0} end
+return {existed}
+"#;
+
+/// Moves a session in one step (one server). KEYS: old, new. ARGV: now, expected revision, r,
+/// f ('' none), e, d, retention ms, new key text, grace end ms (0 none), pointer end ms.
+/// Returns {1} done, {0} missing, {2, p} moved, {3} conflict, {4} collision.
+const REGENERATE: &str = r#"
+if state then return state end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {4} end
+redis.call('HSET', KEYS[2], 'r', ARGV[3], 'v', tonumber(h[1]) + 1, 'e', ARGV[5], 'd', ARGV[6])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'f', ARGV[4]) end
+redis.call('PEXPIREAT', KEYS[2], tonumber(ARGV[5]) + tonumber(ARGV[7]))
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'p', ARGV[8], 'g', ARGV[9], 'u', ARGV[10])
+redis.call('PEXPIREAT', KEYS[1], ARGV[10])
+return {1}
+"#;
+
+/// The second step of a regenerate on a Cluster, where the new key was created first: turns the
+/// old key into the pointer if it is still live at the expected revision. ARGV: now, expected
+/// revision, new key text, grace end ms, pointer end ms. Returns {1, old revision} done, else as
+/// CHECK.
+const RETIRE: &str = r#"
+if state then return state end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'p', ARGV[3], 'g', ARGV[4], 'u', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+return {1, tonumber(h[1])}
+"#;
+
+/// Sets the revision of a key that still holds a live session. ARGV: revision.
+const SET_REVISION: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'r') == 1 then redis.call('HSET', KEYS[1], 'v', ARGV[1]) end
 return 1
 "#;
 
@@ -60,34 +134,29 @@ if expires < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) en
 return 1
 "#;
 
-/// Moves a session in one atomic step. KEYS = old, new, grace pointer of old; ARGV = new record,
-/// expiry ms, new ID, grace ms (0: no pointer). Returns 1 done, 0 old missing, 2 new taken.
-const REGENERATE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
-if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
-redis.call('DEL', KEYS[1])
-return 1
-"#;
-
-/// Sessions in Redis: one key per session, `prefix + ID`, holding the record as JSON, with a TTL
-/// equal to the session's effective expiry (the earlier of idle expiry and absolute deadline).
+/// Sessions in Redis: one hash per session under `prefix + key` (the key is by default a
+/// digest of the cookie's ID, never the cookie itself), with a TTL of the session's expiry plus
+/// a retention during which an expired session is still reported expired.
 ///
 /// # Commands per operation
-/// | operation | commands | round trips |
-/// |---|---|---|
-/// | create | `SET key value NX PXAT t` (collision: the layer draws a new ID) | 1 |
-/// | load, sliding | `GETEX key PXAT now+idle` (plus `PEXPIREAT deadline` once the deadline caps it) | 1 |
-/// | load, fixed expiry | `GET` and `PEXPIRETIME`, pipelined | 1 |
-/// | save | `SET key value XX PXAT t` (update-only: never re-creates) | 1 |
-/// | delete | `DEL` | 1 |
-/// | regenerate, one server | one script: create the new key, delete the old | 1 |
-/// | regenerate, Cluster | `SET new NX PXAT t`, then `DEL old` (and `DEL new` if the old one was gone) | 2 |
-/// | count | `SCAN MATCH prefix*` (on every primary of a Cluster) | n |
+/// Every operation is one `EVALSHA` of a short script on one key (no JSON is parsed in Redis):
+///
+/// | operation | round trips |
+/// |---|---|
+/// | load (sliding, flash taken) | 1 |
+/// | create, save, delete | 1 |
+/// | regenerate, one server | 1 (both keys in one script) |
+/// | regenerate, Cluster | 2: create the new key, then turn the old one into a pointer (undone if that fails) |
+/// | count | `SCAN MATCH prefix*` and one `HMGET` per key, pipelined per batch (on every primary of a Cluster) |
 ///
 /// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
-/// connection reconnects by itself after an outage.
+/// connection reconnects by itself after an outage. Needs Redis 7.0 or newer.
+///
+/// # Expired sessions
+/// An idle-expired or past-deadline session stays in Redis for the expired-record retention
+/// (default 1 hour, [`RedisStore::with_expired_retention`]) so that a client that comes back
+/// with its cookie is told "expired", not "unknown". The record is deleted by the first load
+/// that finds it expired, or by its TTL.
 ///
 /// ```no_run
 /// use tower_typed_sessions::{store::redis::RedisStore, Session, SessionLayer};
@@ -102,6 +171,7 @@ pub struct RedisStore<T> {
     connection: Connection,
     prefix: String,
     command_timeout: Duration,
+    retention: Duration,
     scripts: Scripts,
     session: std::marker::PhantomData<fn() -> T>,
 }
@@ -115,25 +185,105 @@ enum Connection {
 
 #[derive(Clone)]
 struct Scripts {
-    touch: std::sync::Arc<Script>,
+    load: std::sync::Arc<Script>,
+    create: std::sync::Arc<Script>,
+    save: std::sync::Arc<Script>,
+    delete: std::sync::Arc<Script>,
     regenerate: std::sync::Arc<Script>,
+    retire: std::sync::Arc<Script>,
+    set_revision: std::sync::Arc<Script>,
     index_owner: std::sync::Arc<Script>,
-    save_if_revision: std::sync::Arc<Script>,
 }
 
 impl Scripts {
     fn new() -> Self {
+        let checked = |body: &str| std::sync::Arc::new(Script::new(&format!("{CHECK}{body}")));
         Self {
-            touch: std::sync::Arc::new(Script::new(&with_tail(TOUCH))),
-            regenerate: std::sync::Arc::new(Script::new(REGENERATE)),
+            load: std::sync::Arc::new(Script::new(LOAD)),
+            create: std::sync::Arc::new(Script::new(CREATE)),
+            save: checked(SAVE),
+            delete: checked(DELETE),
+            regenerate: checked(REGENERATE),
+            retire: checked(RETIRE),
+            set_revision: std::sync::Arc::new(Script::new(SET_REVISION)),
             index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
-            save_if_revision: std::sync::Arc::new(Script::new(SAVE_IF_REVISION)),
         }
+    }
+
+    fn all(&self) -> [&std::sync::Arc<Script>; 8] {
+        [
+            &self.load,
+            &self.create,
+            &self.save,
+            &self.delete,
+            &self.regenerate,
+            &self.retire,
+            &self.set_revision,
+            &self.index_owner,
+        ]
     }
 }
 
-fn with_tail(script: &str) -> String {
-    format!("local TAIL = {TAIL}\n{script}")
+fn at_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `Expect` as a script argument: the revision, or '' for any.
+fn expect_arg(expect: Expect) -> String {
+    match expect {
+        Expect::Revision(revision) => revision.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn malformed(what: &'static str) -> StoreError {
+    StoreError::Decode(format!("unexpected reply from a session script: {what}").into())
+}
+
+fn int(value: Option<&Value>) -> Result<i64, StoreError> {
+    match value {
+        Some(Value::Int(n)) => Ok(*n),
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| malformed("not a number")),
+        _ => Err(malformed("missing number")),
+    }
+}
+
+fn bytes(value: Option<&Value>) -> Option<&[u8]> {
+    match value {
+        Some(Value::BulkString(bytes)) => Some(bytes),
+        _ => None,
+    }
+}
+
+fn key_of(value: Option<&Value>) -> Result<SessionKey, StoreError> {
+    bytes(value)
+        .and_then(SessionKey::parse_bytes)
+        .ok_or_else(|| malformed("not a session key"))
+}
+
+/// A write script's reply: {1, ...} done, {0} missing, {2, key} moved, {3} conflict,
+/// {4} collision.
+fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
+    Ok(match int(reply.first())? {
+        1 => WriteOutcome::Done,
+        0 => WriteOutcome::Missing,
+        2 => WriteOutcome::Moved(key_of(reply.get(1))?),
+        3 => WriteOutcome::Conflict,
+        4 => WriteOutcome::Collision,
+        _ => return Err(malformed("unknown outcome")),
+    })
 }
 
 impl<T> Clone for RedisStore<T> {
@@ -142,6 +292,7 @@ impl<T> Clone for RedisStore<T> {
             connection: self.connection.clone(),
             prefix: self.prefix.clone(),
             command_timeout: self.command_timeout,
+            retention: self.retention,
             scripts: self.scripts.clone(),
             session: std::marker::PhantomData,
         }
@@ -161,6 +312,7 @@ impl<T> fmt::Debug for RedisStore<T> {
             )
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
+            .field("expired_retention", &self.retention)
             .finish()
     }
 }
@@ -185,25 +337,6 @@ fn backend(err: RedisError) -> StoreError {
         return StoreError::Timeout;
     }
     StoreError::Backend(Box::new(err))
-}
-
-/// The scripts answer 1 for done, 0 for a missing session and 2 for `two` (a collision or a
-/// conflict, depending on the script).
-fn script_outcome(code: i64, two: WriteOutcome) -> WriteOutcome {
-    match code {
-        1 => WriteOutcome::Done,
-        2 => two,
-        _ => WriteOutcome::Missing,
-    }
-}
-
-fn at_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl<T: Session> RedisStore<T> {
@@ -261,6 +394,7 @@ impl<T: Session> RedisStore<T> {
             connection,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            retention: DEFAULT_EXPIRED_RETENTION,
             scripts: Scripts::new(),
             session: std::marker::PhantomData,
         }
@@ -281,60 +415,27 @@ impl<T: Session> RedisStore<T> {
         self
     }
 
-    /// The owner index key: `prefix + "owner:" + owner`. A `:` never occurs in an ID, so it
-    /// cannot collide with a session key.
+    /// How long an expired session stays in Redis so that a client coming back with its cookie
+    /// fires the `expired` event instead of `rejected(unknown)` (default 1 hour; zero turns it
+    /// off). It costs the memory of each idle-expired session for that long: the first load
+    /// after the expiry deletes it. Changing it does not change when a session expires.
+    #[must_use]
+    pub fn with_expired_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    fn key(&self, key: &SessionKey) -> String {
+        let mut text = String::with_capacity(self.prefix.len() + 43);
+        text.push_str(&self.prefix);
+        text.push_str(key.as_str());
+        text
+    }
+
+    /// The owner index key: `prefix + "owner:" + owner`. A `:` never occurs in a session key, so
+    /// it cannot collide with one.
     fn owner_key(&self, owner: &str) -> String {
         format!("{}owner:{owner}", self.prefix)
-    }
-
-    /// The grace pointer of a regenerated session: `prefix + "moved:" + old ID`.
-    fn moved_key(&self, id: &SessionId) -> String {
-        format!("{}moved:{}", self.prefix, id.expose_secret())
-    }
-
-    /// Counts the session keys among `keys` (skipping owner index keys).
-    fn session_keys(&self, keys: &[String]) -> usize {
-        keys.iter()
-            .filter(|k| {
-                k.get(self.prefix.len()..)
-                    .and_then(SessionId::parse)
-                    .is_some()
-            })
-            .count()
-    }
-
-    fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 43);
-        key.push_str(&self.prefix);
-        key.push_str(id.expose_secret());
-        key
-    }
-
-    /// A command on one session key, its buffer sized up front: `name`, then the key written in
-    /// place (no intermediate `String`), with room for `extra` more bytes of arguments.
-    fn session_command(&self, name: &str, id: &SessionId, extra: usize) -> Result<Cmd, StoreError> {
-        let id = id.expose_secret().as_bytes();
-        // 6 arguments: the most a session command here has (`SET key value XX PXAT ms`).
-        let mut cmd = Cmd::with_capacity(6, name.len() + self.prefix.len() + id.len() + extra);
-        cmd.arg(name);
-        let mut key = cmd.writer_for_next_arg();
-        key.write_all(self.prefix.as_bytes())
-            .and_then(|()| key.write_all(id))
-            .map_err(|err| StoreError::Encode(Box::new(err)))?;
-        drop(key);
-        Ok(cmd)
-    }
-
-    /// `SET key <record JSON> <condition> PXAT <expiry>`, the JSON written straight into the
-    /// command's buffer.
-    fn set_command(&self, record: &Record<T>, condition: &str) -> Result<Cmd, StoreError> {
-        let mut cmd = self.session_command("SET", &record.id, RECORD_SIZE_HINT)?;
-        serde_json::to_writer(cmd.writer_for_next_arg(), record)
-            .map_err(|err| StoreError::Encode(Box::new(err)))?;
-        cmd.arg(condition)
-            .arg("PXAT")
-            .arg(millis(record.effective_expiry()));
-        Ok(cmd)
     }
 
     async fn timed<V>(
@@ -348,12 +449,7 @@ impl<T: Session> RedisStore<T> {
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
-        for script in [
-            &self.scripts.touch,
-            &self.scripts.regenerate,
-            &self.scripts.index_owner,
-            &self.scripts.save_if_revision,
-        ] {
+        for script in self.scripts.all() {
             on_connection!(self, |conn| script
                 .prepare_invoke()
                 .load_async(&mut conn)
@@ -366,126 +462,88 @@ impl<T: Session> RedisStore<T> {
         on_connection!(self, |conn| cmd.query_async::<V>(&mut conn).await)
     }
 
-    /// Moves `old` to `record.id`, leaving a grace pointer from `old` when `grace` is set: one
-    /// script on a single server, ordered steps on a Cluster.
-    async fn move_session(
+    /// Runs a script that answers a write outcome.
+    async fn write_script(
         &self,
-        old: &SessionId,
-        record: &Record<T>,
-        grace: Option<Duration>,
-    ) -> Result<WriteOutcome, StoreError> {
-        let value = Self::encode(record)?;
-        #[cfg(feature = "cluster")]
-        if matches!(self.connection, Connection::Cluster(_)) {
-            return self.regenerate_in_steps(old, record, value, grace).await;
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<Value>, StoreError> {
+        on_connection!(self, |conn| invocation
+            .invoke_async::<Vec<Value>>(&mut conn)
+            .await)
+    }
+
+    /// The flash as a script argument ('' for none).
+    fn flash_arg(record: &Record<T>) -> Result<Vec<u8>, StoreError> {
+        if record.flash.is_empty() {
+            Ok(Vec::new())
+        } else {
+            record.flash.encode()
         }
-        let keys = [self.key(old), self.key(&record.id), self.moved_key(old)];
-        let expires = millis(record.effective_expiry());
-        let grace_ms = grace.map_or(0, |g| {
-            u64::try_from(g.as_millis()).unwrap_or(u64::MAX).max(1)
-        });
-        let script = &self.scripts.regenerate;
-        let outcome: i64 = on_connection!(self, |conn| {
-            script
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .arg(value)
-                .arg(expires)
-                .arg(record.id.expose_secret())
-                .arg(grace_ms)
-                .invoke_async(&mut conn)
-                .await
-        })?;
-        Ok(script_outcome(outcome, WriteOutcome::Collision))
     }
 
-    /// `SET key value NX|XX PXAT expiry`: the value and its TTL in one command. Returns `refused`
-    /// when the condition stopped the write.
-    async fn set_record(
-        &self,
-        record: &Record<T>,
-        condition: &'static str,
-        refused: WriteOutcome,
-    ) -> Result<WriteOutcome, StoreError> {
-        let cmd = self.set_command(record, condition)?;
-        Ok(match self.query::<Option<String>>(cmd).await? {
-            Some(_) => WriteOutcome::Done,
-            None => refused,
-        })
-    }
-
-    fn encode(record: &Record<T>) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(record).map_err(|err| StoreError::Encode(Box::new(err)))
-    }
-
-    fn decode(id: &SessionId, bytes: &[u8]) -> Result<Record<T>, StoreError> {
-        let record: Record<T> =
-            serde_json::from_slice(bytes).map_err(|err| StoreError::Decode(Box::new(err)))?;
-        if record.id != *id {
-            return Err(StoreError::Decode(
-                "record stored under another session's key".into(),
-            ));
-        }
-        if record.format > RECORD_FORMAT {
-            // Written by a newer version of this crate: its meaning may differ, so do not guess.
-            return Err(StoreError::Decode(
-                format!(
-                    "record format {} is newer than {RECORD_FORMAT}",
-                    record.format
-                )
-                .into(),
-            ));
-        }
-        Ok(record)
-    }
-
-    /// Regenerate on a Cluster, where keys of different slots cannot change in one step: create
-    /// the new key first (and the grace pointer, if any), then delete the old one, so at no
-    /// moment are both lost; if the old one was already gone (a logout won the race), undo.
+    /// Regenerate on a Cluster, where two keys of different slots cannot change in one step:
+    /// create the new key first, then turn the old one into the pointer if it is still live at
+    /// the expected revision, and remove the new key if not.
     #[cfg(feature = "cluster")]
     async fn regenerate_in_steps(
         &self,
-        old: &SessionId,
+        old: &SessionKey,
         record: &Record<T>,
-        value: Vec<u8>,
-        grace: Option<Duration>,
+        expect: Expect,
+        forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
-        let new_key = self.key(&record.id);
-        let mut set = redis::cmd("SET");
-        set.arg(&new_key)
-            .arg(value)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(millis(record.effective_expiry()));
-        if self.query::<Option<String>>(set).await?.is_none() {
+        if self.create(record).await? == WriteOutcome::Collision {
             return Ok(WriteOutcome::Collision);
         }
-        if let Some(grace) = grace {
-            let mut pointer = redis::cmd("SET");
-            pointer
-                .arg(self.moved_key(old))
-                .arg(record.id.expose_secret())
-                .arg("PX")
-                .arg(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX).max(1));
-            self.query::<Option<String>>(pointer).await?;
-        }
-        let mut del = redis::cmd("DEL");
-        del.arg(self.key(old));
-        if self.query::<i64>(del).await? == 1 {
-            return Ok(WriteOutcome::Done);
-        }
-        let mut undo = redis::cmd("DEL");
-        undo.arg(new_key);
-        self.query::<i64>(undo).await?;
-        if grace.is_some() {
+        let mut retire = self.scripts.retire.key(self.key(old));
+        retire
+            .arg(millis(OffsetDateTime::now_utc()))
+            .arg(expect_arg(expect))
+            .arg(forward.to.as_str())
+            .arg(forward.grace_until.map_or(0, millis))
+            .arg(millis(forward.until));
+        let reply = self.write_script(retire).await?;
+        let outcome = write_outcome(&reply)?;
+        if outcome != WriteOutcome::Done {
             let mut undo = redis::cmd("DEL");
-            undo.arg(self.moved_key(old));
+            undo.arg(self.key(&record.key));
             self.query::<i64>(undo).await?;
+            return Ok(outcome);
         }
-        Ok(WriteOutcome::Missing)
+        // The new record was written with the revision this copy expected; under last write
+        // wins the old one may have moved on: the new key gets the old revision plus one.
+        let revision = u64::try_from(int(reply.get(1))?).unwrap_or(0) + 1;
+        if revision != record.revision {
+            let mut fix = self.scripts.set_revision.key(self.key(&record.key));
+            fix.arg(revision);
+            on_connection!(self, |conn| fix.invoke_async::<i64>(&mut conn).await)?;
+        }
+        Ok(WriteOutcome::Done)
     }
 
+    /// Counts the live sessions among `keys` (skipping owner index keys, pointers and expired
+    /// records), with one pipelined `HMGET` per key.
+    async fn live_among(&self, keys: Vec<String>) -> Result<usize, StoreError> {
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| {
+                k.get(self.prefix.len()..)
+                    .and_then(SessionKey::parse)
+                    .is_some()
+            })
+            .collect();
+        let now = millis(OffsetDateTime::now_utc());
+        let mut live = 0;
+        for key in keys {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(&key).arg("e").arg("p");
+            let (expiry, pointer): (Option<i64>, Option<Vec<u8>>) = self.query(cmd).await?;
+            if pointer.is_none() && expiry.is_some_and(|e| e > now) {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
     #[cfg(feature = "cluster")]
     async fn count_cluster(
         &self,
@@ -528,7 +586,7 @@ impl<T: Session> RedisStore<T> {
                 let value = self.timed(conn.route_command(scan, route.clone())).await?;
                 let (next, keys): (u64, Vec<String>) =
                     FromRedisValue::from_redis_value(value).map_err(|e| backend(e.into()))?;
-                total += self.session_keys(&keys);
+                total += self.live_among(keys).await?;
                 cursor = next;
                 if cursor == 0 {
                     break;
@@ -540,130 +598,110 @@ impl<T: Session> RedisStore<T> {
 }
 
 impl<T: Session> Store<T> for RedisStore<T> {
-    /// Yes: a Redis dump, replica or backup must not hold live session cookies.
-    fn hashes_ids_at_rest(&self) -> bool {
-        true
+    async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
+        let mut invocation = self.scripts.load.key(self.key(key));
+        invocation
+            .arg(millis(options.now))
+            .arg(options.slide.map_or(0, duration_ms).max(0))
+            .arg(u8::from(options.take_flash))
+            .arg(duration_ms(self.retention));
+        let reply: Value = on_connection!(self, |conn| invocation.invoke_async(&mut conn).await)?;
+        let reply = match reply {
+            Value::Nil => return Ok(Loaded::Missing),
+            Value::Array(reply) => reply,
+            _ => return Err(malformed("load")),
+        };
+        let record = |reply: &[Value]| -> Result<Record<T>, StoreError> {
+            let body = bytes(reply.get(1)).ok_or_else(|| malformed("record"))?;
+            let mut record = Record::<T>::decode(key, body)?;
+            record.revision = u64::try_from(int(reply.get(2))?).unwrap_or(0);
+            record.expires_at = at_millis(int(reply.get(3))?).min(record.deadline);
+            Ok(record)
+        };
+        match int(reply.first())? {
+            1 => {
+                let mut record = record(&reply)?;
+                if let Some(flash) = bytes(reply.get(4)) {
+                    record.flash = Flash::decode(flash)?;
+                }
+                Ok(Loaded::Active(record))
+            }
+            2 => {
+                let grace = int(reply.get(2))?;
+                Ok(Loaded::Moved(Forward::new(
+                    key_of(reply.get(1))?,
+                    (grace > 0).then(|| at_millis(grace)),
+                    at_millis(int(reply.get(3))?),
+                )))
+            }
+            3 => Ok(Loaded::Expired(record(&reply)?)),
+            _ => Err(malformed("load outcome")),
+        }
     }
 
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        self.set_record(record, "NX", WriteOutcome::Collision).await
-    }
-
-    async fn load(&self, id: &SessionId) -> Result<Loaded<T>, StoreError> {
-        let key = self.key(id);
-        // One round trip: the value and its TTL, which sliding reads may have moved past the
-        // expiry written in the JSON.
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
-        let (bytes, expires_ms): (Option<Vec<u8>>, i64) =
-            on_connection!(self, |conn| pipe.query_async(&mut conn).await)?;
-        let Some(bytes) = bytes else {
-            return Ok(Loaded::Missing);
-        };
-        let mut record = Self::decode(id, &bytes)?;
-        if expires_ms > 0 {
-            record.expires_at = at_millis(expires_ms).min(record.deadline);
-        }
-        if record.is_expired(OffsetDateTime::now_utc()) {
-            self.delete(id).await?;
-            return Ok(Loaded::Expired(record));
-        }
-        Ok(Loaded::Active(record))
-    }
-
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        idle: Duration,
-    ) -> Result<Loaded<T>, StoreError> {
-        // Whole milliseconds, the precision of the stored timestamps and of PXAT.
-        let now = at_millis(millis(OffsetDateTime::now_utc()));
-        let slid = now + idle;
-        // GETEX reads and slides the TTL in one native command. The stored JSON keeps the
-        // expiry of its last write; the TTL is the truth, and `load` reads it back.
-        let mut getex = self.session_command("GETEX", id, 32)?;
-        getex.arg("PXAT").arg(millis(slid));
-        let Some(bytes) = self.query::<Option<Vec<u8>>>(getex).await? else {
-            return Ok(Loaded::Missing);
-        };
-        let mut record = Self::decode(id, &bytes)?;
-        if now >= record.deadline {
-            self.delete(id).await?;
-            return Ok(Loaded::Expired(record));
-        }
-        record.touch(now, idle);
-        if record.expires_at < slid {
-            // Near the end of its life: the absolute deadline caps the TTL GETEX just set.
-            let mut cap = self.session_command("PEXPIREAT", id, 16)?;
-            cap.arg(millis(record.deadline));
-            self.query::<i64>(cap).await?;
-        }
-        Ok(Loaded::Active(record))
-    }
-
-    async fn touch(
-        &self,
-        id: &SessionId,
-        expires_at: OffsetDateTime,
-    ) -> Result<WriteOutcome, StoreError> {
-        let key = self.key(id);
-        let now = millis(OffsetDateTime::now_utc());
-        let script = &self.scripts.touch;
-        let done: i64 = on_connection!(self, |conn| {
-            script
-                .key(&key)
-                .arg(now)
-                .arg(millis(expires_at))
-                .invoke_async(&mut conn)
-                .await
-        })?;
-        Ok(if done == 1 {
+        let mut invocation = self.scripts.create.key(self.key(&record.key));
+        invocation
+            .arg(millis(OffsetDateTime::now_utc()))
+            .arg(record.encode_without_flash()?)
+            .arg(Self::flash_arg(record)?)
+            .arg(record.revision)
+            .arg(millis(record.effective_expiry()))
+            .arg(millis(record.deadline))
+            .arg(duration_ms(self.retention));
+        let created: i64 = on_connection!(self, |conn| invocation.invoke_async(&mut conn).await)?;
+        Ok(if created == 1 {
             WriteOutcome::Done
         } else {
-            WriteOutcome::Missing
+            WriteOutcome::Collision
         })
     }
 
-    async fn save(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        self.set_record(record, "XX", WriteOutcome::Missing).await
-    }
-
-    async fn save_if_revision(
-        &self,
-        record: &Record<T>,
-        expected: u64,
-    ) -> Result<WriteOutcome, StoreError> {
-        let key = self.key(&record.id);
-        let value = Self::encode(record)?;
-        let expires = millis(record.effective_expiry());
-        let script = &self.scripts.save_if_revision;
-        let outcome: i64 = on_connection!(self, |conn| {
-            script
-                .key(&key)
-                .arg(value)
-                .arg(expires)
-                .arg(expected)
-                .invoke_async(&mut conn)
-                .await
-        })?;
-        Ok(script_outcome(outcome, WriteOutcome::Conflict))
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
-        let cmd = self.session_command("DEL", id, 0)?;
-        Ok(if self.query::<i64>(cmd).await? > 0 {
-            WriteOutcome::Done
-        } else {
-            WriteOutcome::Missing
-        })
+    async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        let mut invocation = self.scripts.save.key(self.key(&record.key));
+        invocation
+            .arg(millis(OffsetDateTime::now_utc()))
+            .arg(expect_arg(expect))
+            .arg(record.encode_without_flash()?)
+            .arg(Self::flash_arg(record)?)
+            .arg(millis(record.effective_expiry()))
+            .arg(duration_ms(self.retention));
+        write_outcome(&self.write_script(invocation).await?)
     }
 
     async fn regenerate(
         &self,
-        old: &SessionId,
+        old: &SessionKey,
         record: &Record<T>,
+        expect: Expect,
+        forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
-        self.move_session(old, record, None).await
+        #[cfg(feature = "cluster")]
+        if matches!(self.connection, Connection::Cluster(_)) {
+            return self.regenerate_in_steps(old, record, expect, forward).await;
+        }
+        let mut invocation = self.scripts.regenerate.key(self.key(old));
+        invocation
+            .key(self.key(&record.key))
+            .arg(millis(OffsetDateTime::now_utc()))
+            .arg(expect_arg(expect))
+            .arg(record.encode_without_flash()?)
+            .arg(Self::flash_arg(record)?)
+            .arg(millis(record.effective_expiry()))
+            .arg(millis(record.deadline))
+            .arg(duration_ms(self.retention))
+            .arg(record.key.as_str())
+            .arg(forward.grace_until.map_or(0, millis))
+            .arg(millis(forward.until));
+        write_outcome(&self.write_script(invocation).await?)
+    }
+
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        let mut invocation = self.scripts.delete.key(self.key(key));
+        invocation
+            .arg(millis(OffsetDateTime::now_utc()))
+            .arg(expect_arg(expect));
+        write_outcome(&self.write_script(invocation).await?)
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -681,7 +719,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
                         .arg(SCAN_BATCH);
                     let (next, keys): (u64, Vec<String>) =
                         self.timed(scan.query_async(&mut conn)).await?;
-                    total += self.session_keys(&keys);
+                    total += self.live_among(keys).await?;
                     cursor = next;
                     if cursor == 0 {
                         return Ok(total);
@@ -693,18 +731,22 @@ impl<T: Session> Store<T> for RedisStore<T> {
         }
     }
 
+    fn supports_owner_index(&self) -> bool {
+        true
+    }
+
     async fn index_owner(
         &self,
         owner: &str,
-        id: &SessionId,
+        key: &SessionKey,
         until: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let key = self.owner_key(owner);
+        let owner_key = self.owner_key(owner);
         let script = &self.scripts.index_owner;
         let _: i64 = on_connection!(self, |conn| {
             script
-                .key(&key)
-                .arg(id.expose_secret())
+                .key(&owner_key)
+                .arg(key.as_str())
                 .arg(millis(until))
                 .invoke_async(&mut conn)
                 .await
@@ -712,35 +754,19 @@ impl<T: Session> Store<T> for RedisStore<T> {
         Ok(())
     }
 
-    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+    async fn unindex_owner(&self, owner: &str, key: &SessionKey) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("SREM");
-        cmd.arg(self.owner_key(owner)).arg(id.expose_secret());
+        cmd.arg(self.owner_key(owner)).arg(key.as_str());
         self.query::<i64>(cmd).await.map(|_| ())
     }
 
-    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
+    async fn owner_keys(&self, owner: &str) -> Result<Vec<SessionKey>, StoreError> {
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(self.owner_key(owner));
         let members: Vec<Vec<u8>> = self.query(cmd).await?;
         Ok(members
             .iter()
-            .filter_map(|m| SessionId::parse_bytes(m))
+            .filter_map(|m| SessionKey::parse_bytes(m))
             .collect())
-    }
-
-    async fn regenerate_with_grace(
-        &self,
-        old: &SessionId,
-        record: &Record<T>,
-        grace: Duration,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.move_session(old, record, Some(grace)).await
-    }
-
-    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.moved_key(id));
-        let target: Option<Vec<u8>> = self.query(cmd).await?;
-        Ok(target.and_then(|bytes| SessionId::parse_bytes(&bytes)))
     }
 }

@@ -1,0 +1,182 @@
+//! Step 3: what the handler left in the session state, turned into the one write the request
+//! makes. Each arm of [`Change`] is written by one function in `write.rs`.
+
+use time::OffsetDateTime;
+
+use crate::{
+    flash::Flash,
+    handle::{Existing, Intent, State},
+    id::{SessionId, SessionKey},
+    record::{Record, RECORD_FORMAT},
+    session::Session,
+};
+
+/// The one write a request makes.
+pub(crate) enum Change<T> {
+    /// Nothing to write.
+    Nothing,
+    /// Nothing to write, but the live cookie goes out again: a persistent cookie's `Max-Age`
+    /// slid, or the cookie was signed with an older key.
+    Announce {
+        key: SessionKey,
+        cookie_id: SessionId,
+        expiry: OffsetDateTime,
+        data: T,
+    },
+    /// A new session: the first write of a request that had none.
+    Create(Fresh<T>),
+    /// The loaded session changed.
+    Save {
+        record: Record<T>,
+        loaded: Existing,
+        owner_was: Option<String>,
+    },
+    /// The loaded session moves to a new ID (login).
+    Regenerate {
+        record: Record<T>,
+        loaded: Existing,
+        owner_was: Option<String>,
+    },
+    /// Logout: the loaded session ends, and a new one starts if the handler wrote to the handle
+    /// after deleting (a "logged out" flash, say).
+    Logout {
+        key: SessionKey,
+        data: Option<T>,
+        owner_was: Option<String>,
+        then: Option<Fresh<T>>,
+    },
+    /// The loaded session held nothing but a flash, which this request consumed: housekeeping,
+    /// not a logout, so it is removed only if nobody wrote to it meanwhile.
+    Discard {
+        key: SessionKey,
+        revision: u64,
+        owner_was: Option<String>,
+    },
+    /// The handler changed a session it may only read (grace window): nothing is written.
+    Refuse { key: SessionKey },
+}
+
+/// The content of a session to create.
+pub(crate) struct Fresh<T> {
+    pub(crate) data: T,
+    pub(crate) has_data: bool,
+    pub(crate) flash: Flash,
+}
+
+impl<T: Session> Change<T> {
+    /// Decides the request's write. `persistent`: the cookie carries a `Max-Age`, so a slid
+    /// expiry must be announced.
+    pub(crate) fn decide(state: State<T>, now: OffsetDateTime, persistent: bool) -> Self {
+        let State {
+            data,
+            existing,
+            changed,
+            has_data,
+            outgoing_flash,
+            intent,
+            refused_write,
+            loaded_owner,
+            moved_from,
+            ..
+        } = state;
+        let writes = changed || !outgoing_flash.is_empty();
+        let fresh = |data, has_data, flash| {
+            writes.then_some(Fresh {
+                data,
+                has_data,
+                flash,
+            })
+        };
+        let Some(loaded) = existing else {
+            match (moved_from, &intent) {
+                (Some(key), Intent::Delete { .. }) => {
+                    return Change::Logout {
+                        key,
+                        data: None,
+                        owner_was: None,
+                        then: fresh(data, has_data, outgoing_flash),
+                    }
+                }
+                (Some(key), _) if refused_write => return Change::Refuse { key },
+                _ => {}
+            }
+            return if writes {
+                Change::Create(Fresh {
+                    data,
+                    has_data,
+                    flash: outgoing_flash,
+                })
+            } else {
+                Change::Nothing
+            };
+        };
+        // Only the arms that write ask for the owner: a read never calls `Session::owner`.
+        let owner_was = |data: &T| loaded_owner.clone().unwrap_or_else(|| data.owner());
+        let regenerate = match intent {
+            // A logout goes through whatever else the request did.
+            Intent::Delete { data: ended } => {
+                return Change::Logout {
+                    key: loaded.key,
+                    owner_was: loaded_owner.clone().flatten(),
+                    then: fresh(data, has_data, outgoing_flash),
+                    data: ended,
+                }
+            }
+            Intent::Regenerate => true,
+            Intent::Keep => false,
+        };
+        if refused_write {
+            return Change::Refuse { key: loaded.key };
+        }
+        match regenerate {
+            _ if !has_data && outgoing_flash.is_empty() => Change::Discard {
+                key: loaded.key,
+                revision: loaded.revision,
+                owner_was: owner_was(&data),
+            },
+            true => Change::Regenerate {
+                owner_was: owner_was(&data),
+                record: record(&loaded, data, outgoing_flash, has_data, now),
+                loaded,
+            },
+            false if writes => Change::Save {
+                owner_was: owner_was(&data),
+                record: record(&loaded, data, outgoing_flash, has_data, now),
+                loaded,
+            },
+            false => match loaded.cookie_id {
+                Some(cookie_id) if (persistent && loaded.slid) || loaded.resign => {
+                    Change::Announce {
+                        key: loaded.key,
+                        cookie_id,
+                        expiry: loaded.effective_expiry(),
+                        data,
+                    }
+                }
+                _ => Change::Nothing,
+            },
+        }
+    }
+}
+
+/// The loaded session's record with the handler's content, one revision on.
+fn record<T>(
+    loaded: &Existing,
+    data: T,
+    flash: Flash,
+    has_data: bool,
+    now: OffsetDateTime,
+) -> Record<T> {
+    Record {
+        format: RECORD_FORMAT,
+        key: loaded.key,
+        data,
+        flash,
+        has_data,
+        created_at: loaded.created_at,
+        revision: loaded.revision + 1,
+        last_seen: now,
+        expires_at: loaded.expires_at,
+        deadline: loaded.deadline,
+    }
+}

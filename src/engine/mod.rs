@@ -1,0 +1,100 @@
+//! The request path, in the order a request meets it:
+//!
+//! 1. [`load`]: the cookie is parsed and the session loaded (sliding its expiry and taking its
+//!    flash in the same store step), or refused with a reason;
+//! 2. the handler works on a [`SessionHandle`](crate::SessionHandle) (`handle.rs`);
+//! 3. [`change`]: what the handler left is turned into one [`Change`](change::Change), the one
+//!    write the request makes;
+//! 4. [`write`]: the change is written under the write discipline (revisions stated,
+//!    forwarding pointers followed) and the Set-Cookie decided.
+//!
+//! The layer (`layer.rs`), the service (`service.rs`) and the manager (`manager.rs`) all go
+//! through an [`Engine`]; none of them touches the store directly.
+
+mod change;
+mod load;
+mod owners;
+mod write;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::{
+    config::{Concurrency, Settings},
+    error::{SessionError, StoreError, StoreOperation},
+    session::Session,
+    store::{Expect, Store},
+};
+
+/// How many forwarding pointers a write follows before it gives up: a session regenerated this
+/// many times while one request was in flight is not a session but a loop.
+const MAX_FORWARDS: usize = 16;
+
+/// How many fresh IDs to try when the store reports a collision. With 256 random bits a real
+/// collision never happens; retries only guard against a broken random source or store.
+const ID_ATTEMPTS: usize = 3;
+
+/// A store and the checked settings of one layer: everything a request needs.
+pub(crate) struct Engine<T, St> {
+    store: St,
+    settings: Settings<T>,
+}
+
+impl<T, St> Engine<T, St> {
+    pub(crate) fn new(store: St, settings: Settings<T>) -> Self {
+        Self { store, settings }
+    }
+
+    pub(crate) fn store(&self) -> &St {
+        &self.store
+    }
+
+    pub(crate) fn settings(&self) -> &Settings<T> {
+        &self.settings
+    }
+
+    /// What a write expects of the stored revision under the configured concurrency.
+    fn expect(&self, revision: u64) -> Expect {
+        match self.settings.concurrency {
+            Concurrency::Optimistic { .. } => Expect::Revision(revision),
+            _ => Expect::Any,
+        }
+    }
+
+    fn optimistic(&self) -> bool {
+        matches!(self.settings.concurrency, Concurrency::Optimistic { .. })
+    }
+}
+
+impl<T: Session, St: Store<T>> Engine<T, St> {
+    /// The error response: never a Set-Cookie, so the client keeps its cookie through an outage.
+    pub(crate) fn error_response<B: From<Bytes>>(&self, err: &SessionError) -> Response<B> {
+        let (status, body) = match err {
+            SessionError::Conflict | SessionError::ReadOnly => (
+                self.conflict_status(),
+                Bytes::from_static(b"the session changed concurrently; retry"),
+            ),
+            _ => {
+                self.settings.callbacks.error(err);
+                (self.settings.error_status, self.settings.error_body.clone())
+            }
+        };
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    fn conflict_status(&self) -> StatusCode {
+        match self.settings.concurrency {
+            Concurrency::Optimistic { status } => status,
+            _ => StatusCode::CONFLICT,
+        }
+    }
+}
+
+pub(crate) fn store_error(operation: StoreOperation) -> impl FnOnce(StoreError) -> SessionError {
+    move |source| SessionError::Store { operation, source }
+}

@@ -1,0 +1,400 @@
+//! Step 4: the request's [`Change`] written under the write discipline, and the Set-Cookie it
+//! earns. Every write states the revision its copy was read at; a save or delete that reaches a
+//! forwarding pointer follows it to where the session moved.
+
+use http::HeaderValue;
+use time::OffsetDateTime;
+
+use super::{
+    change::{Change, Fresh},
+    store_error, Engine, ID_ATTEMPTS, MAX_FORWARDS,
+};
+use crate::{
+    cookies,
+    error::{SessionError, StoreError, StoreOperation},
+    handle::{Existing, State},
+    id::{SessionId, SessionKey},
+    record::Record,
+    session::Session,
+    store::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome},
+};
+
+impl<T: Session, St: Store<T>> Engine<T, St> {
+    /// Writes what the handler left and returns the Set-Cookie to send, if any. A request whose
+    /// cookie named no live session, and that creates none, gets a removal cookie.
+    pub(crate) async fn write(&self, state: State<T>) -> Result<Option<HeaderValue>, SessionError> {
+        let stale_cookie = state.stale_cookie;
+        let now = OffsetDateTime::now_utc();
+        let cookie = match Change::decide(state, now, self.settings.persistent) {
+            Change::Nothing => None,
+            Change::Announce {
+                key,
+                cookie_id,
+                expiry,
+                data,
+            } => {
+                self.settings.callbacks.client(&key, &data);
+                Some(self.cookie(&cookie_id, expiry, now))
+            }
+            Change::Create(fresh) => Some(self.create(fresh, now).await?),
+            Change::Save {
+                record,
+                loaded,
+                owner_was,
+            } => self.save(record, &loaded, owner_was, now).await?,
+            Change::Regenerate {
+                record,
+                loaded,
+                owner_was,
+            } => self.regenerate(record, &loaded, owner_was, now).await?,
+            Change::Logout {
+                key,
+                data,
+                owner_was,
+                then,
+            } => {
+                let data = match data {
+                    Some(data) => Some(data),
+                    None => self.peek(key, now).await?,
+                };
+                self.end(key, data.as_ref(), owner_was.as_deref()).await?;
+                match then {
+                    Some(fresh) => Some(self.create(fresh, now).await?),
+                    None => Some(self.settings.cookie.removal.clone()),
+                }
+            }
+            Change::Discard {
+                key,
+                revision,
+                owner_was,
+            } => self.discard(key, revision, owner_was).await?,
+            Change::Refuse { key } => {
+                self.settings.callbacks.conflict(&key);
+                return Err(SessionError::ReadOnly);
+            }
+        };
+        Ok(cookie.or_else(|| stale_cookie.then(|| self.settings.cookie.removal.clone())))
+    }
+
+    /// Ends the session under `key` wherever it moved (logout, revoke), whatever ran
+    /// concurrently. Returns the key it ended and whether it was live.
+    pub(crate) async fn end(
+        &self,
+        key: SessionKey,
+        data: Option<&T>,
+        owner: Option<&str>,
+    ) -> Result<bool, SessionError> {
+        let (outcome, ended) = self.delete_following(key).await?;
+        let owner = owner.map(str::to_owned).or_else(|| data.and_then(T::owner));
+        self.unindex(owner.as_deref(), &key).await;
+        if ended != key {
+            self.unindex(owner.as_deref(), &ended).await;
+        }
+        let live = outcome == WriteOutcome::Done;
+        if let (true, Some(data)) = (live, data) {
+            self.settings.callbacks.deleted(&ended, data);
+        }
+        Ok(live)
+    }
+
+    /// The data of the session `key` leads to (following pointers), for the `deleted` event of
+    /// a logout whose request could not read it.
+    async fn peek(
+        &self,
+        mut key: SessionKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<T>, SessionError> {
+        for _ in 0..MAX_FORWARDS {
+            match self
+                .store
+                .load(&key, LoadOptions::at(now))
+                .await
+                .map_err(store_error(StoreOperation::Load))?
+            {
+                Loaded::Active(record) => return Ok(Some(record.data)),
+                Loaded::Moved(forward) => key = forward.to,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes under `key`, following forwarding pointers. Returns the outcome at the end of the
+    /// chain and the key it was reached at.
+    async fn delete_following(
+        &self,
+        mut key: SessionKey,
+    ) -> Result<(WriteOutcome, SessionKey), SessionError> {
+        for _ in 0..MAX_FORWARDS {
+            match self
+                .store
+                .delete(&key, Expect::Any)
+                .await
+                .map_err(store_error(StoreOperation::Delete))?
+            {
+                WriteOutcome::Moved(to) => key = to,
+                outcome => return Ok((outcome, key)),
+            }
+        }
+        Err(store_error(StoreOperation::Delete)(
+            StoreError::TooManyForwards,
+        ))
+    }
+
+    /// Saves a changed session, following it if it was regenerated meanwhile. The cookie is
+    /// re-sent only to slide a persistent cookie or to re-sign it, and never for another key
+    /// than the one the request came with.
+    async fn save(
+        &self,
+        mut record: Record<T>,
+        loaded: &Existing,
+        owner_was: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<HeaderValue>, SessionError> {
+        self.check_size(&record)?;
+        let owner = record.data.owner();
+        let owner_changed = owner != owner_was;
+        let expect = self.expect(loaded.revision);
+        for _ in 0..MAX_FORWARDS {
+            if owner_changed {
+                self.index(owner.as_deref(), &record).await?;
+            }
+            match self
+                .store
+                .save(&record, expect)
+                .await
+                .map_err(store_error(StoreOperation::Save))?
+            {
+                WriteOutcome::Done => {
+                    if owner_changed {
+                        self.unindex(owner_was.as_deref(), &loaded.key).await;
+                    }
+                    let announce = (self.settings.persistent && loaded.slid) || loaded.resign;
+                    return Ok(match loaded.cookie_id {
+                        Some(cookie_id) if announce && record.key == loaded.key => {
+                            self.settings.callbacks.client(&record.key, &record.data);
+                            Some(self.cookie(&cookie_id, record.effective_expiry(), now))
+                        }
+                        _ => None,
+                    });
+                }
+                WriteOutcome::Moved(to) => record.key = to,
+                WriteOutcome::Conflict => return Err(self.conflict(&loaded.key)),
+                _ if self.optimistic() => {
+                    // Deleted or expired meanwhile: the change is lost, so it must not be
+                    // answered as a success.
+                    return Err(self.conflict(&loaded.key));
+                }
+                _ => {
+                    // Last write wins: a logout or expiry came first. Never resurrect the
+                    // session, never send a cookie for it.
+                    tracing::debug!(session = %loaded.key, "session ended before it could be saved");
+                    return Ok(None);
+                }
+            }
+        }
+        Err(store_error(StoreOperation::Save)(
+            StoreError::TooManyForwards,
+        ))
+    }
+
+    /// Moves a session to new IDs (drawing others on a collision) and leaves a forwarding
+    /// pointer under the old key. A session that another request already moved is not moved
+    /// again: the request is answered with the conflict response.
+    async fn regenerate(
+        &self,
+        mut record: Record<T>,
+        loaded: &Existing,
+        owner_was: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<HeaderValue>, SessionError> {
+        self.check_size(&record)?;
+        let owner = record.data.owner();
+        let expect = self.expect(loaded.revision);
+        for _ in 0..ID_ATTEMPTS {
+            let cookie_id = SessionId::generate()?;
+            record.key = self.settings.at_rest.storage_key(&cookie_id);
+            self.index(owner.as_deref(), &record).await?;
+            let forward = Forward::new(
+                record.key,
+                self.settings.regenerate_grace.map(|grace| now + grace),
+                // Writes of requests that loaded the old key are forwarded for as long as the
+                // session could have lived unused: longer than any request runs.
+                record.effective_expiry(),
+            );
+            let outcome = self
+                .store
+                .regenerate(&loaded.key, &record, expect, forward)
+                .await
+                .map_err(store_error(StoreOperation::Regenerate))?;
+            if outcome != WriteOutcome::Done {
+                self.unindex(owner.as_deref(), &record.key).await;
+            }
+            match outcome {
+                WriteOutcome::Done => {
+                    self.unindex(owner_was.as_deref(), &loaded.key).await;
+                    let callbacks = &self.settings.callbacks;
+                    callbacks.regenerated(&loaded.key, &record.key, &record.data);
+                    callbacks.client(&record.key, &record.data);
+                    return Ok(Some(self.cookie(
+                        &cookie_id,
+                        record.effective_expiry(),
+                        now,
+                    )));
+                }
+                WriteOutcome::Collision => {
+                    tracing::warn!("session id collision; drawing another");
+                }
+                WriteOutcome::Missing if !self.optimistic() => {
+                    tracing::debug!(session = %loaded.key, "session ended before it could be regenerated");
+                    return Ok(None);
+                }
+                _ => return Err(self.conflict(&loaded.key)),
+            }
+        }
+        Err(SessionError::IdCollision)
+    }
+
+    /// Creates a session, drawing other IDs on a collision, and returns its cookie.
+    async fn create(
+        &self,
+        fresh: Fresh<T>,
+        now: OffsetDateTime,
+    ) -> Result<HeaderValue, SessionError> {
+        let mut cookie_id = SessionId::generate()?;
+        let mut record = Record::new(
+            self.settings.at_rest.storage_key(&cookie_id),
+            fresh.data,
+            now,
+            self.settings.idle_timeout,
+            self.settings.absolute_lifetime,
+        );
+        record.flash = fresh.flash;
+        record.has_data = fresh.has_data;
+        self.check_size(&record)?;
+        let owner = record.data.owner();
+        for attempt in 0..ID_ATTEMPTS {
+            if attempt > 0 {
+                cookie_id = SessionId::generate()?;
+                record.key = self.settings.at_rest.storage_key(&cookie_id);
+            }
+            self.index(owner.as_deref(), &record).await?;
+            match self
+                .store
+                .create(&record)
+                .await
+                .map_err(store_error(StoreOperation::Create))?
+            {
+                WriteOutcome::Done => {
+                    let callbacks = &self.settings.callbacks;
+                    callbacks.started(&record.key, &record.data);
+                    callbacks.client(&record.key, &record.data);
+                    return Ok(self.cookie(&cookie_id, record.effective_expiry(), now));
+                }
+                _ => {
+                    self.unindex(owner.as_deref(), &record.key).await;
+                    tracing::warn!("session id collision; drawing another");
+                }
+            }
+        }
+        Err(SessionError::IdCollision)
+    }
+
+    /// Removes a session that held only a flash this request consumed, unless another request
+    /// wrote to it meanwhile (then it lives on, and so does the cookie).
+    async fn discard(
+        &self,
+        key: SessionKey,
+        revision: u64,
+        owner_was: Option<String>,
+    ) -> Result<Option<HeaderValue>, SessionError> {
+        let outcome = self
+            .store
+            .delete(&key, Expect::Revision(revision))
+            .await
+            .map_err(store_error(StoreOperation::Delete))?;
+        Ok(match outcome {
+            WriteOutcome::Done | WriteOutcome::Missing => {
+                self.unindex(owner_was.as_deref(), &key).await;
+                tracing::debug!(session = %key, "flash-only session consumed and removed");
+                Some(self.settings.cookie.removal.clone())
+            }
+            _ => None,
+        })
+    }
+
+    fn conflict(&self, key: &SessionKey) -> SessionError {
+        self.settings.callbacks.conflict(key);
+        SessionError::Conflict
+    }
+
+    /// Adds `record` to its owner's index (before the record is written).
+    async fn index(&self, owner: Option<&str>, record: &Record<T>) -> Result<(), SessionError> {
+        let Some(owner) = owner.filter(|_| self.store.supports_owner_index()) else {
+            return Ok(());
+        };
+        self.store
+            .index_owner(owner, &record.key, record.deadline)
+            .await
+            .map_err(store_error(StoreOperation::Index))
+    }
+
+    /// Removes a session that is gone or moved from its owner's index. A failure only leaves a
+    /// stale entry, which listing cleans up, so it does not fail the request.
+    pub(crate) async fn unindex(&self, owner: Option<&str>, key: &SessionKey) {
+        let Some(owner) = owner.filter(|_| self.store.supports_owner_index()) else {
+            return;
+        };
+        if let Err(error) = self.store.unindex_owner(owner, key).await {
+            tracing::warn!(session = %key, %error, "could not remove a session from its owner index");
+        }
+    }
+
+    /// Refuses a record whose JSON is over the configured maximum. Serialization stops as soon as
+    /// the limit is passed, so an oversized session costs no more than the limit.
+    fn check_size(&self, record: &Record<T>) -> Result<(), SessionError> {
+        let Some(limit) = self.settings.max_record_size else {
+            return Ok(());
+        };
+        struct Budget(usize);
+        impl std::io::Write for Budget {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 = self
+                    .0
+                    .checked_sub(buf.len())
+                    .ok_or(std::io::ErrorKind::FileTooLarge)?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        serde_json::to_writer(Budget(limit), record).map_err(|err| {
+            if err.is_io() {
+                SessionError::RecordTooLarge { limit }
+            } else {
+                store_error(StoreOperation::Save)(StoreError::Encode(Box::new(err)))
+            }
+        })
+    }
+
+    /// The Set-Cookie carrying `cookie_id`, with a `Max-Age` up to `expiry` when the cookie is
+    /// persistent.
+    fn cookie(
+        &self,
+        cookie_id: &SessionId,
+        expiry: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
+        let max_age = self
+            .settings
+            .persistent
+            .then(|| u64::try_from((expiry - now).whole_seconds()).unwrap_or(0));
+        cookies::live_cookie(
+            &self.settings.cookie,
+            self.settings.signer.as_ref(),
+            cookie_id,
+            max_age,
+        )
+    }
+}
