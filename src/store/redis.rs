@@ -21,9 +21,9 @@ const SCAN_BATCH: usize = 1000;
 // for that long; the truth is `e`, which every script checks. Each script touches one key (slot),
 // so all of them run on Redis Cluster; ARGV[1] is always the layer's clock.
 
-/// Loads a session. ARGV: now, idle ms (0: no slide), take flash (1/0), retention ms.
-/// Returns nil (missing), {1, r, v, e, f|false} (live), {2, p, g, u} (pointer),
-/// {3, r, v, e} (expired: the key is deleted).
+/// Loads a session. ARGV: now, idle ms (0: no slide), take flash (1/0: remove it in the same
+/// step), retention ms. Returns nil (missing), {1, r, v, e, f|nil} (live), {2, p, g, u}
+/// (pointer), {3, r, v, e} (expired: the key is deleted).
 const LOAD: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'r', 'f', 'v', 'e', 'd', 'p', 'g', 'u')
 if h[6] then return {2, h[6], h[7], h[8]} end
@@ -43,12 +43,8 @@ if idle > 0 then
     redis.call('PEXPIREAT', KEYS[1], e + tonumber(ARGV[4]))
   end
 end
-local flash = false
-if ARGV[3] == '1' and h[2] then
-  flash = h[2]
-  redis.call('HDEL', KEYS[1], 'f')
-end
-return {1, h[1], h[3], e, flash}
+if ARGV[3] == '1' and h[2] then redis.call('HDEL', KEYS[1], 'f') end
+return {1, h[1], h[3], e, h[2]}
 "#;
 
 /// Creates a session unless anything is under the key. ARGV: now, r, f ('' none), v, e, d,

@@ -1,0 +1,70 @@
+//! The conformance suite (feature `testing`) against Redis: one server and a three-master
+//! Cluster, both started by the test on free loopback ports. Every check gets a store with a
+//! key prefix of its own.
+#![cfg(all(feature = "testing", feature = "cluster"))]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use redis_server::{RedisCluster, RedisServer};
+use tower_typed_sessions::{store::redis::RedisStore, testing::Conformance};
+
+fn prefix(counter: &AtomicUsize) -> String {
+    format!("conformance{}:", counter.fetch_add(1, Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_passes_the_conformance_suite() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let report = Conformance::with_async(move || {
+        let (url, counter) = (url.clone(), Arc::clone(&counter));
+        async move {
+            RedisStore::connect(&url)
+                .await
+                .expect("connect to the test's redis-server")
+                .with_key_prefix(prefix(&counter))
+        }
+    })
+    .repetitions(1)
+    .run()
+    .await;
+    println!("one Redis server: {report}");
+    assert_eq!(report.races.len(), 6);
+    assert!(
+        report.races.iter().all(|(_, races)| *races >= 140),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_passes_the_conformance_suite() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let report = Conformance::with_async(move || {
+        let (urls, counter) = (urls.clone(), Arc::clone(&counter));
+        async move {
+            let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+            RedisStore::connect_cluster(&nodes)
+                .await
+                .expect("connect to the test's cluster")
+                .with_key_prefix(prefix(&counter))
+        }
+    })
+    .repetitions(1)
+    .run()
+    .await;
+    println!("Redis Cluster: {report}");
+    assert_eq!(report.races.len(), 6);
+    assert!(
+        report.races.iter().all(|(_, races)| *races >= 140),
+        "{report}"
+    );
+}
