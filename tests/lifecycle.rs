@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
-use support::{app, get_with_cookie, send, Client, Counter, Event, Events, TestStore};
-use tower_typed_sessions::{RejectReason, SessionConfig, SessionId};
+use support::{app, get_with_cookie, key, send, Client, Counter, Event, Events, TestStore};
+use tower_typed_sessions::{Loaded, RejectReason, SessionConfig, SessionId};
 
 fn config() -> SessionConfig<Counter> {
     SessionConfig::new()
@@ -49,8 +49,9 @@ async fn first_write_creates_the_session_and_sets_a_secure_cookie() {
     );
     assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
     assert_eq!(reply.headers[header::VARY], "Cookie");
-    assert_eq!(events.take(), [Event::Started(id), Event::Client(id)]);
-    assert_eq!(store.get(&id).await.unwrap().data.count, 1);
+    let key = key(&id);
+    assert_eq!(events.take(), [Event::Started(key), Event::Client(key)]);
+    assert_eq!(store.get(&key).await.unwrap().data.count, 1);
 }
 
 #[tokio::test]
@@ -59,7 +60,7 @@ async fn existing_session_is_loaded_saved_only_when_changed_and_the_cookie_is_no
     let events = Events::default();
     let mut client = Client::new(app(store.clone(), events.attach(config())));
     client.get("/incr").await;
-    let id = client.id().unwrap();
+    let key = client.key().unwrap();
     store.take_calls();
     events.take();
 
@@ -68,10 +69,10 @@ async fn existing_session_is_loaded_saved_only_when_changed_and_the_cookie_is_no
     assert_eq!(reply.set_cookie(), None);
     assert_eq!(
         store.take_calls(),
-        ["load_and_touch"],
+        ["load"],
         "one store call, sliding included"
     );
-    assert_eq!(events.take(), [Event::Loaded(id)]);
+    assert_eq!(events.take(), [Event::Loaded(key)]);
     assert_eq!(
         reply.headers[header::VARY],
         "Cookie",
@@ -81,8 +82,8 @@ async fn existing_session_is_loaded_saved_only_when_changed_and_the_cookie_is_no
     let reply = client.get("/incr").await;
     assert_eq!(reply.body, "2");
     assert_eq!(reply.set_cookie(), None);
-    assert_eq!(store.take_calls(), ["load_and_touch", "save"]);
-    assert_eq!(store.get(&id).await.unwrap().data.count, 2);
+    assert_eq!(store.take_calls(), ["load", "save"]);
+    assert_eq!(store.get(&key).await.unwrap().data.count, 2);
 }
 
 #[tokio::test]
@@ -138,7 +139,7 @@ async fn custom_cookie_attributes_are_written_and_persistent_cookies_carry_max_a
 }
 
 #[tokio::test]
-async fn malformed_cookies_are_treated_as_absent_without_a_store_lookup() {
+async fn malformed_cookies_are_cleared_without_a_store_lookup() {
     let store = TestStore::new();
     let events = Events::default();
     let app = app(store.clone(), events.attach(config()));
@@ -166,7 +167,11 @@ async fn malformed_cookies_are_treated_as_absent_without_a_store_lookup() {
         let reply = send(&app, request).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.body, "0 new=true");
-        assert_eq!(reply.set_cookie(), None);
+        assert!(
+            reply.is_removal("id"),
+            "the stale cookie is cleared: {:?}",
+            reply.set_cookies()
+        );
         assert_eq!(
             events.take(),
             [Event::Rejected(RejectReason::Malformed, None)]
@@ -190,18 +195,20 @@ async fn strict_mode_never_adopts_a_thousand_unknown_well_formed_ids() {
         let cookie = format!("id={}", forged.expose_secret());
         let reply = send(&app, get_with_cookie("/read", &cookie)).await;
         assert_eq!(reply.body, "0 new=true");
-        assert_eq!(reply.set_cookie(), None);
+        assert!(reply.is_removal("id"), "the unknown cookie is cleared");
         let reply = send(&app, get_with_cookie("/incr", &cookie)).await;
-        let issued = reply.issued_id().expect("a new session for the write");
-        if issued == forged || store.get(&forged).await.is_some() {
+        let issued = reply
+            .issued_id()
+            .expect("a new session for the write, and no removal cookie");
+        if issued == forged || store.get(&key(&forged)).await.is_some() {
             adopted += 1;
         }
         let seen = events.take();
         assert_eq!(
             seen[0],
-            Event::Rejected(RejectReason::Unknown, Some(forged))
+            Event::Rejected(RejectReason::Unknown, Some(key(&forged)))
         );
-        assert!(seen.contains(&Event::Started(issued)));
+        assert!(seen.contains(&Event::Started(key(&issued))));
     }
     assert_eq!(adopted, 0);
     assert_eq!(
@@ -217,16 +224,17 @@ async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
     let events = Events::default();
     let mut client = Client::new(app(store.clone(), events.attach(config())));
     client.get("/incr").await;
-    let old = client.id().unwrap();
+    let old_id = client.id().unwrap();
+    let old = key(&old_id);
     let created_at = store.get(&old).await.unwrap().created_at;
     let deadline = store.get(&old).await.unwrap().deadline;
     events.take();
     store.take_calls();
 
     let reply = client.get("/login").await;
-    let new = reply.issued_id().expect("cookie with the new id");
+    let new = reply.issued_key().expect("cookie with the new id");
     assert_ne!(new, old);
-    assert_eq!(store.take_calls(), ["load_and_touch", "regenerate"]);
+    assert_eq!(store.take_calls(), ["load", "regenerate"]);
     let expected_data = Counter {
         count: 1,
         user: Some("alice".into()),
@@ -240,6 +248,13 @@ async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
         ]
     );
     assert!(store.get(&old).await.is_none(), "old id is dead");
+    match store.peek(&old).await {
+        Loaded::Moved(forward) => {
+            assert_eq!(forward.to, new, "the old key forwards to the new one");
+            assert_eq!(forward.grace_until, None, "no grace window configured");
+        }
+        other => panic!("expected a forwarding pointer under the old key, got {other:?}"),
+    }
     let record = store.get(&new).await.unwrap();
     assert_eq!(record.data, expected_data);
     assert_eq!(record.created_at, created_at);
@@ -248,17 +263,28 @@ async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
         "regenerating does not reset the absolute deadline"
     );
 
-    // Replaying the old cookie gives a fresh session.
+    // Replaying the old cookie gives a fresh session, and no removal cookie: the response could
+    // overtake the login's and wipe the new cookie.
     let reply = send(
         &client.app,
-        get_with_cookie("/read", &format!("id={}", old.expose_secret())),
+        get_with_cookie("/read", &format!("id={}", old_id.expose_secret())),
     )
     .await;
     assert_eq!(reply.body, "0 new=true");
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
     assert_eq!(
         events.take(),
-        [Event::Rejected(RejectReason::Unknown, Some(old))]
+        [Event::Rejected(RejectReason::Regenerated, Some(old))]
     );
+    // A write through the old cookie is refused rather than answered with a new session whose
+    // cookie would overwrite the one the login sent.
+    let reply = send(
+        &client.app,
+        get_with_cookie("/incr", &format!("id={}", old_id.expose_secret())),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert!(reply.set_cookies().is_empty());
     assert_eq!(client.get("/read").await.body, "1 new=false");
 }
 
@@ -268,9 +294,9 @@ async fn regenerating_a_new_session_just_creates_it() {
     let events = Events::default();
     let mut client = Client::new(app(store.clone(), events.attach(config())));
     let reply = client.get("/login").await;
-    let id = reply.issued_id().unwrap();
+    let key = reply.issued_key().unwrap();
     assert_eq!(store.take_calls(), ["create"]);
-    assert_eq!(events.take(), [Event::Started(id), Event::Client(id)]);
+    assert_eq!(events.take(), [Event::Started(key), Event::Client(key)]);
 }
 
 #[tokio::test]
@@ -281,11 +307,12 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     let mut client = Client::new(app(store.clone(), events.attach(config)));
     client.get("/login").await;
     let id = client.id().unwrap();
+    let key = key(&id);
     events.take();
     store.take_calls();
 
     let reply = client.get("/logout").await;
-    assert_eq!(store.take_calls(), ["load_and_touch", "delete"]);
+    assert_eq!(store.take_calls(), ["load", "delete"]);
     let removal = reply.set_cookie().expect("removal cookie");
     let mut parts = removal.split("; ");
     assert_eq!(parts.next(), Some("id="));
@@ -321,9 +348,9 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     assert_eq!(
         events.take(),
         [
-            Event::Loaded(id),
+            Event::Loaded(key),
             Event::Deleted(
-                id,
+                key,
                 Counter {
                     count: 0,
                     user: Some("alice".into())
@@ -331,7 +358,7 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
             )
         ]
     );
-    assert!(store.get(&id).await.is_none());
+    assert!(matches!(store.peek(&key).await, Loaded::Missing));
     assert_eq!(store.count().await, 0);
 
     let replay = send(
@@ -340,6 +367,26 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     )
     .await;
     assert_eq!(replay.body, "0 new=true");
+    assert!(
+        replay.is_removal("id"),
+        "a replayed logged-out cookie is cleared"
+    );
+    assert_eq!(
+        events.take(),
+        [Event::Rejected(RejectReason::Unknown, Some(key))]
+    );
+
+    // A second logout with the same cookie ends nothing: no `deleted` event.
+    let again = send(
+        &client.app,
+        get_with_cookie("/logout", &format!("id={}", id.expose_secret())),
+    )
+    .await;
+    assert!(again.is_removal("id"));
+    assert_eq!(
+        events.take(),
+        [Event::Rejected(RejectReason::Unknown, Some(key))]
+    );
 }
 
 #[tokio::test]
@@ -347,9 +394,9 @@ async fn logout_then_flash_starts_a_new_session_for_the_flash() {
     let store = TestStore::new();
     let mut client = Client::new(app(store.clone(), config()));
     client.get("/login").await;
-    let old = client.id().unwrap();
+    let old = client.key().unwrap();
     let reply = client.get("/logout-with-flash").await;
-    let new = reply.issued_id().expect("a cookie for the new session");
+    let new = reply.issued_key().expect("a cookie for the new session");
     assert_ne!(new, old);
     assert!(store.get(&old).await.is_none());
     assert_eq!(store.get(&new).await.unwrap().data, Counter::default());
@@ -362,9 +409,23 @@ async fn flash_is_seen_on_the_next_request_and_gone_after_it_whether_read_or_not
     let store = TestStore::new();
     let mut client = Client::new(app(store.clone(), config()));
     client.get("/incr").await;
+    let key = client.key().unwrap();
 
     client.get("/flash?msg=saved").await;
-    assert_eq!(client.get("/show").await.body, "saved");
+    assert_eq!(
+        store.get(&key).await.unwrap().flash.get("notice"),
+        Some("saved")
+    );
+    store.take_calls();
+    let reply = client.get("/show").await;
+    assert_eq!(reply.body, "saved");
+    assert_eq!(
+        store.take_calls(),
+        ["load"],
+        "the load took the flash: nothing to write back"
+    );
+    assert!(reply.set_cookies().is_empty());
+    assert!(store.get(&key).await.unwrap().flash.is_empty());
     assert_eq!(client.get("/show").await.body, "-");
 
     // Not read on the next request: still gone after it.
@@ -383,9 +444,9 @@ async fn flash_now_is_never_stored_and_keep_carries_one_more_request() {
     assert!(store.calls().is_empty());
 
     client.get("/incr").await;
-    let id = client.id().unwrap();
+    let key = client.key().unwrap();
     client.get("/flash-now").await;
-    assert!(store.get(&id).await.unwrap().flash.is_empty());
+    assert!(store.get(&key).await.unwrap().flash.is_empty());
     assert_eq!(client.get("/show").await.body, "-");
 
     client.get("/flash?msg=twice").await;
@@ -413,19 +474,18 @@ async fn a_session_that_only_carried_a_flash_is_removed_once_the_flash_is_consum
     let events = Events::default();
     let mut client = Client::new(app(store.clone(), events.attach(config())));
     let reply = client.get("/flash?msg=hello").await;
-    let id = reply.issued_id().expect("a session to carry the flash");
+    let key = reply.issued_key().expect("a session to carry the flash");
     assert_eq!(store.count().await, 1);
     events.take();
+    store.take_calls();
 
     let reply = client.get("/show").await;
     assert_eq!(reply.body, "hello");
-    assert!(
-        reply.set_cookie().unwrap().contains("Max-Age=0"),
-        "removal cookie"
-    );
+    assert!(reply.is_removal("id"), "removal cookie");
+    assert_eq!(store.take_calls(), ["load", "delete"]);
     assert_eq!(store.count().await, 0);
-    assert!(store.get(&id).await.is_none());
-    assert_eq!(events.take(), [Event::Loaded(id)], "no logout was audited");
+    assert!(matches!(store.peek(&key).await, Loaded::Missing));
+    assert_eq!(events.take(), [Event::Loaded(key)], "no logout was audited");
     assert!(client.cookie.is_none());
 }
 
@@ -437,9 +497,15 @@ async fn store_failure_while_loading_answers_500_without_set_cookie() {
     client.get("/incr").await;
     let id = client.id().unwrap();
     events.take();
+    store.take_calls();
 
     store.set_failing(true);
     let reply = client.get("/incr").await;
+    assert_eq!(
+        store.take_calls(),
+        ["load"],
+        "nothing is written after a failed load"
+    );
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.body, "session unavailable");
     assert!(reply.set_cookies().is_empty());
@@ -505,15 +571,16 @@ async fn store_failure_while_saving_or_creating_answers_the_configured_error_wit
     store.set_failing(false);
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.set_cookies().is_empty());
-    assert_eq!(store.take_calls(), ["load_and_touch", "regenerate"]);
+    assert_eq!(store.take_calls(), ["load", "regenerate"]);
+    let key = key(&id);
     let seen = events.take();
-    assert_eq!(seen[0], Event::Loaded(id));
+    assert_eq!(seen[0], Event::Loaded(key));
     assert!(
         matches!(&seen[1..], [Event::Error(msg)] if msg.contains("regenerate")),
         "{seen:?}"
     );
     assert_eq!(
-        store.get(&id).await.unwrap().data.user,
+        store.get(&key).await.unwrap().data.user,
         None,
         "the old session is untouched"
     );
@@ -529,7 +596,7 @@ async fn undecodable_record_becomes_a_fresh_session_with_an_event_not_a_500() {
     let events = Events::default();
     let mut client = Client::new(app(store.clone(), events.attach(config())));
     client.get("/incr").await;
-    let id = client.id().unwrap();
+    let id = client.key().unwrap();
     events.take();
     store.make_undecodable(id);
     store.take_calls();
@@ -537,9 +604,9 @@ async fn undecodable_record_becomes_a_fresh_session_with_an_event_not_a_500() {
     let reply = client.get("/incr").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, "1", "counting starts again in a fresh session");
-    let new = reply.issued_id().expect("new session cookie");
+    let new = reply.issued_key().expect("new session cookie");
     assert_ne!(new, id);
-    assert_eq!(store.take_calls(), ["load_and_touch", "delete", "create"]);
+    assert_eq!(store.take_calls(), ["load", "delete", "create"]);
     assert_eq!(
         events.take(),
         [
@@ -549,9 +616,18 @@ async fn undecodable_record_becomes_a_fresh_session_with_an_event_not_a_500() {
         ]
     );
     assert!(
-        store.get(&id).await.is_none(),
+        matches!(store.peek(&id).await, Loaded::Missing),
         "the undecodable record is removed"
     );
+
+    // Without a write, the stale cookie of an undecodable record is cleared.
+    let other = client.key().unwrap();
+    store.make_undecodable(other);
+    let reply = client.get("/read").await;
+    assert_eq!(reply.body, "0 new=true");
+    assert!(reply.is_removal("id"));
+    assert!(client.cookie.is_none());
+    assert!(matches!(store.peek(&other).await, Loaded::Missing));
 }
 
 #[tokio::test]
@@ -585,22 +661,29 @@ async fn without_sliding_the_session_dies_its_idle_timeout_after_creation() {
         .with_sliding_expiration(false);
     let mut client = Client::new(app(store.clone(), config));
     client.get("/incr").await;
-    let id = client.id().unwrap();
+    let id = client.key().unwrap();
+    let expires_at = store.get(&id).await.unwrap().expires_at;
     store.take_calls();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(client.get("/read").await.body, "1 new=false");
-    assert_eq!(store.take_calls(), ["load"], "no touch without sliding");
+    assert_eq!(store.take_calls(), ["load"]);
+    assert_eq!(
+        store.get(&id).await.unwrap().expires_at,
+        expires_at,
+        "the load did not slide the expiry"
+    );
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(client.get("/read").await.body, "1 new=false");
     tokio::time::sleep(Duration::from_millis(250)).await;
     events.take();
-    assert_eq!(
-        client.get("/read").await.body,
-        "0 new=true",
-        "dead 600 ms after creation"
+    let reply = client.get("/read").await;
+    assert_eq!(reply.body, "0 new=true", "dead 600 ms after creation");
+    assert!(
+        reply.is_removal("id"),
+        "the expired session's cookie is cleared"
     );
     assert_eq!(events.take(), [Event::Expired(id)]);
-    assert!(store.get(&id).await.is_none());
+    assert!(matches!(store.peek(&id).await, Loaded::Missing));
 }
 
 #[tokio::test]
@@ -614,7 +697,7 @@ async fn absolute_deadline_holds_even_when_sliding_keeps_the_session_busy() {
     let mut client = Client::new(app(store.clone(), config));
     let start = std::time::Instant::now();
     client.get("/incr").await;
-    let id = client.id().unwrap();
+    let id = client.key().unwrap();
     // Used every idle/2: the idle timeout never fires, only the deadline can.
     while start.elapsed() < Duration::from_millis(750) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -642,7 +725,7 @@ async fn idle_timeout_is_enforced_on_read_before_any_sweep() {
         .with_idle_timeout(Duration::from_millis(300));
     let mut client = Client::new(app(store.clone(), config));
     client.get("/incr").await;
-    let id = client.id().unwrap();
+    let id = client.key().unwrap();
     events.take();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(client.get("/read").await.body, "0 new=true");
@@ -765,4 +848,111 @@ async fn a_slow_write_racing_a_logout_does_not_resurrect_the_session() {
     assert_eq!(store.count().await, 0, "the session stays deleted");
     let replay = send(&app, get_with_cookie("/read", &cookie)).await;
     assert_eq!(replay.body, "0 new=true");
+}
+
+/// An app whose `/gated` route loads the session, tells the test, waits for its go, then runs
+/// `then` on the handle: the test completes another request in between.
+fn gated_app(
+    store: TestStore,
+    config: SessionConfig<Counter>,
+    then: fn(&tower_typed_sessions::SessionHandle<Counter>),
+) -> (
+    axum::Router,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let gates = std::sync::Arc::new(std::sync::Mutex::new(Some((loaded_tx, go_rx))));
+    let app = support::routes()
+        .route(
+            "/gated",
+            axum::routing::get(move |s: tower_typed_sessions::SessionHandle<Counter>| {
+                let gates = gates.clone();
+                async move {
+                    let (loaded, go) = gates.lock().unwrap().take().unwrap();
+                    loaded.send(()).unwrap();
+                    go.await.unwrap();
+                    then(&s);
+                    "gated write done"
+                }
+            }),
+        )
+        .layer(tower_typed_sessions::SessionLayer::from_config(store, config).unwrap());
+    (app, loaded_rx, go_tx)
+}
+
+#[tokio::test]
+async fn a_regenerate_of_a_session_another_request_already_regenerated_is_a_conflict() {
+    for (label, concurrency) in [
+        (
+            "last write wins",
+            tower_typed_sessions::Concurrency::LastWriteWins,
+        ),
+        (
+            "optimistic",
+            tower_typed_sessions::Concurrency::optimistic(),
+        ),
+    ] {
+        let store = TestStore::new();
+        let (app, loaded, go) =
+            gated_app(store.clone(), config().with_concurrency(concurrency), |s| {
+                s.update(|c| c.user = Some("mallory".into()));
+                s.regenerate();
+            });
+        let mut client = Client::new(app.clone());
+        client.get("/incr").await;
+        let cookie = format!("id={}", client.id().unwrap().expose_secret());
+
+        let slow = tokio::spawn({
+            let app = app.clone();
+            let cookie = cookie.clone();
+            async move { send(&app, get_with_cookie("/gated", &cookie)).await }
+        });
+        loaded.await.unwrap();
+        let login = client.get("/login").await;
+        let new = login
+            .issued_key()
+            .expect("the first login moves the session");
+        go.send(()).unwrap();
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.status, StatusCode::CONFLICT, "{label}");
+        assert!(slow.set_cookies().is_empty(), "{label}");
+        assert_eq!(store.count().await, 1, "{label}: one session, not two");
+        assert_eq!(
+            store.get(&new).await.unwrap().data.user.as_deref(),
+            Some("alice"),
+            "{label}: the first login's session is the one that lives"
+        );
+        assert_eq!(client.get("/read").await.body, "1 new=false", "{label}");
+    }
+}
+
+#[tokio::test]
+async fn in_optimistic_mode_a_save_that_finds_the_session_deleted_is_a_conflict() {
+    let store = TestStore::new();
+    let config = config().with_concurrency(tower_typed_sessions::Concurrency::optimistic());
+    let (app, loaded, go) = gated_app(store.clone(), config, |s| s.update(|c| c.count += 100));
+    let mut client = Client::new(app.clone());
+    client.get("/incr").await;
+    let cookie = format!("id={}", client.id().unwrap().expose_secret());
+
+    let slow = tokio::spawn({
+        let app = app.clone();
+        let cookie = cookie.clone();
+        async move { send(&app, get_with_cookie("/gated", &cookie)).await }
+    });
+    loaded.await.unwrap();
+    assert!(send(&app, get_with_cookie("/logout", &cookie))
+        .await
+        .is_removal("id"));
+    go.send(()).unwrap();
+    let slow = slow.await.unwrap();
+    assert_eq!(
+        slow.status,
+        StatusCode::CONFLICT,
+        "a change that was lost is not answered as a success"
+    );
+    assert!(slow.set_cookies().is_empty());
+    assert_eq!(store.count().await, 0, "the session stays deleted");
 }

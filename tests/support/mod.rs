@@ -8,7 +8,6 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use axum::{
@@ -23,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 use tower_typed_sessions::{
-    Loaded, MemoryStore, Record, RejectReason, Session, SessionConfig, SessionHandle, SessionId,
-    SessionLayer, Store, StoreError, WriteOutcome,
+    Expect, Forward, LoadOptions, Loaded, MemoryStore, Record, RejectReason, Session,
+    SessionConfig, SessionHandle, SessionId, SessionKey, SessionLayer, Store, StoreError,
+    WriteOutcome,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -35,14 +35,22 @@ pub struct Counter {
 
 impl Session for Counter {}
 
+/// The store key of the session whose cookie carries `id`, on a store that keeps IDs plain at
+/// rest (the memory store and [`TestStore`] under the default `IdsAtRest::StoreDefault`).
+pub fn key(id: &SessionId) -> SessionKey {
+    SessionKey::plain(id)
+}
+
 /// A MemoryStore behind a wrapper that logs every call, fails every call while `fail` is set, and
-/// answers loads of the IDs in `undecodable` with a decode error.
+/// answers loads of the keys in `undecodable` with a decode error. It forwards the memory store's
+/// optional capabilities too, so the layer treats it exactly like a `MemoryStore` (plain keys at
+/// rest, an owner index, a count).
 #[derive(Clone, Default)]
 pub struct TestStore {
     pub inner: MemoryStore<Counter>,
     calls: Arc<Mutex<Vec<&'static str>>>,
     fail: Arc<AtomicBool>,
-    undecodable: Arc<Mutex<HashSet<SessionId>>>,
+    undecodable: Arc<Mutex<HashSet<SessionKey>>>,
 }
 
 impl TestStore {
@@ -62,15 +70,25 @@ impl TestStore {
         self.fail.store(fail, Ordering::SeqCst);
     }
 
-    pub fn make_undecodable(&self, id: SessionId) {
-        self.undecodable.lock().unwrap().insert(id);
+    pub fn make_undecodable(&self, key: SessionKey) {
+        self.undecodable.lock().unwrap().insert(key);
     }
 
-    pub async fn get(&self, id: &SessionId) -> Option<Record<Counter>> {
-        match self.inner.load(id).await.unwrap() {
+    /// The live record under `key`, read without sliding or taking the flash (and without
+    /// logging a call).
+    pub async fn get(&self, key: &SessionKey) -> Option<Record<Counter>> {
+        match self.peek(key).await {
             Loaded::Active(record) => Some(record),
             _ => None,
         }
+    }
+
+    /// What the inner store holds under `key`, read without sliding or taking the flash.
+    pub async fn peek(&self, key: &SessionKey) -> Loaded<Counter> {
+        self.inner
+            .load(key, LoadOptions::at(OffsetDateTime::now_utc()))
+            .await
+            .unwrap()
     }
 
     pub async fn count(&self) -> usize {
@@ -87,82 +105,51 @@ impl TestStore {
 }
 
 impl Store<Counter> for TestStore {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        options: LoadOptions,
+    ) -> Result<Loaded<Counter>, StoreError> {
+        self.enter("load")?;
+        if self.undecodable.lock().unwrap().contains(key) {
+            return Err(StoreError::Decode("expected a Counter record".into()));
+        }
+        self.inner.load(key, options).await
+    }
+
     async fn create(&self, record: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
         self.enter("create")?;
         self.inner.create(record).await
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Loaded<Counter>, StoreError> {
-        self.enter("load")?;
-        if self.undecodable.lock().unwrap().contains(id) {
-            return Err(StoreError::Decode("expected a Counter record".into()));
-        }
-        self.inner.load(id).await
-    }
-
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        idle: Duration,
-    ) -> Result<Loaded<Counter>, StoreError> {
-        self.enter("load_and_touch")?;
-        if self.undecodable.lock().unwrap().contains(id) {
-            return Err(StoreError::Decode("expected a Counter record".into()));
-        }
-        self.inner.load_and_touch(id, idle).await
-    }
-
-    async fn touch(
-        &self,
-        id: &SessionId,
-        expires_at: OffsetDateTime,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.enter("touch")?;
-        self.inner.touch(id, expires_at).await
-    }
-
-    async fn save(&self, record: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
-        self.enter("save")?;
-        self.inner.save(record).await
-    }
-
-    async fn save_if_revision(
+    async fn save(
         &self,
         record: &Record<Counter>,
-        expected: u64,
+        expect: Expect,
     ) -> Result<WriteOutcome, StoreError> {
-        self.enter("save_if_revision")?;
-        self.inner.save_if_revision(record, expected).await
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
-        self.enter("delete")?;
-        self.undecodable.lock().unwrap().remove(id);
-        self.inner.delete(id).await
+        self.enter("save")?;
+        self.inner.save(record, expect).await
     }
 
     async fn regenerate(
         &self,
-        old: &SessionId,
+        old: &SessionKey,
         record: &Record<Counter>,
+        expect: Expect,
+        forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
         self.enter("regenerate")?;
-        self.inner.regenerate(old, record).await
+        self.inner.regenerate(old, record, expect, forward).await
     }
 
-    async fn regenerate_with_grace(
-        &self,
-        old: &SessionId,
-        record: &Record<Counter>,
-        grace: Duration,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.enter("regenerate_with_grace")?;
-        self.inner.regenerate_with_grace(old, record, grace).await
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        self.enter("delete")?;
+        self.undecodable.lock().unwrap().remove(key);
+        self.inner.delete(key, expect).await
     }
 
-    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
-        self.enter("moved_to")?;
-        self.inner.moved_to(id).await
+    fn contents_stay_in_process(&self) -> bool {
+        self.inner.contents_stay_in_process()
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -170,36 +157,40 @@ impl Store<Counter> for TestStore {
         self.inner.count().await
     }
 
+    fn supports_owner_index(&self) -> bool {
+        self.inner.supports_owner_index()
+    }
+
     async fn index_owner(
         &self,
         owner: &str,
-        id: &SessionId,
+        key: &SessionKey,
         until: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.enter("index_owner")?;
-        self.inner.index_owner(owner, id, until).await
+        self.inner.index_owner(owner, key, until).await
     }
 
-    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
+    async fn unindex_owner(&self, owner: &str, key: &SessionKey) -> Result<(), StoreError> {
         self.enter("unindex_owner")?;
-        self.inner.unindex_owner(owner, id).await
+        self.inner.unindex_owner(owner, key).await
     }
 
-    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
-        self.enter("owner_ids")?;
-        self.inner.owner_ids(owner).await
+    async fn owner_keys(&self, owner: &str) -> Result<Vec<SessionKey>, StoreError> {
+        self.enter("owner_keys")?;
+        self.inner.owner_keys(owner).await
     }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    Started(SessionId),
-    Loaded(SessionId),
-    Client(SessionId),
-    Deleted(SessionId, Counter),
-    Expired(SessionId),
-    Regenerated(SessionId, SessionId, Counter),
-    Rejected(RejectReason, Option<SessionId>),
+    Started(SessionKey),
+    Loaded(SessionKey),
+    Client(SessionKey),
+    Deleted(SessionKey, Counter),
+    Expired(SessionKey),
+    Regenerated(SessionKey, SessionKey, Counter),
+    Rejected(RejectReason, Option<SessionKey>),
     Error(String),
 }
 
@@ -359,6 +350,19 @@ impl Reply {
         let value = cookie.split(';').next()?.split_once('=')?.1;
         SessionId::parse(value)
     }
+
+    /// The plain store key of the session a live Set-Cookie carries (see [`key`]).
+    pub fn issued_key(&self) -> Option<SessionKey> {
+        self.issued_id().as_ref().map(key)
+    }
+
+    /// Whether the response carries exactly one Set-Cookie, and it is the layer's removal
+    /// cookie for `name` (empty value, `Max-Age=0`).
+    pub fn is_removal(&self, name: &str) -> bool {
+        self.set_cookie().is_some_and(|cookie| {
+            cookie.starts_with(&format!("{name}=;")) && cookie.contains("Max-Age=0")
+        })
+    }
 }
 
 pub async fn send(app: &Router, request: Request<Body>) -> Reply {
@@ -386,6 +390,11 @@ impl Client {
 
     pub fn id(&self) -> Option<SessionId> {
         self.cookie.as_deref().and_then(SessionId::parse)
+    }
+
+    /// The plain store key of the client's session (see [`key`]).
+    pub fn key(&self) -> Option<SessionKey> {
+        self.id().as_ref().map(key)
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {
