@@ -5,7 +5,10 @@ mod hardening_suite;
 mod support;
 
 use support::TestStore;
-use tower_typed_sessions::MemoryStore;
+use tower_typed_sessions::{
+    Expect, Forward, LoadOptions, Loaded, MemoryStore, Record, SessionKey, Store, StoreError,
+    WriteOutcome,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_resurrection_in_1000_races_of_a_slow_writer_against_logout_or_login() {
@@ -59,11 +62,80 @@ async fn memory_store_keeps_plain_ids_unless_told_otherwise() {
         support::routes().layer(tower_typed_sessions::SessionLayer::new(store.clone())),
     );
     client.get("/incr").await;
-    use tower_typed_sessions::Store;
+    let id = client.id().unwrap();
     assert!(matches!(
-        store.load(&client.id().unwrap()).await.unwrap(),
-        tower_typed_sessions::Loaded::Active(_)
+        hardening_suite::peek(&store, &SessionKey::plain(&id)).await,
+        Loaded::Active(_)
     ));
+    assert!(matches!(
+        hardening_suite::peek(&store, &SessionKey::hashed(&id)).await,
+        Loaded::Missing
+    ));
+}
+
+/// A store wrapper that implements only the five required operations: it does not say that its
+/// contents stay in the process, so the layer hashes IDs at rest by default, even though the
+/// store underneath is a `MemoryStore`.
+#[derive(Clone)]
+struct Opaque(MemoryStore<support::Counter>);
+
+impl Store<support::Counter> for Opaque {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        options: LoadOptions,
+    ) -> Result<Loaded<support::Counter>, StoreError> {
+        self.0.load(key, options).await
+    }
+    async fn create(&self, r: &Record<support::Counter>) -> Result<WriteOutcome, StoreError> {
+        self.0.create(r).await
+    }
+    async fn save(
+        &self,
+        r: &Record<support::Counter>,
+        expect: Expect,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.0.save(r, expect).await
+    }
+    async fn regenerate(
+        &self,
+        old: &SessionKey,
+        r: &Record<support::Counter>,
+        expect: Expect,
+        forward: Forward,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.0.regenerate(old, r, expect, forward).await
+    }
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        self.0.delete(key, expect).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_does_not_say_its_contents_stay_in_process_is_hashed_by_default() {
+    let inner = MemoryStore::<support::Counter>::new();
+    let mut client = support::Client::new(support::routes().layer(
+        tower_typed_sessions::SessionLayer::new(Opaque(inner.clone())),
+    ));
+    client.get("/incr").await;
+    let id = client.id().unwrap();
+    assert!(matches!(
+        hardening_suite::peek(&inner, &SessionKey::hashed(&id)).await,
+        Loaded::Active(_)
+    ));
+    assert!(matches!(
+        hardening_suite::peek(&inner, &SessionKey::plain(&id)).await,
+        Loaded::Missing
+    ));
+    assert_eq!(client.get("/read").await.body, "1 new=false");
+    // The owner index and count are optional: without them the layer still serves sessions, and
+    // a manager answers Unsupported.
+    let layer = tower_typed_sessions::SessionLayer::new(Opaque(inner));
+    let err = layer.manager().list("alice").await.unwrap_err();
+    assert!(
+        err.store_error().is_some_and(StoreError::is_unsupported),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -8,10 +8,12 @@ use std::{
 };
 
 use axum::{body::Body, http::Request, routing::get, Router};
+use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tower_typed_sessions::{
-    Concurrency, IdsAtRest, Key, Loaded, Record, RejectReason, SessionConfig, SessionHandle,
-    SessionId, SessionLayer, Store, StoreError, WriteOutcome,
+    Concurrency, Expect, Forward, IdsAtRest, Key, LoadOptions, Loaded, Record, RejectReason,
+    SessionConfig, SessionHandle, SessionId, SessionKey, SessionLayer, Store, StoreError,
+    WriteOutcome,
 };
 
 use crate::support::{get_with_cookie, send, Client, Counter};
@@ -48,12 +50,36 @@ fn racing_app<St: Store<Counter> + Clone>(
                 (seen + 1).to_string()
             }),
         )
+        .route(
+            "/read-only",
+            get(|s: SessionHandle<Counter>| async move { s.is_read_only().to_string() }),
+        )
         .layer(SessionLayer::from_config(store, config).unwrap())
+}
+
+/// The key `store` keeps the session with cookie ID `id` under, with the layer's default
+/// `IdsAtRest::StoreDefault`: plain when the store's contents stay in the process (memory),
+/// hashed otherwise (Redis).
+pub fn default_key<St: Store<Counter>>(store: &St, id: &SessionId) -> SessionKey {
+    if store.contents_stay_in_process() {
+        SessionKey::plain(id)
+    } else {
+        SessionKey::hashed(id)
+    }
+}
+
+/// What `store` holds under `key`, read without sliding or taking the flash.
+pub async fn peek<St: Store<Counter>>(store: &St, key: &SessionKey) -> Loaded<Counter> {
+    store
+        .load(key, LoadOptions::at(OffsetDateTime::now_utc()))
+        .await
+        .expect("load")
 }
 
 /// `races` times: a request loads the session, a logout (or a login that regenerates) completes,
 /// then the first request saves. The session must stay dead (logout) or the old ID must stay
-/// dead (login). Returns how many resurrections were seen (the caller asserts zero).
+/// dead (login: its key only forwards, and the slow write reaches the session where it moved).
+/// Returns how many resurrections were seen (the caller asserts zero).
 pub async fn no_resurrection<St: Store<Counter> + Clone>(store: St, races: usize) -> usize {
     let gate: Gate = Arc::default();
     let app = racing_app(store.clone(), SessionConfig::new(), gate.clone());
@@ -62,6 +88,7 @@ pub async fn no_resurrection<St: Store<Counter> + Clone>(store: St, races: usize
         let mut client = Client::new(app.clone());
         client.get("/incr").await;
         let id = client.id().expect("a session");
+        let key = default_key(&store, &id);
         let cookie = format!("id={}", id.expose_secret());
         let (loaded_tx, loaded_rx) = oneshot::channel();
         let (go_tx, go_rx) = oneshot::channel();
@@ -77,13 +104,26 @@ pub async fn no_resurrection<St: Store<Counter> + Clone>(store: St, races: usize
         assert_eq!(winner.status, 200);
         go_tx.send(()).expect("the slow request waits");
         let slow = slow.await.expect("slow request");
-        let old_alive = matches!(
-            store.load(&id).await.expect("load"),
-            tower_typed_sessions::Loaded::Active(_)
+        assert_eq!(
+            slow.status, 200,
+            "{path}: last write wins answers the slow write"
         );
+        let old_alive = matches!(peek(&store, &key).await, Loaded::Active(_));
         let replay = send(&app, get_with_cookie("/read", &cookie)).await;
         if old_alive || replay.body != "0 new=true" || !slow.set_cookies().is_empty() {
             resurrections += 1;
+        }
+        if path == "/login" {
+            // The slow write followed the session to its new key rather than being lost (under
+            // last write wins its copy replaces what the login wrote).
+            let new = winner.issued_id().expect("the login's cookie");
+            match peek(&store, &default_key(&store, &new)).await {
+                Loaded::Active(record) => assert_eq!(
+                    record.data.count, 1001,
+                    "the slow write landed in the moved session"
+                ),
+                other => panic!("the moved session is gone: {other:?}"),
+            }
         }
     }
     resurrections
@@ -202,78 +242,54 @@ impl<S> Counting<S> {
 }
 
 impl<S: Store<Counter>> Store<Counter> for Counting<S> {
-    fn hashes_ids_at_rest(&self) -> bool {
-        self.inner.hashes_ids_at_rest()
+    async fn load(
+        &self,
+        key: &SessionKey,
+        options: LoadOptions,
+    ) -> Result<Loaded<Counter>, StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load(key, options).await
     }
     async fn create(&self, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
         self.inner.create(r).await
     }
-    async fn load(&self, id: &SessionId) -> Result<Loaded<Counter>, StoreError> {
-        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.load(id).await
-    }
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        idle: Duration,
-    ) -> Result<Loaded<Counter>, StoreError> {
-        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.load_and_touch(id, idle).await
-    }
-    async fn touch(
-        &self,
-        id: &SessionId,
-        at: time::OffsetDateTime,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.inner.touch(id, at).await
-    }
-    async fn save(&self, r: &Record<Counter>) -> Result<WriteOutcome, StoreError> {
-        self.inner.save(r).await
-    }
-    async fn save_if_revision(
-        &self,
-        r: &Record<Counter>,
-        expected: u64,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.inner.save_if_revision(r, expected).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
-        self.inner.delete(id).await
+    async fn save(&self, r: &Record<Counter>, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        self.inner.save(r, expect).await
     }
     async fn regenerate(
         &self,
-        old: &SessionId,
+        old: &SessionKey,
         r: &Record<Counter>,
+        expect: Expect,
+        forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
-        self.inner.regenerate(old, r).await
+        self.inner.regenerate(old, r, expect, forward).await
     }
-    async fn regenerate_with_grace(
-        &self,
-        old: &SessionId,
-        r: &Record<Counter>,
-        grace: Duration,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.inner.regenerate_with_grace(old, r, grace).await
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        self.inner.delete(key, expect).await
     }
-    async fn moved_to(&self, id: &SessionId) -> Result<Option<SessionId>, StoreError> {
-        self.inner.moved_to(id).await
+    fn contents_stay_in_process(&self) -> bool {
+        self.inner.contents_stay_in_process()
     }
     async fn count(&self) -> Result<usize, StoreError> {
         self.inner.count().await
     }
+    fn supports_owner_index(&self) -> bool {
+        self.inner.supports_owner_index()
+    }
     async fn index_owner(
         &self,
         owner: &str,
-        id: &SessionId,
-        until: time::OffsetDateTime,
+        key: &SessionKey,
+        until: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.inner.index_owner(owner, id, until).await
+        self.inner.index_owner(owner, key, until).await
     }
-    async fn unindex_owner(&self, owner: &str, id: &SessionId) -> Result<(), StoreError> {
-        self.inner.unindex_owner(owner, id).await
+    async fn unindex_owner(&self, owner: &str, key: &SessionKey) -> Result<(), StoreError> {
+        self.inner.unindex_owner(owner, key).await
     }
-    async fn owner_ids(&self, owner: &str) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.owner_ids(owner).await
+    async fn owner_keys(&self, owner: &str) -> Result<Vec<SessionKey>, StoreError> {
+        self.inner.owner_keys(owner).await
     }
 }
 
@@ -344,7 +360,11 @@ pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) 
     for attempt in &attempts {
         let reply = read(&old_app, attempt.clone()).await;
         assert_eq!(reply.body, "0 new=true", "{attempt}");
-        assert!(reply.set_cookies().is_empty());
+        assert!(
+            reply.is_removal("id"),
+            "{attempt}: the forged cookie is cleared: {:?}",
+            reply.set_cookies()
+        );
     }
     assert_eq!(
         store.loads(),
@@ -379,7 +399,9 @@ pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) 
     );
     // Once key 1 is retired, its cookies stop working; the re-issued one keeps working.
     let retired_app = signed_by(vec![key(2)]);
-    assert_eq!(read(&retired_app, signed).await.body, "0 new=true");
+    let reply = read(&retired_app, signed).await;
+    assert_eq!(reply.body, "0 new=true");
+    assert!(reply.is_removal("id"), "a retired key's cookie is cleared");
     assert_eq!(read(&retired_app, reissued).await.body, "1 new=false");
     attempts.len()
 }
@@ -403,11 +425,14 @@ pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
         client.get("/incr").await;
         let raw = client.id().expect("cookie id");
         assert!(
-            matches!(store.load(&raw).await.unwrap(), Loaded::Missing),
+            matches!(
+                peek(&store, &SessionKey::plain(&raw)).await,
+                Loaded::Missing
+            ),
             "{label}: nothing is stored under the cookie's ID"
         );
-        let digest = raw.hashed_at_rest();
-        let stored = match store.load(&digest).await.unwrap() {
+        let digest = SessionKey::hashed(&raw);
+        let stored = match peek(&store, &digest).await {
             Loaded::Active(record) => Some(record),
             _ => None,
         };
@@ -415,8 +440,9 @@ pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
             "hash" => {
                 let record = stored.expect("stored under the SHA-256 digest");
                 assert_eq!(record.data.count, 2);
-                assert_ne!(record.id, raw);
-                let json = serde_json::to_string(&record).unwrap();
+                assert_eq!(record.key, digest);
+                assert_ne!(record.key.as_str(), raw.expose_secret());
+                let json = String::from_utf8(record.encode().unwrap()).unwrap();
                 assert!(
                     !json.contains(raw.expose_secret()),
                     "the record does not hold the cookie"
@@ -424,10 +450,11 @@ pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
                 // The store key sent back as a cookie is not a session.
                 let replay = send(
                     &app,
-                    get_with_cookie("/read", &format!("id={}", digest.expose_secret())),
+                    get_with_cookie("/read", &format!("id={}", digest.as_str())),
                 )
                 .await;
                 assert_eq!(replay.body, "0 new=true", "{label}");
+                assert!(replay.is_removal("id"), "{label}");
             }
             _ => assert!(
                 stored.is_none(),
@@ -439,20 +466,24 @@ pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
     }
 }
 
-/// Regenerate grace window: within it, a request with the old cookie is served the new session
-/// (and never gets a cookie); after it, the old cookie is rejected with a `rejected` event.
+/// Regenerate grace window: within it, a request with the old cookie reads the new session
+/// read-only (no flash, no cookie; a write is refused with 409; a logout ends the session); after
+/// it, the old cookie is rejected as `Regenerated`, its writes are refused, and a logout through
+/// it still ends the moved session.
 pub async fn regenerate_grace_window<St: Store<Counter> + Clone>(store: St) {
     let rejected = Arc::new(Mutex::new(Vec::new()));
-    let sink = rejected.clone();
-    let grace = Duration::from_millis(800);
-    let app = crate::support::routes().layer(
-        SessionLayer::from_config(
-            store,
-            SessionConfig::new()
-                .with_regenerate_grace(grace)
-                .on_rejected(move |reason, _| sink.lock().unwrap().push(reason)),
-        )
-        .unwrap(),
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let (rejected_sink, deleted_sink) = (rejected.clone(), deleted.clone());
+    let grace = Duration::from_millis(1000);
+    let app = racing_app(
+        store.clone(),
+        SessionConfig::new()
+            .with_regenerate_grace(grace)
+            .on_rejected(move |reason, _| rejected_sink.lock().unwrap().push(reason))
+            .on_deleted(move |key, data: &Counter| {
+                deleted_sink.lock().unwrap().push((*key, data.count))
+            }),
+        Gate::default(),
     );
     let mut client = Client::new(app.clone());
     client.get("/incr").await;
@@ -461,32 +492,78 @@ pub async fn regenerate_grace_window<St: Store<Counter> + Clone>(store: St) {
     client.get("/login").await;
     let new_id = client.id().unwrap();
     assert_ne!(format!("id={}", new_id.expose_secret()), old_cookie);
+    let new_key = default_key(&store, &new_id);
 
-    // Inside the window: the in-flight request with the old cookie sees (and writes) the new
-    // session, and gets no cookie that could overwrite the new one.
+    // Inside the window: the request with the old cookie reads the new session, read-only, and
+    // gets no cookie that could overwrite the new one.
     let reply = send(&app, get_with_cookie("/read", &old_cookie)).await;
     assert_eq!(reply.body, "1 new=false");
     assert!(reply.set_cookies().is_empty());
-    let reply = send(&app, get_with_cookie("/incr", &old_cookie)).await;
-    assert_eq!(reply.body, "2");
-    assert!(reply.set_cookies().is_empty());
+    let reply = send(&app, get_with_cookie("/read-only", &old_cookie)).await;
+    assert_eq!(reply.body, "true");
+    assert_eq!(client.get("/read-only").await.body, "false");
+    // A write through the old cookie is refused, so the client retries with its new cookie.
+    for path in ["/incr", "/flash?msg=old", "/login"] {
+        let reply = send(&app, get_with_cookie(path, &old_cookie)).await;
+        assert_eq!(reply.status, 409, "{path}");
+        assert!(reply.set_cookies().is_empty(), "{path}");
+    }
+    // The flash belongs to the request with the new cookie.
+    client.get("/flash?msg=for-new").await;
+    let reply = send(&app, get_with_cookie("/show", &old_cookie)).await;
+    assert_eq!(reply.body, "-", "an old-cookie request sees no flash");
+    assert_eq!(client.get("/show").await.body, "for-new");
     assert!(
         started.elapsed() < grace,
-        "the checks above ran inside the window"
+        "the checks above ran inside the window ({:?})",
+        started.elapsed()
     );
     assert_eq!(
         client.get("/read").await.body,
-        "2 new=false",
-        "the write landed in the new session"
+        "1 new=false",
+        "no write through the old cookie landed"
+    );
+    assert_eq!(
+        client.id(),
+        Some(new_id),
+        "the new cookie was never replaced"
     );
     assert!(rejected.lock().unwrap().is_empty());
 
-    // After the window: the old cookie is rejected.
-    tokio::time::sleep(grace + Duration::from_millis(300)).await;
+    // After the window: the old cookie is rejected, sees an empty session and may not write.
+    tokio::time::sleep(grace.saturating_sub(started.elapsed()) + Duration::from_millis(300)).await;
     let reply = send(&app, get_with_cookie("/read", &old_cookie)).await;
     assert_eq!(reply.body, "0 new=true");
-    assert_eq!(*rejected.lock().unwrap(), [RejectReason::Unknown]);
-    assert_eq!(client.get("/read").await.body, "2 new=false");
+    assert!(
+        reply.set_cookies().is_empty(),
+        "the old cookie is not cleared: the response could overtake the login's"
+    );
+    assert_eq!(*rejected.lock().unwrap(), [RejectReason::Regenerated]);
+    let reply = send(&app, get_with_cookie("/incr", &old_cookie)).await;
+    assert_eq!(reply.status, 409);
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(client.get("/read").await.body, "1 new=false");
+
+    // A logout through the old cookie still ends the session where it moved.
+    assert!(deleted.lock().unwrap().is_empty());
+    let reply = send(&app, get_with_cookie("/logout", &old_cookie)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(*deleted.lock().unwrap(), [(new_key, 1)]);
+    assert!(matches!(peek(&store, &new_key).await, Loaded::Missing));
+    assert_eq!(client.get("/read").await.body, "0 new=true");
+
+    // And within the window, a logout with the old cookie ends the new session too.
+    deleted.lock().unwrap().clear();
+    let mut other = Client::new(app.clone());
+    other.get("/incr").await;
+    other.get("/incr").await;
+    let old_cookie = format!("id={}", other.id().unwrap().expose_secret());
+    other.get("/login").await;
+    let moved = default_key(&store, &other.id().unwrap());
+    let reply = send(&app, get_with_cookie("/logout", &old_cookie)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(*deleted.lock().unwrap(), [(moved, 2)]);
+    assert_eq!(other.get("/read").await.body, "0 new=true");
 }
 
 /// The record size limit: a session that outgrows it is refused with the error response and a
