@@ -13,111 +13,147 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_EXPIRED_RETENTION: Duration = Duration::from_secs(60 * 60);
 const SCAN_BATCH: usize = 1000;
 
-// Every session key is a hash: `r` the record without its flash (`Record::encode_without_flash`),
-// `f` the pending flash (absent when none), `v` the revision, `e` the effective expiry and `d` the
-// deadline (Unix ms). A regenerated session's old key holds a forwarding pointer instead: `p` the
-// new key, `g` the end of the grace window (0: none), `u` the pointer's end. A live key's TTL is
-// `e` plus the expired-record retention, so an expired session is still told from an unknown one
-// for that long; the truth is `e`, which every script checks. Each script touches one key (slot),
-// so all of them run on Redis Cluster; ARGV[1] is always the layer's clock.
+// Every session key holds one string: a fixed-width text header, then the record's JSON without
+// its flash (`Record::encode_without_flash`), then the pending flash's JSON, if any:
+//
+//   S | revision (20 digits) | effective expiry ms (15) | deadline ms (15) |
+//     record length (10) | flash pending (1: 0 or 1) | record JSON | flash JSON
+//
+// A regenerated session's old key holds a forwarding pointer instead:
+//
+//   P | new key (43) | end of the grace window ms (15, 0: none) | end of the pointer ms (15)
+//
+// Scripts read the header without decoding JSON and change a field in place with SETRANGE, so a
+// sliding read or a taken flash costs no copy of the record. A live key's TTL is its expiry plus
+// the expired-record retention, so an expired session is still told from an unknown one for that
+// long; the truth is the expiry in the header, which every script checks. Each script touches
+// one key (slot) except REGENERATE, which Cluster replaces by CREATE and RETIRE; ARGV[1] is
+// always the layer's clock.
 
-/// Loads a session. ARGV: now, idle ms (0: no slide), take flash (1/0: remove it in the same
-/// step), retention ms. Returns nil (missing), {1, r, v, e, f|nil} (live), {2, p, g, u}
-/// (pointer), {3, r, v, e} (expired: the key is deleted).
+/// The header helpers every script starts with.
+const PRELUDE: &str = r#"
+local H = 62
+local function field(v, from, to) return tonumber(string.sub(v, from, to)) end
+local function pad(n, width) return string.format('%0' .. width .. '.0f', n) end
+local function header(rev, e, d, rlen, flash)
+  return 'S' .. pad(rev, 20) .. pad(e, 15) .. pad(d, 15) .. pad(rlen, 10) .. flash
+end
+local function session(rev, e, d, record, flash)
+  local pending = '0'
+  if flash ~= '' then pending = '1' end
+  return header(rev, e, d, #record, pending) .. record .. flash
+end
+-- The state of a key for a write: `state` is nil for a live session at the expected revision
+-- (ARGV[2], '' for any), else the reply to give: {0} missing or expired, {2, key} moved,
+-- {3} conflict, {9} not a session record.
+local function check(key, now, expected)
+  local v = redis.call('GET', key)
+  if not v then return {0}, nil end
+  local kind = string.sub(v, 1, 1)
+  if kind == 'P' then return {2, string.sub(v, 2, 44)}, v end
+  if kind ~= 'S' or #v < H then return {9}, v end
+  if field(v, 22, 36) <= now then return {0}, v end
+  if expected ~= '' and tonumber(expected) ~= field(v, 2, 21) then return {3}, v end
+  return nil, v
+end
+"#;
+
+/// Loads a session. ARGV: now, idle ms (0: no slide), take flash (1/0: clear it in the same
+/// step), retention ms. Returns nil (missing), {1, record, revision, expiry, flash|nil} (live),
+/// {2, key, grace end, pointer end} (pointer), {3, record, revision, expiry} (expired: the key
+/// is deleted), {9} (not a session record).
 const LOAD: &str = r#"
-local h = redis.call('HMGET', KEYS[1], 'r', 'f', 'v', 'e', 'd', 'p', 'g', 'u')
-if h[6] then return {2, h[6], h[7], h[8]} end
-if not h[1] then return false end
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local kind = string.sub(v, 1, 1)
+if kind == 'P' then return {2, string.sub(v, 2, 44), string.sub(v, 45, 59), string.sub(v, 60, 74)} end
+if kind ~= 'S' or #v < H then return {9} end
 local now = tonumber(ARGV[1])
-local e = tonumber(h[4])
+local e = field(v, 22, 36)
+local rlen = field(v, 52, 61)
+local record = string.sub(v, H + 1, H + rlen)
+local rev = string.sub(v, 2, 21)
 if e <= now then
   redis.call('DEL', KEYS[1])
-  return {3, h[1], h[3], e}
+  return {3, record, rev, e}
 end
 local idle = tonumber(ARGV[2])
 if idle > 0 then
-  local slid = math.min(now + idle, tonumber(h[5]))
+  local slid = math.min(now + idle, field(v, 37, 51))
   if slid > e then
     e = slid
-    redis.call('HSET', KEYS[1], 'e', e)
+    redis.call('SETRANGE', KEYS[1], 21, pad(e, 15))
     redis.call('PEXPIREAT', KEYS[1], e + tonumber(ARGV[4]))
   end
 end
-if ARGV[3] == '1' and h[2] then redis.call('HDEL', KEYS[1], 'f') end
-return {1, h[1], h[3], e, h[2]}
+local flash = false
+if string.sub(v, 62, 62) == '1' then
+  flash = string.sub(v, H + rlen + 1)
+  if ARGV[3] == '1' then redis.call('SETRANGE', KEYS[1], 61, '0') end
+end
+return {1, record, rev, e, flash}
 "#;
 
-/// Creates a session unless anything is under the key. ARGV: now, r, f ('' none), v, e, d,
-/// retention ms. Returns 1 done, 0 collision.
+/// Creates a session unless anything is under the key. ARGV: now, record, flash ('' none),
+/// revision, expiry, deadline, retention ms. Returns 1 done, 0 collision.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[4], 'e', ARGV[5], 'd', ARGV[6])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[3]) end
-redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[5]) + tonumber(ARGV[7]))
+local e = tonumber(ARGV[5])
+redis.call('SET', KEYS[1], session(tonumber(ARGV[4]), e, tonumber(ARGV[6]), ARGV[2], ARGV[3]), 'PXAT', e + tonumber(ARGV[7]))
 return 1
 "#;
 
-/// Checks that KEYS[1] holds a live session at the expected revision: sets `state` to
-/// {outcome} (0 missing, 2 moved with the target, 3 conflict) or nil, and `h` to v, e.
-/// ARGV[1] now, ARGV[2] expected revision ('' any).
-const CHECK: &str = r#"
-local h = redis.call('HMGET', KEYS[1], 'v', 'e', 'p')
-local state = nil
-if h[3] then state = {2, h[3]}
-elseif not h[1] or tonumber(h[2]) <= tonumber(ARGV[1]) then state = {0}
-elseif ARGV[2] ~= '' and ARGV[2] ~= h[1] then state = {3} end
-"#;
-
-/// Replaces a live session. ARGV: now, expected revision, r, f ('' none), e, retention ms.
-/// Returns {1} done, {0} missing, {2, p} moved, {3} conflict.
+/// Replaces a live session. ARGV: now, expected revision, record, flash ('' none), expiry,
+/// retention ms. The expiry never moves back; the deadline stays. Returns {1} done, {0}
+/// missing, {2, key} moved, {3} conflict, {9} not a session.
 const SAVE: &str = r#"
+local state, v = check(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 if state then return state end
-local e = math.max(tonumber(h[2]), tonumber(ARGV[5]))
-redis.call('HSET', KEYS[1], 'r', ARGV[3], 'v', tonumber(h[1]) + 1, 'e', e)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[4]) else redis.call('HDEL', KEYS[1], 'f') end
-redis.call('PEXPIREAT', KEYS[1], e + tonumber(ARGV[6]))
+local e = math.max(field(v, 22, 36), tonumber(ARGV[5]))
+redis.call('SET', KEYS[1], session(field(v, 2, 21) + 1, e, field(v, 37, 51), ARGV[3], ARGV[4]), 'PXAT', e + tonumber(ARGV[6]))
 return {1}
 "#;
 
 /// Deletes a live session. ARGV: now, expected revision. Returns {1} done, {0} missing (an
-/// expired record is removed too), {2, p} moved, {3} conflict.
+/// expired record, or a value that is not a session record, is removed too), {2, key} moved,
+/// {3} conflict.
 const DELETE: &str = r#"
-if state and state[1] ~= 0 then return state end
-local existed = redis.call('DEL', KEYS[1])
+local state, v = check(KEYS[1], tonumber(ARGV[1]), ARGV[2])
+if state and (state[1] == 2 or state[1] == 3) then return state end
+if v then redis.call('DEL', KEYS[1]) end
 if state then return {0} end
-return {existed}
+return {1}
 "#;
 
-/// Moves a session in one step (one server). KEYS: old, new. ARGV: now, expected revision, r,
-/// f ('' none), e, d, retention ms, new key text, grace end ms (0 none), pointer end ms.
-/// Returns {1} done, {0} missing, {2, p} moved, {3} conflict, {4} collision.
+/// Moves a session in one step (one server). KEYS: old, new. ARGV: now, expected revision,
+/// record, flash ('' none), expiry, deadline, retention ms, new key, grace end ms (0 none),
+/// pointer end ms. Returns {1} done, {0} missing, {2, key} moved, {3} conflict,
+/// {4} collision, {9} not a session.
 const REGENERATE: &str = r#"
+local state, v = check(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 if state then return state end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {4} end
-redis.call('HSET', KEYS[2], 'r', ARGV[3], 'v', tonumber(h[1]) + 1, 'e', ARGV[5], 'd', ARGV[6])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'f', ARGV[4]) end
-redis.call('PEXPIREAT', KEYS[2], tonumber(ARGV[5]) + tonumber(ARGV[7]))
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'p', ARGV[8], 'g', ARGV[9], 'u', ARGV[10])
-redis.call('PEXPIREAT', KEYS[1], ARGV[10])
+local e = tonumber(ARGV[5])
+redis.call('SET', KEYS[2], session(field(v, 2, 21) + 1, e, tonumber(ARGV[6]), ARGV[3], ARGV[4]), 'PXAT', e + tonumber(ARGV[7]))
+redis.call('SET', KEYS[1], 'P' .. ARGV[8] .. pad(tonumber(ARGV[9]), 15) .. pad(tonumber(ARGV[10]), 15), 'PXAT', ARGV[10])
 return {1}
 "#;
 
 /// The second step of a regenerate on a Cluster, where the new key was created first: turns the
 /// old key into the pointer if it is still live at the expected revision. ARGV: now, expected
-/// revision, new key text, grace end ms, pointer end ms. Returns {1, old revision} done, else as
-/// CHECK.
+/// revision, new key, grace end ms, pointer end ms. Returns {1, old revision} done, else as
+/// `check`.
 const RETIRE: &str = r#"
+local state, v = check(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 if state then return state end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'p', ARGV[3], 'g', ARGV[4], 'u', ARGV[5])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-return {1, tonumber(h[1])}
+redis.call('SET', KEYS[1], 'P' .. ARGV[3] .. pad(tonumber(ARGV[4]), 15) .. pad(tonumber(ARGV[5]), 15), 'PXAT', ARGV[5])
+return {1, field(v, 2, 21)}
 "#;
 
 /// Sets the revision of a key that still holds a live session. ARGV: revision.
 const SET_REVISION: &str = r#"
-if redis.call('HEXISTS', KEYS[1], 'r') == 1 then redis.call('HSET', KEYS[1], 'v', ARGV[1]) end
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'S' then redis.call('SETRANGE', KEYS[1], 1, pad(tonumber(ARGV[1]), 20)) end
 return 1
 "#;
 
@@ -130,8 +166,9 @@ if expires < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) en
 return 1
 "#;
 
-/// Sessions in Redis: one hash per session under `prefix + key` (the key is by default a
-/// digest of the cookie's ID, never the cookie itself), with a TTL of the session's expiry plus
+/// Sessions in Redis: one string per session under `prefix + key` (the key is by default a
+/// digest of the cookie's ID, never the cookie itself): a fixed-width header (revision, expiry,
+/// deadline), the record's JSON and the pending flash, with a TTL of the session's expiry plus
 /// a retention during which an expired session is still reported expired.
 ///
 /// # Commands per operation
@@ -143,7 +180,7 @@ return 1
 /// | create, save, delete | 1 |
 /// | regenerate, one server | 1 (both keys in one script) |
 /// | regenerate, Cluster | 2: create the new key, then turn the old one into a pointer (undone if that fails) |
-/// | count | `SCAN MATCH prefix*` and one `HMGET` per key, pipelined per batch (on every primary of a Cluster) |
+/// | count | `SCAN MATCH prefix*` and one `GETRANGE` of the header per key (on every primary of a Cluster) |
 ///
 /// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
 /// connection reconnects by itself after an outage. Needs Redis 7.0 or newer.
@@ -193,15 +230,16 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let checked = |body: &str| std::sync::Arc::new(Script::new(&format!("{CHECK}{body}")));
+        let with_prelude =
+            |body: &str| std::sync::Arc::new(Script::new(&format!("{PRELUDE}{body}")));
         Self {
-            load: std::sync::Arc::new(Script::new(LOAD)),
-            create: std::sync::Arc::new(Script::new(CREATE)),
-            save: checked(SAVE),
-            delete: checked(DELETE),
-            regenerate: checked(REGENERATE),
-            retire: checked(RETIRE),
-            set_revision: std::sync::Arc::new(Script::new(SET_REVISION)),
+            load: with_prelude(LOAD),
+            create: with_prelude(CREATE),
+            save: with_prelude(SAVE),
+            delete: with_prelude(DELETE),
+            regenerate: with_prelude(REGENERATE),
+            retire: with_prelude(RETIRE),
+            set_revision: with_prelude(SET_REVISION),
             index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
         }
     }
@@ -270,7 +308,7 @@ fn key_of(value: Option<&Value>) -> Result<SessionKey, StoreError> {
 }
 
 /// A write script's reply: {1, ...} done, {0} missing, {2, key} moved, {3} conflict,
-/// {4} collision.
+/// {4} collision, {9} not a session record.
 fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
     Ok(match int(reply.first())? {
         1 => WriteOutcome::Done,
@@ -278,8 +316,14 @@ fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
         2 => WriteOutcome::Moved(key_of(reply.get(1))?),
         3 => WriteOutcome::Conflict,
         4 => WriteOutcome::Collision,
+        9 => return Err(foreign()),
         _ => return Err(malformed("unknown outcome")),
     })
+}
+
+/// A value under a session key that is not a session record (another program's data).
+fn foreign() -> StoreError {
+    StoreError::Decode("the value under a session key is not a session record".into())
 }
 
 impl<T> Clone for RedisStore<T> {
@@ -518,7 +562,7 @@ impl<T: Session> RedisStore<T> {
     }
 
     /// Counts the live sessions among `keys` (skipping owner index keys, pointers and expired
-    /// records), with one pipelined `HMGET` per key.
+    /// records), reading each key's header with `GETRANGE`.
     async fn live_among(&self, keys: Vec<String>) -> Result<usize, StoreError> {
         let keys: Vec<String> = keys
             .into_iter()
@@ -531,10 +575,14 @@ impl<T: Session> RedisStore<T> {
         let now = millis(OffsetDateTime::now_utc());
         let mut live = 0;
         for key in keys {
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(&key).arg("e").arg("p");
-            let (expiry, pointer): (Option<i64>, Option<Vec<u8>>) = self.query(cmd).await?;
-            if pointer.is_none() && expiry.is_some_and(|e| e > now) {
+            let mut cmd = redis::cmd("GETRANGE");
+            cmd.arg(&key).arg(0).arg(35);
+            let header: Vec<u8> = self.query(cmd).await?;
+            let expiry = header
+                .get(21..36)
+                .and_then(|digits| std::str::from_utf8(digits).ok())
+                .and_then(|digits| digits.parse::<i64>().ok());
+            if header.first() == Some(&b'S') && expiry.is_some_and(|e| e > now) {
                 live += 1;
             }
         }
@@ -631,6 +679,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 )))
             }
             3 => Ok(Loaded::Expired(record(&reply)?)),
+            9 => Err(foreign()),
             _ => Err(malformed("load outcome")),
         }
     }
