@@ -18,8 +18,8 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower_typed_sessions::{
-    Session, SessionConfig, SessionHandle, SessionId, SessionLayer, SessionManager, SessionTag,
-    Store,
+    Session, SessionConfig, SessionHandle, SessionId, SessionKey, SessionLayer, SessionManager,
+    SessionTag, Store,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -112,10 +112,10 @@ pub fn app<St: Store<Account> + Clone>(layer: SessionLayer<Account, St>) -> Rout
             get(
                 |s: SessionHandle<Account>,
                  Extension(m): Extension<SessionManager<Account, St>>| async move {
-                    let (Some(user), Some(id)) = (s.read(|a| a.user.clone()), s.id()) else {
+                    let (Some(user), Some(key)) = (s.read(|a| a.user.clone()), s.id()) else {
                         return "no".to_string();
                     };
-                    m.revoke_others(&user, &id)
+                    m.revoke_others(&user, &key)
                         .await
                         .expect("revoke others")
                         .to_string()
@@ -165,7 +165,7 @@ impl Device {
         self.cookie.as_deref().and_then(SessionId::parse)
     }
 
-    /// This device's session tag, as the server sees it (the tag of the ID the store keeps,
+    /// This device's session tag, as the server sees it (the tag of the key the store keeps,
     /// which is a digest of the cookie's ID when IDs are hashed at rest).
     pub async fn tag(&mut self) -> SessionTag {
         SessionTag::parse(&self.get("/tag").await).expect("a session tag")
@@ -210,10 +210,10 @@ impl Device {
     }
 }
 
-/// Runs the whole flow against a layer built on `store`; `deleted` receives the IDs the layer's
+/// Runs the whole flow against a layer built on `store`; `deleted` receives the keys the layer's
 /// `deleted` callback saw.
 pub async fn owner_index_flow<St: Store<Account> + Clone>(store: St) {
-    let deleted: Arc<Mutex<Vec<SessionId>>> = Arc::default();
+    let deleted: Arc<Mutex<Vec<SessionKey>>> = Arc::default();
     let sink = deleted.clone();
     let config = SessionConfig::new()
         .with_idle_timeout(Duration::from_millis(1500))
@@ -265,11 +265,15 @@ pub async fn owner_index_flow<St: Store<Account> + Clone>(store: St) {
     assert_eq!(laptop.get("/whoami").await, "alice");
     assert_eq!(phone.get("/whoami").await, "anonymous");
     assert!(
+        phone.cookie.is_none(),
+        "the revoked session's cookie is cleared"
+    );
+    assert!(
         deleted
             .lock()
             .unwrap()
             .iter()
-            .any(|id| id.tag() == revoked_tag),
+            .any(|key| key.tag() == revoked_tag),
         "deleted fired for the revoked session"
     );
     assert_eq!(laptop.devices().await.len(), 1);
@@ -321,7 +325,7 @@ pub async fn owner_index_flow<St: Store<Account> + Clone>(store: St) {
     assert_eq!(laptop.get("/whoami").await, "anonymous");
     assert_eq!(other.get("/whoami").await, "anonymous");
     assert!(
-        store.owner_ids("bob").await.unwrap().is_empty(),
+        store.owner_keys("bob").await.unwrap().is_empty(),
         "index emptied"
     );
 }
