@@ -1,6 +1,7 @@
 //! Property tests over the Cookie header and ID decoding, through the public API: whatever a
-//! client sends, the layer answers, never panics, and asks the store nothing unless a well-formed
-//! (and, when signing, correctly signed) session cookie is present.
+//! client sends, the layer answers, never panics, asks the store nothing unless a well-formed
+//! (and, when signing, correctly signed) session cookie is present, and clears a session cookie
+//! that names no session with exactly one removal cookie.
 
 mod support;
 
@@ -96,6 +97,17 @@ fn cookie_header() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Whether any cookie is named exactly `id` (after trimming whitespace), whatever its value:
+/// such a request carries a session cookie, and since none of these name a live session, the
+/// layer must clear it.
+fn has_session_cookie(header: &[u8]) -> bool {
+    header.split(|b| *b == b';').any(|pair| {
+        pair.iter()
+            .position(|b| *b == b'=')
+            .is_some_and(|eq| pair[..eq].trim_ascii() == b"id")
+    })
+}
+
 /// Whether any cookie named exactly `id` holds a well-formed ID (the only case that may reach
 /// the store).
 fn has_well_formed_id(header: &[u8]) -> bool {
@@ -134,7 +146,21 @@ fn check(
         reply.body, "0 new=true",
         "no forged or random cookie is adopted"
     );
-    assert!(reply.set_cookies().is_empty());
+    if has_session_cookie(header) {
+        assert!(
+            reply.is_removal("id"),
+            "stale session cookie not cleared: {:?} on {:?}",
+            reply.set_cookies(),
+            String::from_utf8_lossy(header)
+        );
+    } else {
+        assert!(
+            reply.set_cookies().is_empty(),
+            "{:?} on {:?}",
+            reply.set_cookies(),
+            String::from_utf8_lossy(header)
+        );
+    }
     let calls = store.take_calls();
     if signed || !has_well_formed_id(header) {
         assert!(
@@ -186,7 +212,9 @@ fn huge_and_crowded_headers_and_duplicates() {
         .header(header::COOKIE, [0xffu8, 0xfe].as_slice())
         .body(Body::empty())
         .unwrap();
-    assert_eq!(rt.block_on(send(&app, request)).body, "0 new=true");
+    let reply = rt.block_on(send(&app, request));
+    assert_eq!(reply.body, "0 new=true");
+    assert!(reply.is_removal("id"), "{:?}", reply.set_cookies());
 
     // Duplicates: the first well-formed one wins (documented rule), after a real session exists.
     let mut client = Client::new(app.clone());
