@@ -11,13 +11,14 @@
 //! | `loaded` | a request's cookie loaded a live session |
 //! | `client` | a response set the session cookie |
 //! | `regenerated` | the session moved to a new ID (`old`, `new`) |
-//! | `deleted` | the session was deleted (logout, or a flash-only session used up) |
+//! | `deleted` | a logout ended a live session |
 //! | `expired` | a request presented a session past its idle timeout or lifetime |
-//! | `rejected` | a cookie was not used (`malformed`, `unknown` ID, `undecodable` record) |
+//! | `rejected` | a cookie was not used (`malformed`, `unknown` ID, `regenerated` away, `undecodable` record) |
 //! | `error` | the store failed; the client got the error response |
 //!
-//! IDs are logged as their fingerprint (`sid:` and 8 hex digits, the `Display` of [`SessionId`]),
-//! never as the cookie value: a log line must not be enough to hijack a session.
+//! Sessions are logged by the fingerprint of their store key (`sid:` and 8 hex digits, the
+//! `Display` of [`SessionKey`]), never by the cookie value: a log line must not be enough to
+//! hijack a session.
 //!
 //! Run it (set `PORT` to use another port than 3000):
 //!
@@ -32,7 +33,7 @@
 //! curl -c jar -b jar http://localhost:3000/               # loaded
 //! cp jar old-jar
 //! curl -c jar -b jar 'http://localhost:3000/login?name=alice'   # loaded, regenerated, client
-//! curl -b old-jar http://localhost:3000/                  # rejected (unknown: regenerated away)
+//! curl -b old-jar http://localhost:3000/                  # rejected (regenerated), then 409
 //! curl -b 'id=forged' http://localhost:3000/              # rejected (malformed), started, client
 //! curl -c jar -b jar http://localhost:3000/logout         # loaded, deleted
 //! ```
@@ -46,7 +47,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::{extract::Query, http::StatusCode, routing::get, Router};
 use serde::{Deserialize, Serialize};
 use tower_typed_sessions::{
-    MemoryStore, Session, SessionConfig, SessionHandle, SessionId, SessionLayer,
+    MemoryStore, Session, SessionConfig, SessionHandle, SessionKey, SessionLayer,
 };
 
 /// What this app keeps per session.
@@ -91,7 +92,7 @@ enum Event {
     },
 }
 
-/// The session an event is about: its ID fingerprint and who it belongs to.
+/// The session an event is about: its key's fingerprint and who it belongs to.
 #[derive(Serialize)]
 struct Subject {
     id: String,
@@ -100,10 +101,10 @@ struct Subject {
 }
 
 impl Subject {
-    fn new(id: &SessionId, data: &Visit) -> Self {
+    fn new(key: &SessionKey, data: &Visit) -> Self {
         Self {
-            // `Display` prints the fingerprint, never the secret ID.
-            id: id.to_string(),
+            // `Display` prints the fingerprint, never the key itself.
+            id: key.to_string(),
             user: data.user.clone(),
             count: data.count,
         }
@@ -171,11 +172,11 @@ async fn main() {
         .with_absolute_lifetime(Duration::from_secs(8 * 60 * 60))
         // What a client sees when the store fails (it keeps its cookie: no Set-Cookie is sent).
         .with_error_response(StatusCode::SERVICE_UNAVAILABLE, "sessions unavailable\n")
-        .on_started(|id, data| audit(Event::Started(Subject::new(id, data))))
-        .on_loaded(|id, data| audit(Event::Loaded(Subject::new(id, data))))
-        .on_client(|id, data| audit(Event::Client(Subject::new(id, data))))
-        .on_deleted(|id, data| audit(Event::Deleted(Subject::new(id, data))))
-        .on_expired(|id, data| audit(Event::Expired(Subject::new(id, data))))
+        .on_started(|key, data| audit(Event::Started(Subject::new(key, data))))
+        .on_loaded(|key, data| audit(Event::Loaded(Subject::new(key, data))))
+        .on_client(|key, data| audit(Event::Client(Subject::new(key, data))))
+        .on_deleted(|key, data| audit(Event::Deleted(Subject::new(key, data))))
+        .on_expired(|key, data| audit(Event::Expired(Subject::new(key, data))))
         .on_regenerated(|old, new, data| {
             audit(Event::Regenerated {
                 old: old.to_string(),
@@ -183,10 +184,10 @@ async fn main() {
                 user: data.user.clone(),
             })
         })
-        .on_rejected(|reason, id| {
+        .on_rejected(|reason, key| {
             audit(Event::Rejected {
                 reason: reason.to_string(),
-                id: id.map(SessionId::fingerprint),
+                id: key.map(SessionKey::fingerprint),
             })
         })
         .on_error(|err| {

@@ -101,10 +101,11 @@ async fn logout_others(
     session: SessionHandle<Account>,
     Extension(manager): Extension<Manager>,
 ) -> String {
-    let (Some(user), Some(id)) = (session.read(|a| a.user.clone()), session.id()) else {
+    // The key the store keeps this session under (a `SessionKey`, never the cookie's secret).
+    let (Some(user), Some(key)) = (session.read(|a| a.user.clone()), session.id()) else {
         return "not signed in\n".into();
     };
-    match manager.revoke_others(&user, &id).await {
+    match manager.revoke_others(&user, &key).await {
         Ok(n) => format!("{n} other session(s) revoked\n"),
         Err(err) => format!("could not revoke: {err}\n"),
     }

@@ -13,7 +13,7 @@
 //! ```text
 //! curl -c jar -b jar http://localhost:3000/        # You have visited 1 time.
 //! curl -c jar -b jar http://localhost:3000/        # You have visited 2 times.
-//! redis-cli --scan --pattern 'session:*'           # one key per session
+//! redis-cli --scan --pattern 'session:*'           # one hash per session, keyed by a digest of the cookie
 //! curl -c jar -b jar http://localhost:3000/reset   # deletes the key
 //! ```
 
