@@ -1,6 +1,7 @@
-//! `RedisStore` on one Redis server that each test starts itself: the generic store contract, the
-//! round-trip budget per request (counted with MONITOR on the test's own server), outages,
-//! recovery, timeouts and foreign values under session keys.
+//! `RedisStore` on one Redis server that each test starts itself: the round-trip budget per
+//! request (counted with MONITOR on the test's own server), the stored layout, outages, recovery,
+//! timeouts, expired-record retention and foreign values under session keys. The store contract
+//! itself is checked by the conformance suite (tests/conformance_redis.rs).
 #![cfg(feature = "redis")]
 
 #[path = "support/hardening_suite.rs"]
@@ -9,8 +10,6 @@ mod hardening_suite;
 mod owner_suite;
 #[path = "support/redis_server.rs"]
 mod redis_server;
-#[path = "support/store_suite.rs"]
-mod store_suite;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use axum::http::StatusCode;
 use redis_server::RedisServer;
 use support::{get_with_cookie, send, Client, Counter, Event, Events};
 use tower_typed_sessions::{
-    RedisStore, RejectReason, SessionConfig, SessionId, SessionLayer, StoreError,
+    RedisStore, RejectReason, SessionConfig, SessionId, SessionKey, SessionLayer, StoreError,
 };
 
 async fn store_on(server: &RedisServer) -> RedisStore<Counter> {
@@ -28,17 +27,96 @@ async fn store_on(server: &RedisServer) -> RedisStore<Counter> {
         .expect("connect to the test's redis")
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let server = RedisServer::start();
-            store_suite::$name(&store_on(&server).await).await;
-        }
-    )*};
+/// The Redis key of the session whose cookie carries `id` (IDs are hashed at rest on Redis).
+fn redis_key(id: &SessionId) -> String {
+    format!("session:{}", SessionKey::hashed(id).as_str())
 }
 
-store_suite::contract_checks!(contract);
+/// The value of a bulk-string reply (`$n\r\nvalue\r\n`), or `None` for a nil reply.
+fn bulk(reply: &str) -> Option<String> {
+    if reply.starts_with("$-1") {
+        return None;
+    }
+    reply.split("\r\n").nth(1).map(str::to_owned)
+}
+
+/// The value of an integer reply (`:n\r\n`).
+fn integer(reply: &str) -> i64 {
+    reply
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not an integer reply: {reply:?}"))
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+// The layout of a session key's value (one string, see src/store/redis.rs):
+//   S | revision (20 digits) | expiry ms (15) | deadline ms (15) | record length (10) |
+//     flash pending (0/1) | record JSON | flash JSON
+// and of a regenerated session's old key:
+//   P | new key (43) | grace end ms (15, 0: none) | pointer end ms (15)
+
+/// A session as Redis holds it.
+#[derive(Debug)]
+struct StoredSession {
+    revision: u64,
+    expiry: i64,
+    deadline: i64,
+    record: String,
+    flash: Option<String>,
+}
+
+/// A forwarding pointer as Redis holds it.
+#[derive(Debug)]
+struct StoredPointer {
+    to: String,
+    grace_until: i64,
+    until: i64,
+}
+
+fn digits<N: std::str::FromStr>(value: &str, from: usize, len: usize) -> N {
+    value[from..from + len]
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number at {from}..{}: {value}", from + len))
+}
+
+/// The value under `key`, which must be a session.
+fn stored_session(server: &RedisServer, key: &str) -> StoredSession {
+    let value = bulk(&server.command(&["GET", key])).unwrap_or_else(|| panic!("nothing at {key}"));
+    assert!(value.starts_with('S'), "not a session: {value}");
+    let length: usize = digits(&value, 51, 10);
+    let record = value[62..62 + length].to_owned();
+    let flash = (&value[61..62] == "1").then(|| value[62 + length..].to_owned());
+    StoredSession {
+        revision: digits(&value, 1, 20),
+        expiry: digits(&value, 21, 15),
+        deadline: digits(&value, 36, 15),
+        record,
+        flash,
+    }
+}
+
+/// The value under `key`, which must be a forwarding pointer.
+fn stored_pointer(server: &RedisServer, key: &str) -> StoredPointer {
+    let value = bulk(&server.command(&["GET", key])).unwrap_or_else(|| panic!("nothing at {key}"));
+    assert!(value.starts_with('P'), "not a pointer: {value}");
+    StoredPointer {
+        to: value[1..44].to_owned(),
+        grace_until: digits(&value, 44, 15),
+        until: digits(&value, 59, 15),
+    }
+}
+
+/// A session value in the store's layout, for writing forged ones.
+fn session_value(revision: u64, expiry: i64, deadline: i64, record: &str) -> String {
+    format!(
+        "S{revision:020}{expiry:015}{deadline:015}{:010}0{record}",
+        record.len()
+    )
+}
 
 fn app(store: RedisStore<Counter>, events: &Events) -> axum::Router {
     support::routes()
@@ -101,53 +179,169 @@ async fn round_trips_per_request_stay_within_budget() {
         monitor.commands_since_last_call(),
         2,
     );
+    client.get("/flash?msg=hi").await;
+    measure("set a flash", monitor.commands_since_last_call(), 2);
+    assert_eq!(client.get("/show").await.body, "hi");
+    measure(
+        "read a page with a flash",
+        monitor.commands_since_last_call(),
+        1,
+    );
     client.get("/login").await;
     measure("regenerate (login)", monitor.commands_since_last_call(), 2);
     client.get("/logout").await;
     measure("delete (logout)", monitor.commands_since_last_call(), 2);
 
-    assert_eq!(table[1].1, ["SET"]);
+    let scripts = |n: usize| vec!["EVALSHA".to_owned(); n];
+    assert_eq!(table[1].1, scripts(1), "create in one script");
+    assert_eq!(table[2].1, scripts(1), "load and slide in one script");
+    assert_eq!(table[3].1, scripts(2), "load, then save");
+    assert_eq!(table[4].1, scripts(2));
     assert_eq!(
-        table[2].1,
-        ["GETEX"],
-        "load and slide in one native command"
+        table[5].1,
+        scripts(1),
+        "the load took the flash: nothing to write back"
     );
-    assert_eq!(table[3].1, ["GETEX", "SET"]);
-    assert_eq!(table[4].1, ["GETEX", "EVALSHA"]);
-    assert_eq!(table[5].1, ["GETEX", "DEL"]);
+    assert_eq!(table[6].1, scripts(2), "load, then both keys in one script");
+    assert_eq!(table[7].1, scripts(2), "load, then delete");
     assert_eq!(client.get("/read").await.body, "0 new=true", "logged out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn value_and_ttl_are_set_together_and_ttl_is_the_effective_expiry() {
+async fn a_session_is_one_value_whose_ttl_is_its_expiry_plus_the_retention() {
     let server = RedisServer::start();
     let config = SessionConfig::new()
         .with_idle_timeout(Duration::from_secs(600))
         .with_absolute_lifetime(Duration::from_secs(300));
+    for (retention, label) in [
+        (None, "default retention of 1 h"),
+        (Some(Duration::ZERO), "no retention"),
+    ] {
+        let mut store = store_on(&server).await;
+        if let Some(retention) = retention {
+            store = store.with_expired_retention(retention);
+        }
+        let app =
+            support::routes().layer(SessionLayer::from_config(store, config.clone()).unwrap());
+        let mut client = Client::new(app);
+        client.get("/incr").await;
+        // IDs are hashed at rest on Redis: the key holds a digest of the cookie's ID.
+        let key = redis_key(&client.id().unwrap());
+        let session = stored_session(&server, &key);
+        assert_eq!(
+            session.expiry, session.deadline,
+            "{label}: the 300 s deadline comes before the 600 s idle"
+        );
+        assert!(
+            (295_000..=300_000).contains(&(session.expiry - now_ms())),
+            "{label}: expiry in {} ms",
+            session.expiry - now_ms()
+        );
+        let ttl = integer(&server.command(&["PTTL", &key]));
+        let retention_ms = retention.map_or(3_600_000, |r| r.as_millis() as i64);
+        assert!(
+            (retention_ms + 295_000..=retention_ms + 300_000).contains(&ttl),
+            "{label}: TTL is the expiry plus the retention: {ttl}"
+        );
+        assert!(
+            session.record.contains("\"v\":2") && session.record.contains("\"count\":1"),
+            "{session:?}"
+        );
+        assert_eq!(
+            session.revision, 0,
+            "{label}: the revision of a new session"
+        );
+        assert_eq!(session.flash, None);
+        client.get("/flash?msg=hi").await;
+        let session = stored_session(&server, &key);
+        assert_eq!(session.revision, 1, "{label}: a save moves the revision on");
+        assert!(
+            session.flash.as_deref().is_some_and(|f| f.contains("hi")),
+            "{label}: the flash is kept after the record: {session:?}"
+        );
+        assert!(!session.record.contains("hi"), "{label}: {session:?}");
+        assert_eq!(client.get("/show").await.body, "hi");
+        let session = stored_session(&server, &key);
+        assert_eq!(session.flash, None, "{label}: the load took the flash");
+        assert_eq!(session.revision, 1, "{label}: without a write");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_expired_session_fires_expired_within_the_retention_and_is_removed() {
+    let server = RedisServer::start();
+    for (retention, expected) in [(None, "expired"), (Some(Duration::ZERO), "unknown")] {
+        let events = Events::default();
+        let mut store = store_on(&server).await;
+        if let Some(retention) = retention {
+            store = store.with_expired_retention(retention);
+        }
+        let config = events
+            .attach(SessionConfig::new())
+            .with_idle_timeout(Duration::from_millis(300));
+        let app = support::routes().layer(SessionLayer::from_config(store, config).unwrap());
+        let mut client = Client::new(app);
+        client.get("/incr").await;
+        let id = client.id().unwrap();
+        let key = SessionKey::hashed(&id);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        events.take();
+        let reply = client.get("/read").await;
+        assert_eq!(reply.body, "0 new=true", "{expected}");
+        assert!(
+            reply.is_removal("id"),
+            "{expected}: the stale cookie is cleared"
+        );
+        let seen = events.take();
+        match expected {
+            "expired" => assert_eq!(seen, [Event::Expired(key)]),
+            _ => assert_eq!(
+                seen,
+                [Event::Rejected(RejectReason::Unknown, Some(key))],
+                "without a retention Redis forgets the session at its expiry"
+            ),
+        }
+        assert_eq!(
+            server.command(&["EXISTS", &redis_key(&id)]),
+            ":0\r\n",
+            "{expected}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_leaves_a_forwarding_pointer_under_the_old_key() {
+    let server = RedisServer::start();
+    let config = SessionConfig::new().with_regenerate_grace(Duration::from_secs(5));
     let app = support::routes()
         .layer(SessionLayer::from_config(store_on(&server).await, config).unwrap());
     let mut client = Client::new(app);
     client.get("/incr").await;
-    // IDs are hashed at rest on Redis: the key holds a digest of the cookie's ID.
-    let key = format!(
-        "session:{}",
-        client.id().unwrap().hashed_at_rest().expose_secret()
+    let old = client.id().unwrap();
+    let before = now_ms();
+    client.get("/login").await;
+    let new = client.id().unwrap();
+    let old_key = redis_key(&old);
+    let pointer = stored_pointer(&server, &old_key);
+    assert_eq!(
+        pointer.to,
+        SessionKey::hashed(&new).as_str(),
+        "it points to the new key"
     );
-    let ttl: i64 = server
-        .command(&["PTTL", &key])
-        .trim_start_matches(':')
-        .trim()
-        .parse()
-        .unwrap();
     assert!(
-        (295_000..=300_000).contains(&ttl),
-        "TTL is the 300 s deadline, not the 600 s idle: {ttl}"
+        (before + 4_000..=now_ms() + 5_000).contains(&pointer.grace_until),
+        "the grace window ends 5 s after the login: {}",
+        pointer.grace_until - before
     );
-    let value = server.command(&["GET", &key]);
-    assert!(
-        value.contains("\"v\":1") && value.contains("\"count\":1"),
-        "{value}"
+    let moved = stored_session(&server, &redis_key(&new));
+    assert_eq!(moved.revision, 1, "a move is a write");
+    assert!(moved.record.contains("\"count\":1"), "{moved:?}");
+    assert_eq!(
+        pointer.until, moved.expiry,
+        "the pointer lasts as long as the moved session"
     );
+    let ttl = integer(&server.command(&["PTTL", &old_key]));
+    assert!(ttl > 0 && ttl <= pointer.until - before, "{ttl}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,17 +457,28 @@ async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() 
     let server = RedisServer::start();
     let events = Events::default();
     let app = app(store_on(&server).await, &events);
-    for (label, setup) in [
-        ("not json", vec!["SET", "{key}", "garbage \u{1} bytes"]),
+    let future = now_ms() + 600_000;
+    let not_json = session_value(0, future, future, "garbage \u{1} bytes");
+    let other_shape = session_value(0, future, future, "{\"user\":42}");
+    // Every case is refused as undecodable and answered with a fresh session. A string (another
+    // program's, or a broken session) is removed; a value of another Redis type is left alone.
+    for (label, setup, removed) in [
         (
-            "json of another shape",
-            vec!["SET", "{key}", "{\"user\":42}"],
+            "a session whose record is not json",
+            vec!["SET", "{key}", not_json.as_str()],
+            true,
         ),
-        ("a hash", vec!["HSET", "{key}", "field", "value"]),
-        ("a list", vec!["RPUSH", "{key}", "a", "b"]),
+        (
+            "a session whose record has another shape",
+            vec!["SET", "{key}", other_shape.as_str()],
+            true,
+        ),
+        ("a foreign string", vec!["SET", "{key}", "garbage"], true),
+        ("a hash", vec!["HSET", "{key}", "field", "value"], false),
+        ("a list", vec!["RPUSH", "{key}", "a", "b"], false),
     ] {
         let id = SessionId::generate().unwrap();
-        let key = format!("session:{}", id.hashed_at_rest().expose_secret());
+        let key = redis_key(&id);
         let args: Vec<&str> = setup
             .iter()
             .map(|a| if *a == "{key}" { key.as_str() } else { a })
@@ -291,13 +496,13 @@ async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() 
         let seen = events.take();
         assert_eq!(
             seen[0],
-            Event::Rejected(RejectReason::Undecodable, Some(id.hashed_at_rest())),
+            Event::Rejected(RejectReason::Undecodable, Some(SessionKey::hashed(&id))),
             "{label}: {seen:?}"
         );
         assert_eq!(
             server.command(&["EXISTS", &key]),
-            ":0\r\n",
-            "{label}: the foreign value is removed"
+            if removed { ":0\r\n" } else { ":1\r\n" },
+            "{label}"
         );
     }
 }
@@ -308,18 +513,10 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
     let events = Events::default();
     let mut client = Client::new(app(store_on(&server).await, &events));
     client.get("/incr").await;
-    let real = client.id().unwrap();
-    let value = server.command(&[
-        "GET",
-        &format!("session:{}", real.hashed_at_rest().expose_secret()),
-    ]);
-    let json = value.split("\r\n").nth(1).unwrap().to_owned();
+    let real = redis_key(&client.id().unwrap());
     let forged = SessionId::generate().unwrap();
-    server.command(&[
-        "SET",
-        &format!("session:{}", forged.hashed_at_rest().expose_secret()),
-        &json,
-    ]);
+    let value = bulk(&server.command(&["GET", &real])).expect("the real session");
+    server.command(&["SET", &redis_key(&forged), &value]);
     events.take();
     let reply = send(
         &client.app,
@@ -327,9 +524,15 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
     )
     .await;
     assert_eq!(reply.body, "0 new=true");
+    assert!(reply.is_removal("id"));
     assert_eq!(
         events.take()[0],
-        Event::Rejected(RejectReason::Undecodable, Some(forged.hashed_at_rest()))
+        Event::Rejected(RejectReason::Undecodable, Some(SessionKey::hashed(&forged)))
+    );
+    assert_eq!(
+        client.get("/read").await.body,
+        "1 new=false",
+        "the real one is untouched"
     );
 }
 
@@ -345,6 +548,12 @@ async fn owner_index_on_one_redis() {
     let mut device = owner_suite::Device::new(&owner_suite::app(SessionLayer::new(store.clone())));
     device.get("/login?user=carol&agent=x").await;
     assert_eq!(server.command(&["TYPE", "session:owner:carol"]), "+set\r\n");
+    let members = server.command(&["SMEMBERS", "session:owner:carol"]);
+    let carol = SessionKey::hashed(&device.id().unwrap());
+    assert!(
+        members.contains(carol.as_str()),
+        "the index holds the session's key: {members}"
+    );
     let ttl: i64 = server
         .command(&["PTTL", "session:owner:carol"])
         .trim_start_matches(':')
@@ -380,25 +589,30 @@ async fn a_dump_of_redis_holds_no_live_cookie() {
     let mut client =
         Client::new(support::routes().layer(SessionLayer::new(store_on(&server).await)));
     client.get("/incr").await;
-    let raw = client.id().unwrap();
+    let old = client.id().unwrap();
+    // A login leaves a forwarding pointer: it names the new key, never the new cookie.
+    client.get("/login").await;
+    let new = client.id().unwrap();
     let keys = server.command(&["KEYS", "*"]);
-    let values = server.command(&[
-        "GET",
-        &format!("session:{}", raw.hashed_at_rest().expose_secret()),
-    ]);
-    assert!(
-        !keys.contains(raw.expose_secret()) && !values.contains(raw.expose_secret()),
-        "{keys} {values}"
-    );
-    assert!(values.contains("\"count\":1"));
+    let mut dump = keys.clone();
+    for id in [old, new] {
+        dump.push_str(&server.command(&["GET", &redis_key(&id)]));
+    }
+    for id in [old, new] {
+        assert!(!dump.contains(id.expose_secret()), "{dump}");
+    }
+    assert!(dump.contains("\"count\":1"), "{dump}");
+    assert!(dump.contains(SessionKey::hashed(&new).as_str()), "{dump}");
     // Sending a key from the dump back as a cookie gives nothing.
-    let dumped = raw.hashed_at_rest();
-    let reply = send(
-        &client.app,
-        get_with_cookie("/read", &format!("id={}", dumped.expose_secret())),
-    )
-    .await;
-    assert_eq!(reply.body, "0 new=true");
+    for id in [old, new] {
+        let dumped = SessionKey::hashed(&id);
+        let reply = send(
+            &client.app,
+            get_with_cookie("/read", &format!("id={}", dumped.as_str())),
+        )
+        .await;
+        assert_eq!(reply.body, "0 new=true");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,17 +621,15 @@ async fn a_record_of_a_newer_format_is_not_guessed_at() {
     let events = Events::default();
     let mut client = Client::new(app(store_on(&server).await, &events));
     client.get("/incr").await;
-    let key = format!(
-        "session:{}",
-        client.id().unwrap().hashed_at_rest().expose_secret()
-    );
-    let value = server.command(&["GET", &key]);
-    let json = value
-        .split("\r\n")
-        .nth(1)
-        .unwrap()
-        .replacen("\"v\":1", "\"v\":2", 1);
-    server.command(&["SET", &key, &json]);
+    let key = redis_key(&client.id().unwrap());
+    let session = stored_session(&server, &key);
+    let newer = session.record.replacen("\"v\":2", "\"v\":3", 1);
+    assert_ne!(newer, session.record);
+    server.command(&[
+        "SET",
+        &key,
+        &session_value(session.revision, session.expiry, session.deadline, &newer),
+    ]);
     events.take();
     assert_eq!(client.get("/read").await.body, "0 new=true");
     assert!(matches!(
