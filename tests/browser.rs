@@ -321,7 +321,10 @@ async fn submit_login(browser: &Browser, username: &str, password: &str) {
 
 /// Puts `value` back into the browser as the session cookie, with the attributes the server
 /// sets, then opens the protected page: it must show the login form.
-async fn replay(browser: &Browser, base: &str, label: &str, value: &str) {
+/// Plants `value` as the session cookie and opens `/`: the login form must show. `cleared`: the
+/// server must also clear the cookie (a value that names no session), or must leave it alone
+/// (the old value of a regenerated session, whose removal could overtake the login's cookie).
+async fn replay(browser: &Browser, base: &str, label: &str, value: &str, cleared: bool) {
     let planted = Cookie {
         name: COOKIE.into(),
         value: value.into(),
@@ -353,10 +356,17 @@ async fn replay(browser: &Browser, base: &str, label: &str, value: &str) {
     );
     assert_eq!(page.h1, "Log in");
     assert_eq!(page.flash, None);
-    log_cookies(
-        &format!("5. replay {label}: after"),
-        session_cookie(browser).await.as_ref(),
-    );
+    let after = session_cookie(browser).await;
+    log_cookies(&format!("5. replay {label}: after"), after.as_ref());
+    if cleared {
+        assert_eq!(after, None, "the server cleared the replayed {label}");
+    } else {
+        assert_eq!(
+            after.as_ref().map(|c| c.value.as_str()),
+            Some(value),
+            "the server left the replayed {label} alone"
+        );
+    }
     // Whatever the server answered, start the next check from an empty jar.
     browser.delete_cookie(COOKIE).await.expect("delete cookie");
 }
@@ -524,6 +534,7 @@ async fn steps(browser: Arc<Browser>, base: String) {
         &base,
         "logged-in value (after logout)",
         &logged_in.value,
+        true,
     )
     .await;
     replay(
@@ -531,6 +542,7 @@ async fn steps(browser: Arc<Browser>, base: String) {
         &base,
         "pre-login value (regenerated away)",
         &before_login.value,
+        false,
     )
     .await;
 }
