@@ -9,12 +9,12 @@
 //! - `request/<app>/<path>`: one request through an axum `Router` driven with
 //!   `tower::ServiceExt::oneshot` (no sockets), body collected. `bare` is the same router and
 //!   handlers without the layer; `layer_memory` adds `SessionLayer` on a `MemoryStore`. Paths:
-//!   `read` (existing session, sliding expiry: one `load_and_touch`), `modify` (existing session
-//!   changed: `load_and_touch` + `save`), `create` (no cookie, the handler writes: `create`), and
-//!   `regenerate` (existing session, new ID: `load_and_touch` + `regenerate`; the next request
-//!   uses the new cookie). Both apps get the same Cookie header, so only the layer differs.
-//! - `store_memory/<op>` and `store_redis/<op>`: one store call (`create`, `load_and_touch`,
-//!   `save`, `delete`), awaited one at a time. Redis runs against a `redis-server` this bench
+//!   `read` (existing session, sliding expiry: one `load`), `modify` (existing session changed:
+//!   `load` + `save`), `create` (no cookie, the handler writes: `create`), and `regenerate`
+//!   (existing session, new ID: `load` + `regenerate`; the next request uses the new cookie).
+//!   Both apps get the same Cookie header, so only the layer differs.
+//! - `store_memory/<op>` and `store_redis/<op>`: one store call (`create`, `load` sliding the
+//!   expiry and taking the flash as the layer does, `save`, `delete`), awaited one at a time. Redis runs against a `redis-server` this bench
 //!   starts itself on a free 127.0.0.1 port (`--save "" --appendonly no`) and kills at the end;
 //!   without the `redis` feature, or without `redis-server` on PATH, it prints why it skips.
 //!
@@ -40,8 +40,8 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower_typed_sessions::{
-    Loaded, MemoryStore, Record, Session, SessionHandle, SessionId, SessionLayer, Store,
-    WriteOutcome,
+    Expect, LoadOptions, Loaded, MemoryStore, Record, Session, SessionHandle, SessionKey,
+    SessionLayer, Store, WriteOutcome, RECORD_FORMAT,
 };
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -226,8 +226,8 @@ fn now_ms() -> i64 {
 fn record() -> Record<Counter> {
     let now = now_ms();
     serde_json::from_value(serde_json::json!({
-        "v": 1,
-        "id": SessionId::generate().expect("random").expose_secret(),
+        "v": RECORD_FORMAT,
+        "key": SessionKey::generate().expect("random").as_str(),
         "data": { "count": 7 },
         "has_data": true,
         "created_at": now,
@@ -241,18 +241,18 @@ fn record() -> Record<Counter> {
 #[derive(Clone, Copy)]
 enum Op {
     Create,
-    LoadAndTouch,
+    Load,
     Save,
     Delete,
 }
 
 impl Op {
-    const ALL: [Op; 4] = [Op::Create, Op::LoadAndTouch, Op::Save, Op::Delete];
+    const ALL: [Op; 4] = [Op::Create, Op::Load, Op::Save, Op::Delete];
 
     fn name(self) -> &'static str {
         match self {
             Op::Create => "create",
-            Op::LoadAndTouch => "load_and_touch",
+            Op::Load => "load",
             Op::Save => "save",
             Op::Delete => "delete",
         }
@@ -271,21 +271,25 @@ async fn run_op<S: Store<Counter>>(store: &S, op: Op, iters: u64) -> Duration {
             }
             let elapsed = start.elapsed();
             for r in &records {
-                store.delete(&r.id).await.expect("delete");
+                store.delete(&r.key, Expect::Any).await.expect("delete");
             }
             elapsed
         }
-        Op::LoadAndTouch => {
+        Op::Load => {
             let r = record();
             store.create(&r).await.expect("create");
             let start = Instant::now();
             for _ in 0..iters {
-                let loaded = store.load_and_touch(&r.id, IDLE).await.expect("load");
+                // What the layer asks for on every request: slide the expiry, take the flash.
+                let options = LoadOptions::at(time::OffsetDateTime::now_utc())
+                    .sliding(Some(IDLE))
+                    .taking_flash(true);
+                let loaded = store.load(&r.key, options).await.expect("load");
                 assert!(matches!(loaded, Loaded::Active(_)));
                 black_box(loaded);
             }
             let elapsed = start.elapsed();
-            store.delete(&r.id).await.expect("delete");
+            store.delete(&r.key, Expect::Any).await.expect("delete");
             elapsed
         }
         Op::Save => {
@@ -293,10 +297,13 @@ async fn run_op<S: Store<Counter>>(store: &S, op: Op, iters: u64) -> Duration {
             store.create(&r).await.expect("create");
             let start = Instant::now();
             for _ in 0..iters {
-                assert_eq!(store.save(&r).await.expect("save"), WriteOutcome::Done);
+                assert_eq!(
+                    store.save(&r, Expect::Any).await.expect("save"),
+                    WriteOutcome::Done
+                );
             }
             let elapsed = start.elapsed();
-            store.delete(&r.id).await.expect("delete");
+            store.delete(&r.key, Expect::Any).await.expect("delete");
             elapsed
         }
         Op::Delete => {
@@ -307,7 +314,7 @@ async fn run_op<S: Store<Counter>>(store: &S, op: Op, iters: u64) -> Duration {
             let start = Instant::now();
             for r in &records {
                 assert_eq!(
-                    store.delete(&r.id).await.expect("delete"),
+                    store.delete(&r.key, Expect::Any).await.expect("delete"),
                     WriteOutcome::Done
                 );
             }
