@@ -26,7 +26,9 @@ use std::{
 use http::HeaderValue;
 use measure::Threads;
 use redis_server::RedisServer;
-use tower_typed_sessions::{MemoryStore, Record, RedisStore, SessionId, Store};
+use tower_typed_sessions::{
+    MemoryStore, Record, RedisStore, SessionId, SessionKey, Store, RECORD_FORMAT,
+};
 
 use crate::apps::Counter;
 
@@ -754,10 +756,10 @@ fn now_ms() -> i64 {
 
 /// A live session record with count 7, built from its stored JSON form (`Record` is
 /// `#[non_exhaustive]` but `Deserialize`): idle expiry in 1 h, deadline in 24 h.
-fn record(id: &SessionId, now: i64) -> Record<Counter> {
+fn record(key: &SessionKey, now: i64) -> Record<Counter> {
     serde_json::from_value(serde_json::json!({
-        "v": 1,
-        "id": id.expose_secret(),
+        "v": RECORD_FORMAT,
+        "key": key.as_str(),
         "data": { "count": 7 },
         "has_data": true,
         "created_at": now,
@@ -798,7 +800,7 @@ async fn fill_memory(ids: &[SessionId]) -> (MemoryStore<Counter>, MemoryCost) {
     let rss_before = measure::rss_bytes();
     measure::start_counting();
     for id in ids {
-        let stored = storage_id(&store, id);
+        let stored = storage_key(&store, id);
         store.create(&record(&stored, now)).await.expect("create");
     }
     let heap = measure::stop_counting();
@@ -812,13 +814,14 @@ async fn fill_memory(ids: &[SessionId]) -> (MemoryStore<Counter>, MemoryCost) {
     (store, cost)
 }
 
-/// The ID a session with cookie ID `id` is stored under with the layer's default config: a
-/// digest of it for stores that hash IDs at rest (Redis), the ID itself otherwise.
-fn storage_id<S: Store<Counter>>(store: &S, id: &SessionId) -> SessionId {
-    if store.hashes_ids_at_rest() {
-        id.hashed_at_rest()
+/// The key a session with cookie ID `id` is stored under with the layer's default config
+/// (`IdsAtRest::StoreDefault`): the ID itself for stores whose contents stay in the process
+/// (memory), a digest of it otherwise (Redis).
+fn storage_key<S: Store<Counter>>(store: &S, id: &SessionId) -> SessionKey {
+    if store.contents_stay_in_process() {
+        SessionKey::plain(id)
     } else {
-        *id
+        SessionKey::hashed(id)
     }
 }
 
@@ -830,7 +833,7 @@ async fn fill_redis(store: &RedisStore<Counter>, server: &RedisServer, ids: &[Se
     let now = now_ms();
     stream::iter(ids)
         .for_each_concurrent(256, |id| async move {
-            let stored = storage_id(store, id);
+            let stored = storage_key(store, id);
             store.create(&record(&stored, now)).await.expect("create");
         })
         .await;
@@ -994,9 +997,9 @@ fn scale_mode(bench: &Bench) {
          allocator and not freed (a counting global allocator in the bench binary; excludes \
          malloc's per-block overhead); RSS = growth of VmRSS (/proc/self/status), which includes \
          it. Both include the hash tables' spare capacity at that size. Redis: growth of \
-         `used_memory`. Sizes in the store: `Record<Counter>` {} bytes, `SessionId` {} bytes.\n",
+         `used_memory`. Sizes in the store: `Record<Counter>` {} bytes, `SessionKey` {} bytes.\n",
         std::mem::size_of::<Record<Counter>>(),
-        std::mem::size_of::<SessionId>()
+        std::mem::size_of::<SessionKey>()
     );
     let mut rows = Vec::new();
     for cost in &memory_costs {
