@@ -29,8 +29,9 @@ pub enum SameSite {
 #[non_exhaustive]
 pub enum Concurrency {
     /// The later save wins and the earlier change is lost (the default, like every other session
-    /// library). A save never re-creates a session that was deleted meanwhile, and a save
-    /// through a regenerated session's old ID reaches it under its new ID.
+    /// library). A save never re-creates a session that was deleted meanwhile, and a save from a
+    /// copy loaded before a regenerate (a login) is refused with the conflict response (409)
+    /// instead of undoing the login's change.
     LastWriteWins,
     /// Every write (save, regenerate) from a copy older than the stored session is refused, and
     /// so is a save that finds the session ended: the `conflict` callback fires and the request

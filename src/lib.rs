@@ -43,11 +43,16 @@
 //! - A store failure answers with the configured error response and no Set-Cookie.
 //! - Responses that set a session cookie get `Cache-Control: no-store` and `Vary: Cookie`.
 //!
+//! Concurrent requests of one session follow one write discipline (see [`store`]): every write
+//! states the revision it read, and a regenerated session leaves a forwarding pointer under its
+//! old ID, so a logout or revoke ends the session wherever it moved and a flash reaches exactly
+//! one request. The `testing` feature's conformance suite checks it for any [`Store`].
+//!
 //! Opt-in hardening: signed cookies with key rotation ([`SessionConfig::with_signing_keys`]),
-//! IDs hashed at rest ([`IdsAtRest`], the default on Redis), optimistic concurrency
-//! ([`Concurrency`]), a regenerate grace window and a record size limit. Several sessions per
-//! user are listed and revoked through [`SessionManager`]. SECURITY.md maps each guarantee to the
-//! test that proves it.
+//! optimistic concurrency ([`Concurrency`]), a regenerate grace window and a record size limit.
+//! Session IDs are hashed at rest ([`IdsAtRest`]) by default on every store whose contents leave
+//! the process. Several sessions per user are listed and revoked through [`SessionManager`].
+//! SECURITY.md maps each guarantee to the test that proves it.
 //!
 //! # Deployment caveat
 //! `Secure` cookies are only sent over HTTPS (and to `http://localhost`). Behind a TLS-terminating
@@ -59,6 +64,7 @@
 //! | `axum` | [`SessionHandle`] as an Axum extractor (`FromRequestParts`, `OptionalFromRequestParts`) | yes |
 //! | `redis` | [`RedisStore`] on one Redis server | no |
 //! | `cluster` | [`RedisStore`] on Redis Cluster | no |
+//! | `testing` | [`testing`]: the conformance suite (store contract and race guarantees) for any store | no |
 //! | `full` | all of the above | no |
 #![deny(missing_docs)]
 #![deny(unsafe_code, unreachable_pub)]
@@ -86,8 +92,9 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-/// Compiles the README's Rust blocks as doctests, so the quickstart cannot rot.
-#[cfg(doctest)]
+/// Compiles the README's Rust blocks as doctests, so the quickstart cannot rot. They use every
+/// feature (Redis, the conformance suite), so they run with `--all-features`.
+#[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

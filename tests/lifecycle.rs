@@ -956,3 +956,61 @@ async fn in_optimistic_mode_a_save_that_finds_the_session_deleted_is_a_conflict(
     assert!(slow.set_cookies().is_empty());
     assert_eq!(store.count().await, 0, "the session stays deleted");
 }
+
+#[tokio::test]
+async fn stale_cookies_are_cleared_once() {
+    let store = TestStore::new();
+    let events = Events::default();
+    let short = config().with_idle_timeout(Duration::from_millis(100));
+    let app = app(store.clone(), events.attach(short));
+
+    // Three cookies that name no live session: never issued, expired, and undecodable.
+    let unknown = SessionId::generate().unwrap();
+    let mut expiring = Client::new(app.clone());
+    expiring.get("/incr").await;
+    let expired = expiring.id().unwrap();
+    let mut broken = Client::new(app.clone());
+    broken.get("/incr").await;
+    let undecodable = broken.id().unwrap();
+    store.make_undecodable(support::key(&undecodable));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    events.take();
+    store.take_calls();
+
+    for (label, id) in [
+        ("unknown", unknown),
+        ("expired", expired),
+        ("undecodable", undecodable),
+    ] {
+        let cookie = format!("id={}", id.expose_secret());
+        let reply = send(&app, get_with_cookie("/read", &cookie)).await;
+        assert_eq!(reply.body, "0 new=true", "{label}");
+        assert!(
+            reply.is_removal("id"),
+            "{label}: one removal cookie, got {:?}",
+            reply.set_cookies()
+        );
+        // The browser drops the cookie, so the next request costs no lookup.
+        store.take_calls();
+        let next = send(
+            &app,
+            axum::http::Request::get("/read")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(next.set_cookies(), Vec::<String>::new(), "{label}");
+        assert_eq!(store.take_calls(), Vec::<&str>::new(), "{label}: no lookup");
+
+        // A request with the stale cookie that starts a session gets the new cookie only.
+        let reply = send(&app, get_with_cookie("/incr", &cookie)).await;
+        let set = reply.set_cookies();
+        assert_eq!(set.len(), 1, "{label}: {set:?}");
+        assert!(reply.issued_id().is_some_and(|new| new != id), "{label}");
+    }
+    let seen = events.take();
+    assert!(
+        seen.contains(&Event::Expired(support::key(&expired))),
+        "{seen:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Step 4: the request's [`Change`] written under the write discipline, and the Set-Cookie it
-//! earns. Every write states the revision its copy was read at; a save or delete that reaches a
-//! forwarding pointer follows it to where the session moved.
+//! earns. Every write states the revision its copy was read at. A logout or revoke that reaches
+//! a forwarding pointer follows it to where the session moved; a save or regenerate from a copy
+//! older than the pointer is refused.
 
 use http::HeaderValue;
 use time::OffsetDateTime;
@@ -141,12 +142,14 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         ))
     }
 
-    /// Saves a changed session, following it if it was regenerated meanwhile. The cookie is
-    /// re-sent only to slide a persistent cookie or to re-sign it, and never for another key
-    /// than the one the request came with.
+    /// Saves a changed session. The cookie is re-sent only to slide a persistent cookie or to
+    /// re-sign it. A session that was regenerated since this request loaded it is not
+    /// overwritten by this older copy, in either concurrency mode: a login's change (a new user,
+    /// a dropped privilege) must not be undone by a request that started before it. The request
+    /// gets the conflict response and the client retries with its new cookie.
     async fn save(
         &self,
-        mut record: Record<T>,
+        record: Record<T>,
         loaded: &Existing,
         owner_was: Option<String>,
         now: OffsetDateTime,
@@ -154,48 +157,42 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         self.check_size(&record)?;
         let owner = record.data.owner();
         let owner_changed = owner != owner_was;
-        let expect = self.expect(loaded.revision);
-        for _ in 0..MAX_FORWARDS {
-            if owner_changed {
-                self.index(owner.as_deref(), &record).await?;
-            }
-            match self
-                .store
-                .save(&record, expect)
-                .await
-                .map_err(store_error(StoreOperation::Save))?
-            {
-                WriteOutcome::Done => {
-                    if owner_changed {
-                        self.unindex(owner_was.as_deref(), &loaded.key).await;
+        if owner_changed {
+            self.index(owner.as_deref(), &record).await?;
+        }
+        let outcome = self
+            .store
+            .save(&record, self.expect(loaded.revision))
+            .await
+            .map_err(store_error(StoreOperation::Save))?;
+        if owner_changed && outcome != WriteOutcome::Done {
+            self.unindex(owner.as_deref(), &record.key).await;
+        }
+        match outcome {
+            WriteOutcome::Done => {
+                if owner_changed {
+                    self.unindex(owner_was.as_deref(), &loaded.key).await;
+                }
+                let announce = (self.settings.persistent && loaded.slid) || loaded.resign;
+                Ok(match loaded.cookie_id {
+                    Some(cookie_id) if announce => {
+                        self.settings.callbacks.client(&record.key, &record.data);
+                        Some(self.cookie(&cookie_id, record.effective_expiry(), now))
                     }
-                    let announce = (self.settings.persistent && loaded.slid) || loaded.resign;
-                    return Ok(match loaded.cookie_id {
-                        Some(cookie_id) if announce && record.key == loaded.key => {
-                            self.settings.callbacks.client(&record.key, &record.data);
-                            Some(self.cookie(&cookie_id, record.effective_expiry(), now))
-                        }
-                        _ => None,
-                    });
-                }
-                WriteOutcome::Moved(to) => record.key = to,
-                WriteOutcome::Conflict => return Err(self.conflict(&loaded.key)),
-                _ if self.optimistic() => {
-                    // Deleted or expired meanwhile: the change is lost, so it must not be
-                    // answered as a success.
-                    return Err(self.conflict(&loaded.key));
-                }
-                _ => {
-                    // Last write wins: a logout or expiry came first. Never resurrect the
-                    // session, never send a cookie for it.
-                    tracing::debug!(session = %loaded.key, "session ended before it could be saved");
-                    return Ok(None);
-                }
+                    _ => None,
+                })
+            }
+            WriteOutcome::Moved(_) | WriteOutcome::Conflict => Err(self.conflict(&loaded.key)),
+            // Deleted or expired meanwhile: the change is lost, so under optimistic concurrency
+            // it must not be answered as a success.
+            _ if self.optimistic() => Err(self.conflict(&loaded.key)),
+            _ => {
+                // Last write wins: a logout or expiry came first. Never resurrect the session,
+                // never send a cookie for it.
+                tracing::debug!(session = %loaded.key, "session ended before it could be saved");
+                Ok(None)
             }
         }
-        Err(store_error(StoreOperation::Save)(
-            StoreError::TooManyForwards,
-        ))
     }
 
     /// Moves a session to new IDs (drawing others on a collision) and leaves a forwarding

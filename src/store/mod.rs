@@ -10,9 +10,10 @@
 //!   write leaves the stored revision one higher than before.
 //! - [`Store::regenerate`] moves a session to a new key and leaves a forwarding pointer under the
 //!   old one ([`Loaded::Moved`]) until [`Forward::until`]. A [`Store::save`] or
-//!   [`Store::delete`] that reaches a pointer answers [`WriteOutcome::Moved`] and the engine
-//!   follows it, so a logout or a save that loaded the old key still reaches the session. A
-//!   regenerate that reaches a pointer is refused: a session moves once per copy.
+//!   [`Store::delete`] that reaches a pointer answers [`WriteOutcome::Moved`]. The engine follows
+//!   it for a delete, so a logout or revoke by a request that loaded the old key still ends the
+//!   session; it refuses a save or a regenerate from such a copy (409), so a request that started
+//!   before a login never undoes what the login changed.
 //! - Each operation touches one key atomically, so no operation needs two keys at once: the
 //!   only exception, regenerate, may be done in steps where keys live on different servers (see
 //!   [`Store::regenerate`]).

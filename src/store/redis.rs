@@ -45,9 +45,10 @@ local function session(rev, e, d, record, flash)
 end
 -- The state of a key for a write: `state` is nil for a live session at the expected revision
 -- (ARGV[2], '' for any), else the reply to give: {0} missing or expired, {2, key} moved,
--- {3} conflict, {9} not a session record.
+-- {3} conflict, {9} not a session record (another string, or a value of another type).
 local function check(key, now, expected)
-  local v = redis.call('GET', key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then return {9}, true end
   if not v then return {0}, nil end
   local kind = string.sub(v, 1, 1)
   if kind == 'P' then return {2, string.sub(v, 2, 44)}, v end

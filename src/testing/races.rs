@@ -438,7 +438,7 @@ pub(crate) async fn run_all<St: Store<Probe> + Clone>(
         revoke_ends_every_session(make, plan).await,
     ));
     report.push((
-        "last write wins never resurrects a session",
+        "last write wins never resurrects a session nor undoes a login",
         last_write_wins_never_resurrects(make, plan).await,
     ));
     report.push((
@@ -631,13 +631,14 @@ pub(crate) async fn revoke_ends_every_session<St: Store<Probe> + Clone>(
 }
 
 /// Last write wins: a save (actor 1) racing a logout (actor 0) never brings the session back
-/// and never hands out a cookie for it.
+/// and never hands out a cookie for it; a save racing a login (actor 0) never undoes the login
+/// (a copy loaded before it is refused with 409 once the session moved).
 pub(crate) async fn last_write_wins_never_resurrects<St: Store<Probe> + Clone>(
     make: &Factory<St>,
     plan: &Plan,
 ) -> usize {
     let rig = Rig::new(make().await, lww());
-    every_order(plan, |order, mode| {
+    let mut runs = every_order(plan, |order, mode| {
         let rig = rig.clone();
         async move {
             let c0 = rig.marked_session().await;
@@ -669,7 +670,41 @@ pub(crate) async fn last_write_wins_never_resurrects<St: Store<Probe> + Clone>(
             );
         }
     })
-    .await
+    .await;
+    runs += every_order(plan, |order, mode| {
+        let rig = rig.clone();
+        async move {
+            let c0 = rig.marked_session().await;
+            let (x, y) = (rig.clone(), rig.clone());
+            let (c_x, c_y) = (c0.clone(), c0.clone());
+            let (login, save) = rig
+                .race(
+                    order.clone(),
+                    mode,
+                    async move { x.send("/login", Some(&c_x)).await },
+                    async move { y.send("/incr", Some(&c_y)).await },
+                )
+                .await;
+            let what = format!("login vs save ({mode:?} {order:?})");
+            assert!(
+                save.status == StatusCode::OK || save.status == StatusCode::CONFLICT,
+                "{what}: the save answered {}",
+                save.status
+            );
+            assert_eq!(save.cookie, None, "{what}: the save handed out a cookie");
+            let c1 = login
+                .cookie
+                .expect("a login of a live session hands out a cookie");
+            let user = rig.opens(&c1).await.map(|(user, _)| user);
+            assert_eq!(
+                user.as_deref(),
+                Some("alice"),
+                "{what}: the save undid the login"
+            );
+        }
+    })
+    .await;
+    runs
 }
 
 /// With a grace window: a login (actor 0) and another request with the same old cookie
@@ -681,7 +716,7 @@ pub(crate) async fn grace_is_read_only<St: Store<Probe> + Clone>(
     plan: &Plan,
 ) -> usize {
     let mut runs = 0;
-    for (optimistic_mode, config) in [(false, lww()), (true, optimistic())] {
+    for config in [lww(), optimistic()] {
         let rig = Rig::new(
             make().await,
             config.with_regenerate_grace(Duration::from_secs(30)),
@@ -731,15 +766,12 @@ pub(crate) async fn grace_is_read_only<St: Store<Probe> + Clone>(
                         logged_in.as_ref().is_some_and(|(_, count)| *count >= 2),
                         "{what}: the login's own cookie stopped working"
                     );
-                    if optimistic_mode {
-                        // Under last write wins a save that loaded before the login may overwrite
-                        // its data (the documented loss); optimistic mode refuses that save.
-                        assert_eq!(
-                            logged_in.map(|(user, _)| user),
-                            Some("alice".to_owned()),
-                            "{what}: the login was lost"
-                        );
-                    }
+                    // A save from a copy loaded before the login is refused in both modes.
+                    assert_eq!(
+                        logged_in.map(|(user, _)| user),
+                        Some("alice".to_owned()),
+                        "{what}: the login was undone"
+                    );
                 }
             })
             .await;
