@@ -167,7 +167,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn conflict(&self, id: &SessionKey) {
-        tracing::info!(session = %id, "concurrent change refused (optimistic concurrency)");
+        tracing::info!(session = %id, "change refused: the session changed or moved since this request loaded it");
         if let Some(f) = &self.conflict {
             f(id);
         }

@@ -309,10 +309,10 @@ impl<T> SessionConfig<T> {
     /// After a regenerate (login), requests that arrive with the old cookie within `grace` read
     /// the new session, read-only (default: none, the old ID is refused at once). Past the window
     /// the old ID is rejected with [`RejectReason::Regenerated`]. Such requests never receive a
-    /// cookie, never see the flash, and a write from them (data, flash, regenerate, delete) is
-    /// refused with the conflict response. Keep it short (a few seconds): it exists for parallel
-    /// requests a page fires while the login response is on its way; it costs one more store
-    /// lookup for those requests only.
+    /// cookie to the session and never see the flash; a write from them (data, flash,
+    /// regenerate) is refused with the conflict response, and a logout from them ends the
+    /// session. Keep it short (a few seconds): it exists for parallel requests a page fires while
+    /// the login response is on its way; it costs one more store lookup for those requests only.
     ///
     /// Independently of it, requests that loaded the session before the regenerate and write
     /// after it reach the session under its new ID: a logout still ends it.
@@ -329,8 +329,11 @@ impl<T> SessionConfig<T> {
         self
     }
 
-    /// Called when optimistic concurrency refused a save because the session changed since this
-    /// request loaded it.
+    /// Called when a write was refused because the session changed or moved since this request
+    /// loaded it: under optimistic concurrency a save or regenerate from an older copy (or a save
+    /// that finds the session ended); in any mode a save or regenerate of a session another
+    /// request regenerated meanwhile, and a write from a request with a regenerated session's old
+    /// cookie. The request is answered with the conflict status, without Set-Cookie.
     pub fn on_conflict(mut self, f: impl Fn(&SessionKey) + Send + Sync + 'static) -> Self {
         self.callbacks.conflict = Some(std::sync::Arc::new(f));
         self
@@ -431,6 +434,14 @@ impl<T> SessionConfig<T> {
         if self.idle_timeout.is_zero() || self.absolute_lifetime.is_zero() {
             return Err(ConfigError::ZeroTimeout);
         }
+        let longest = [self.idle_timeout, self.absolute_lifetime]
+            .into_iter()
+            .chain(self.regenerate_grace)
+            .max()
+            .unwrap_or_default();
+        if longest > MAX_DURATION {
+            return Err(ConfigError::DurationTooLong);
+        }
 
         let mut template = cookie::Cookie::build((self.cookie_name.clone(), ""))
             .path(self.path.clone())
@@ -478,6 +489,9 @@ impl<T> SessionConfig<T> {
         })
     }
 }
+
+/// The longest timeout accepted (100 years): timestamps stay far from the ends of the calendar.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// RFC 6265 `token`: visible ASCII except separators.
 fn is_token_byte(b: u8) -> bool {

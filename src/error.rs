@@ -132,9 +132,11 @@ pub enum SessionError {
     Random(BoxError),
     /// The store reported an ID collision on every attempt (a broken store or random source).
     IdCollision,
-    /// The session changed since this request loaded it and the write was refused: a save or
-    /// regenerate under optimistic concurrency, or a regenerate of a session another request
-    /// already moved. Answered with the conflict status (409 by default), without Set-Cookie.
+    /// The session changed or moved since this request loaded it and the write was refused:
+    /// under optimistic concurrency a save or regenerate from an older copy (or a save that finds
+    /// the session ended); in any mode a save or regenerate of a session another request
+    /// regenerated meanwhile. Answered with the conflict status (409 by default), without
+    /// Set-Cookie.
     Conflict,
     /// The request reached the session through a regenerate grace window (its cookie is the old
     /// one) and tried to change it: such a request may only read. Answered like a conflict.
@@ -220,6 +222,8 @@ pub enum ConfigError {
     SameSiteNoneWithoutSecure,
     /// The idle timeout or the absolute lifetime is zero.
     ZeroTimeout,
+    /// A timeout or the grace window is longer than 100 years.
+    DurationTooLong,
     /// A secret key is shorter than 32 bytes.
     KeyTooShort,
 }
@@ -235,6 +239,7 @@ impl fmt::Display for ConfigError {
             ConfigError::PrefixWithoutSecure => "a __Host- or __Secure- cookie must be Secure",
             ConfigError::SameSiteNoneWithoutSecure => "SameSite=None requires Secure",
             ConfigError::ZeroTimeout => "session timeouts must be greater than zero",
+            ConfigError::DurationTooLong => "session timeouts must be at most 100 years",
             ConfigError::KeyTooShort => "secret keys must be at least 32 bytes",
         })
     }

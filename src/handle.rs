@@ -235,12 +235,17 @@ impl<T: Session> State<T> {
         }
     }
 
+    /// The request came with the old cookie of a regenerated session and has not logged out.
+    fn read_only(&self) -> bool {
+        let old_cookie =
+            self.existing.as_ref().is_some_and(Existing::read_only) || self.moved_from.is_some();
+        old_cookie && !matches!(self.intent, Intent::Delete { .. })
+    }
+
     /// Whether this request may change the session; marks the refusal if not. After a delete
     /// the handle is a new session, which it may write.
     fn may_write(&mut self) -> bool {
-        let old_cookie =
-            self.existing.as_ref().is_some_and(Existing::read_only) || self.moved_from.is_some();
-        let read_only = old_cookie && !matches!(self.intent, Intent::Delete { .. });
+        let read_only = self.read_only();
         if read_only {
             self.refused_write = true;
         }
@@ -322,10 +327,7 @@ impl<T: Session> SessionHandle<T> {
     /// Whether this request may only read: it came with the old cookie of a session that was
     /// regenerated (see the type's "Behavior"). Only [`SessionHandle::delete`] works then.
     pub fn is_read_only(&self) -> bool {
-        let state = self.lock();
-        let old_cookie =
-            state.existing.as_ref().is_some_and(Existing::read_only) || state.moved_from.is_some();
-        old_cookie && !matches!(state.intent, Intent::Delete { .. })
+        self.lock().read_only()
     }
 
     /// Whether the session was not loaded from the store on this request.

@@ -246,7 +246,8 @@ impl Serialize for SessionTag {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: a fast, well-spread, non-cryptographic hash for sharding and fingerprints.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         hash ^= u64::from(*b);

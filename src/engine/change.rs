@@ -128,6 +128,11 @@ impl<T: Session> Change<T> {
         if refused_write {
             return Change::Refuse { key: loaded.key };
         }
+        if loaded.read_only() {
+            // The old cookie of a regenerated session (grace window): it reads, and writes
+            // nothing, not even housekeeping on the moved session.
+            return Change::Nothing;
+        }
         match regenerate {
             _ if !has_data && outgoing_flash.is_empty() => Change::Discard {
                 key: loaded.key,

@@ -3,7 +3,7 @@
 use http::HeaderMap;
 use time::OffsetDateTime;
 
-use super::{store_error, Engine, MAX_FORWARDS};
+use super::{store_error, Engine};
 use crate::{
     callbacks::RejectReason,
     cookies::{self, Incoming},
@@ -114,27 +114,20 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         let within_grace = self.settings.regenerate_grace.is_some()
             && forward.grace_until.is_some_and(|until| now < until);
         if within_grace {
-            let mut target = forward.to;
-            for _ in 0..MAX_FORWARDS {
-                let options = LoadOptions::at(now).sliding(self.slide());
-                match self
-                    .store
-                    .load(&target, options)
-                    .await
-                    .map_err(store_error(StoreOperation::Load))?
-                {
-                    Loaded::Active(mut record)
-                        if record.key == target && !record.is_expired(now) =>
-                    {
-                        tracing::debug!(old = %key, new = %target, "request with a regenerated id served read-only within the grace window");
-                        // The flash belongs to the request that carries the new cookie.
-                        record.flash.clear();
-                        self.settings.callbacks.loaded(&target, &record.data);
-                        return Ok(State::loaded(record, false, None, false));
-                    }
-                    Loaded::Moved(next) => target = next.to,
-                    _ => break,
+            let options = LoadOptions::at(now).sliding(self.slide());
+            match self.follow(forward.to, options).await {
+                Ok(Some(mut record)) => {
+                    tracing::debug!(old = %key, new = %record.key, "request with a regenerated id served read-only within the grace window");
+                    // The flash belongs to the request that carries the new cookie.
+                    record.flash.clear();
+                    self.settings.callbacks.loaded(&record.key, &record.data);
+                    return Ok(State::loaded(record, false, None, false));
                 }
+                Ok(None) => {}
+                Err(err) if err.is_decode() => {
+                    tracing::warn!(session = %key, error = %err, "the session a grace pointer leads to is undecodable");
+                }
+                Err(err) => return Err(store_error(StoreOperation::Load)(err)),
             }
         }
         self.settings

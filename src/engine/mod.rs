@@ -22,8 +22,10 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::{
     config::{Concurrency, Settings},
     error::{SessionError, StoreError, StoreOperation},
+    id::SessionKey,
+    record::Record,
     session::Session,
-    store::{Expect, Store},
+    store::{Expect, LoadOptions, Loaded, Store},
 };
 
 /// How many forwarding pointers a write follows before it gives up: a session regenerated this
@@ -92,6 +94,28 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             Concurrency::Optimistic { status } => status,
             _ => StatusCode::CONFLICT,
         }
+    }
+}
+
+impl<T: Session, St: Store<T>> Engine<T, St> {
+    /// The live record `key` leads to, following forwarding pointers: a logout's or a listing's
+    /// view of a session that may have moved. Never slides or takes the flash unless `options`
+    /// says so.
+    async fn follow(
+        &self,
+        mut key: SessionKey,
+        options: LoadOptions,
+    ) -> Result<Option<Record<T>>, StoreError> {
+        for _ in 0..MAX_FORWARDS {
+            match self.store.load(&key, options).await? {
+                Loaded::Active(record) if record.key == key && !record.is_expired(options.now) => {
+                    return Ok(Some(record))
+                }
+                Loaded::Moved(forward) => key = forward.to,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -5,13 +5,13 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
-use super::{store_error, Engine, MAX_FORWARDS};
+use super::{store_error, Engine};
 use crate::{
     error::{SessionError, StoreOperation},
     id::SessionKey,
     record::Record,
     session::Session,
-    store::{LoadOptions, Loaded, Store},
+    store::{LoadOptions, Store},
 };
 
 /// A live session found through the owner index: the key it was indexed under (it may since
@@ -35,10 +35,8 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         let mut seen = HashSet::with_capacity(keys.len());
         let mut live = Vec::with_capacity(keys.len());
         for key in keys {
-            match self.resolve(key, now).await {
-                Ok(Some(record))
-                    if !record.is_expired(now) && record.data.owner().as_deref() == Some(owner) =>
-                {
+            match self.follow(key, LoadOptions::at(now)).await {
+                Ok(Some(record)) if record.data.owner().as_deref() == Some(owner) => {
                     if record.key != key {
                         // The session moved: its entry under the new key is (or will be) there.
                         self.unindex(Some(owner), &key).await;
@@ -56,22 +54,6 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             }
         }
         Ok(live)
-    }
-
-    /// The live record `key` leads to, following forwarding pointers.
-    async fn resolve(
-        &self,
-        mut key: SessionKey,
-        now: OffsetDateTime,
-    ) -> Result<Option<Record<T>>, crate::StoreError> {
-        for _ in 0..MAX_FORWARDS {
-            match self.store.load(&key, LoadOptions::at(now)).await? {
-                Loaded::Active(record) if record.key == key => return Ok(Some(record)),
-                Loaded::Moved(forward) => key = forward.to,
-                _ => return Ok(None),
-            }
-        }
-        Ok(None)
     }
 
     /// Ends every live session of `owner` that `select` picks (given the key it was indexed

@@ -17,7 +17,7 @@ use crate::{
     id::{SessionId, SessionKey},
     record::Record,
     session::Session,
-    store::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome},
+    store::{Expect, Forward, LoadOptions, Store, WriteOutcome},
 };
 
 impl<T: Session, St: Store<T>> Engine<T, St> {
@@ -98,26 +98,14 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         Ok(live)
     }
 
-    /// The data of the session `key` leads to (following pointers), for the `deleted` event of
-    /// a logout whose request could not read it.
-    async fn peek(
-        &self,
-        mut key: SessionKey,
-        now: OffsetDateTime,
-    ) -> Result<Option<T>, SessionError> {
-        for _ in 0..MAX_FORWARDS {
-            match self
-                .store
-                .load(&key, LoadOptions::at(now))
-                .await
-                .map_err(store_error(StoreOperation::Load))?
-            {
-                Loaded::Active(record) => return Ok(Some(record.data)),
-                Loaded::Moved(forward) => key = forward.to,
-                _ => return Ok(None),
-            }
+    /// The data of the session `key` leads to, for the `deleted` event of a logout whose request
+    /// could not read it.
+    async fn peek(&self, key: SessionKey, now: OffsetDateTime) -> Result<Option<T>, SessionError> {
+        match self.follow(key, LoadOptions::at(now)).await {
+            Ok(record) => Ok(record.map(|record| record.data)),
+            Err(err) if err.is_decode() => Ok(None),
+            Err(err) => Err(store_error(StoreOperation::Load)(err)),
         }
-        Ok(None)
     }
 
     /// Deletes under `key`, following forwarding pointers. Returns the outcome at the end of the
@@ -165,7 +153,9 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             .save(&record, self.expect(loaded.revision))
             .await
             .map_err(store_error(StoreOperation::Save))?;
-        if owner_changed && outcome != WriteOutcome::Done {
+        if owner_changed && outcome == WriteOutcome::Missing {
+            // The session is gone; on a conflict its entry may be another request's, which
+            // stays (a stale entry is cleaned when listed, a missing one would hide a session).
             self.unindex(owner.as_deref(), &record.key).await;
         }
         match outcome {

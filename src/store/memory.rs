@@ -225,9 +225,7 @@ fn shard_index(key: &SessionKey) -> usize {
     (key.shard_hash() as usize) % SHARDS
 }
 
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
+use crate::record::unix_ms as millis;
 
 impl<T: Session> Inner<T> {
     /// Counts one more entry, refusing past the cap. At the cap it purges expired entries first,
@@ -288,10 +286,7 @@ impl<T: Session> Inner<T> {
     }
 
     fn owner_shard(&self, owner: &str) -> &OwnerShard {
-        let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        &self.owners[(hash as usize) % OWNER_SHARDS]
+        &self.owners[(crate::id::fnv1a(owner.as_bytes()) as usize) % OWNER_SHARDS]
     }
 
     fn unindex(&self, owner: &str, key: &SessionKey) {
@@ -340,21 +335,20 @@ impl<T: Session> Store<T> for MemoryStore<T> {
 
     async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
         let now = options.now;
-        // A plain read takes the shared lock; a load that changes the entry (slide, flash,
-        // removal of an expired record) takes the exclusive one.
+        // A plain read takes the shared lock; a load that changes the record (slide, flash)
+        // takes the exclusive one. An expired record stays until the sweeper removes it, so
+        // every load until then reports it expired.
         if options.slide.is_none() && !options.take_flash {
             let map = read(self.shard(key));
-            match map.get(key) {
-                None => return Ok(Loaded::Missing),
-                Some(Entry::Moved(forward)) if forward.until > now => {
-                    return Ok(Loaded::Moved(*forward))
+            return Ok(match map.get(key) {
+                None => Loaded::Missing,
+                Some(Entry::Moved(forward)) if forward.until > now => Loaded::Moved(*forward),
+                Some(Entry::Moved(_)) => Loaded::Missing,
+                Some(Entry::Live(record)) if record.is_expired(now) => {
+                    Loaded::Expired(record.clone())
                 }
-                Some(Entry::Moved(_)) => return Ok(Loaded::Missing),
-                Some(Entry::Live(record)) if !record.is_expired(now) => {
-                    return Ok(Loaded::Active(record.clone()))
-                }
-                Some(Entry::Live(_)) => {}
-            }
+                Some(Entry::Live(record)) => Loaded::Active(record.clone()),
+            });
         }
         let mut map = write(self.shard(key));
         let record = match map.get_mut(key) {
@@ -363,19 +357,13 @@ impl<T: Session> Store<T> for MemoryStore<T> {
                 return Ok(Loaded::Moved(*forward))
             }
             Some(Entry::Moved(_)) => return Ok(Loaded::Missing),
+            Some(Entry::Live(record)) if record.is_expired(now) => {
+                return Ok(Loaded::Expired(record.clone()))
+            }
             Some(Entry::Live(record)) => record,
         };
-        if record.is_expired(now) {
-            let removed = map.remove(key);
-            drop(map);
-            self.inner.len.fetch_sub(1, Ordering::AcqRel);
-            return Ok(match removed {
-                Some(Entry::Live(record)) => Loaded::Expired(record),
-                _ => Loaded::Missing,
-            });
-        }
         if let Some(idle) = options.slide {
-            record.expires_at = (now + idle).min(record.deadline);
+            record.expires_at = (now + idle).min(record.deadline).max(record.expires_at);
         }
         let flash = if options.take_flash {
             std::mem::take(&mut record.flash)
@@ -417,8 +405,12 @@ impl<T: Session> Store<T> for MemoryStore<T> {
                     return Ok(WriteOutcome::Conflict);
                 }
                 let revision = stored.revision + 1;
+                // A save never moves the expiry back: a concurrent load may have slid it past
+                // what this copy saw.
+                let expires_at = stored.expires_at.max(record.expires_at);
                 *stored = record.clone();
                 stored.revision = revision;
+                stored.expires_at = expires_at;
                 Ok(WriteOutcome::Done)
             }
             _ => Ok(WriteOutcome::Missing),
@@ -433,49 +425,13 @@ impl<T: Session> Store<T> for MemoryStore<T> {
         forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let (old_index, new_index) = (shard_index(old), shard_index(&record.key));
-        // Both shards stay locked for the whole move, always in index order (no deadlock), so no
-        // other request sees the session under both keys or under neither.
-        let (mut first, mut second) = match old_index.cmp(&new_index) {
-            std::cmp::Ordering::Equal => (write(&self.inner.shards[old_index]), None),
-            std::cmp::Ordering::Less => {
-                let a = write(&self.inner.shards[old_index]);
-                (a, Some(write(&self.inner.shards[new_index])))
-            }
-            std::cmp::Ordering::Greater => {
-                let b = write(&self.inner.shards[new_index]);
-                (write(&self.inner.shards[old_index]), Some(b))
-            }
-        };
-        let revision = match first.get(old) {
-            Some(Entry::Moved(pointer)) if pointer.until > now => {
-                return Ok(WriteOutcome::Moved(pointer.to))
-            }
-            Some(Entry::Live(stored)) if !stored.is_expired(now) => {
-                if !holds(expect, stored.revision) {
-                    return Ok(WriteOutcome::Conflict);
-                }
-                stored.revision + 1
-            }
-            _ => return Ok(WriteOutcome::Missing),
-        };
-        let new_map = second.as_deref_mut().unwrap_or(&mut first);
-        if new_map.contains_key(&record.key) {
-            return Ok(WriteOutcome::Collision);
+        // The pointer is one more entry: it counts against the cap like a session.
+        self.inner.reserve(now)?;
+        let outcome = self.move_session(old, record, expect, forward, now);
+        if outcome != WriteOutcome::Done {
+            self.inner.len.fetch_sub(1, Ordering::AcqRel);
         }
-        let mut moved = record.clone();
-        moved.revision = revision;
-        new_map.insert(record.key, Entry::Live(moved));
-        first.insert(
-            *old,
-            Entry::Moved(Forward {
-                to: record.key,
-                ..forward
-            }),
-        );
-        // One entry more: the pointer.
-        self.inner.len.fetch_add(1, Ordering::AcqRel);
-        Ok(WriteOutcome::Done)
+        Ok(outcome)
     }
 
     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
@@ -504,7 +460,6 @@ impl<T: Session> Store<T> for MemoryStore<T> {
             }
         }
     }
-
     async fn count(&self) -> Result<usize, StoreError> {
         let now = OffsetDateTime::now_utc();
         Ok(self
@@ -549,5 +504,60 @@ impl<T: Session> Store<T> for MemoryStore<T> {
             .get(owner)
             .map(|keys| keys.iter().copied().collect())
             .unwrap_or_default())
+    }
+}
+
+impl<T: Session> MemoryStore<T> {
+    /// Moves a live session under `old` to `record.key` and leaves `forward` under `old`, with
+    /// both shards locked for the whole move.
+    fn move_session(
+        &self,
+        old: &SessionKey,
+        record: &Record<T>,
+        expect: Expect,
+        forward: Forward,
+        now: OffsetDateTime,
+    ) -> WriteOutcome {
+        let (old_index, new_index) = (shard_index(old), shard_index(&record.key));
+        // Both shards stay locked for the whole move, always in index order (no deadlock), so no
+        // other request sees the session under both keys or under neither.
+        let (mut first, mut second) = match old_index.cmp(&new_index) {
+            std::cmp::Ordering::Equal => (write(&self.inner.shards[old_index]), None),
+            std::cmp::Ordering::Less => {
+                let a = write(&self.inner.shards[old_index]);
+                (a, Some(write(&self.inner.shards[new_index])))
+            }
+            std::cmp::Ordering::Greater => {
+                let b = write(&self.inner.shards[new_index]);
+                (write(&self.inner.shards[old_index]), Some(b))
+            }
+        };
+        let revision = match first.get(old) {
+            Some(Entry::Moved(pointer)) if pointer.until > now => {
+                return WriteOutcome::Moved(pointer.to)
+            }
+            Some(Entry::Live(stored)) if !stored.is_expired(now) => {
+                if !holds(expect, stored.revision) {
+                    return WriteOutcome::Conflict;
+                }
+                stored.revision + 1
+            }
+            _ => return WriteOutcome::Missing,
+        };
+        let new_map = second.as_deref_mut().unwrap_or(&mut first);
+        if new_map.contains_key(&record.key) {
+            return WriteOutcome::Collision;
+        }
+        let mut moved = record.clone();
+        moved.revision = revision;
+        new_map.insert(record.key, Entry::Live(moved));
+        first.insert(
+            *old,
+            Entry::Moved(Forward {
+                to: record.key,
+                ..forward
+            }),
+        );
+        WriteOutcome::Done
     }
 }
