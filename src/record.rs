@@ -109,8 +109,15 @@ impl<T: Serialize> Record<T> {
     /// The stored form without the flash messages, for a backend that keeps them apart so that
     /// a load can take them in the same step (see [`Flash::encode`]).
     pub fn encode_without_flash(&self) -> Result<Vec<u8>, StoreError> {
-        let flash_free = WithoutFlash(self);
-        serde_json::to_vec(&flash_free).map_err(|err| StoreError::Encode(Box::new(err)))
+        let mut bytes = Vec::with_capacity(256);
+        self.write_without_flash(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Like [`Record::encode_without_flash`], written into `writer` (a command buffer, say).
+    pub fn write_without_flash(&self, writer: impl std::io::Write) -> Result<(), StoreError> {
+        serde_json::to_writer(writer, &WithoutFlash(self))
+            .map_err(|err| StoreError::Encode(Box::new(err)))
     }
 }
 
@@ -139,6 +146,11 @@ impl<T: serde::de::DeserializeOwned> Record<T> {
         }
         Ok(record)
     }
+}
+
+/// `t` in whole milliseconds since the Unix epoch, the precision records keep.
+pub(crate) fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// A record serialized with an empty flash (which `Record` leaves out of the JSON).

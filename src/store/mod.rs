@@ -192,7 +192,9 @@ pub enum WriteOutcome {
 pub trait Store<T: Session>: Send + Sync + 'static {
     /// Loads the session under `key`, judging expiry at `options.now`; slides its idle expiry and
     /// takes its pending flash in the same atomic step when `options` asks. An `Active` record
-    /// shows the slid expiry and the taken flash.
+    /// shows the slid expiry and the taken flash. A store may skip a slide that would move the
+    /// expiry by less than a second (the Redis store does, to save two writes on most reads),
+    /// never move it back, and never past the deadline.
     fn load(
         &self,
         key: &SessionKey,

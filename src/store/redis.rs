@@ -1,8 +1,11 @@
 //! A Redis backend: one server through a reconnecting `ConnectionManager`, or Redis Cluster.
 
-use std::{fmt, future::Future, time::Duration};
+use std::{fmt, future::Future, io::Write, time::Duration};
 
-use redis::{aio::ConnectionManager, FromRedisValue, RedisError, Script, Value};
+use redis::{
+    aio::ConnectionManager, Cmd, ErrorKind, FromRedisValue, RedisError, RedisWrite, Script,
+    ServerErrorKind, Value,
+};
 use time::OffsetDateTime;
 
 use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
@@ -59,40 +62,32 @@ local function check(key, now, expected)
 end
 "#;
 
-/// Loads a session. ARGV: now, idle ms (0: no slide), take flash (1/0: clear it in the same
-/// step), retention ms. Returns nil (missing), {1, record, revision, expiry, flash|nil} (live),
-/// {2, key, grace end, pointer end} (pointer), {3, record, revision, expiry} (expired: the key
-/// is deleted), {9} (not a session record).
+/// Loads a session, with nothing but one `GET` unless it must change it (the hot path: no
+/// helper functions, no copies). ARGV: now, idle ms (0: no slide), take flash (1/0: clear it in
+/// the same step), retention ms. Returns nil (missing), {1, value} (live) or {1, value, slid
+/// expiry} when the slide moved the expiry, {2, value} (pointer), {3, value} (expired: it stays
+/// until its retention ends, so every load until then can say so), {9} (not a session record).
+/// The expiry moves only by steps of at least a second, which saves two writes on most reads.
 const LOAD: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
-local kind = string.sub(v, 1, 1)
-if kind == 'P' then return {2, string.sub(v, 2, 44), string.sub(v, 45, 59), string.sub(v, 60, 74)} end
-if kind ~= 'S' or #v < H then return {9} end
+local kind = string.byte(v, 1)
+if kind == 80 then return {2, v} end
+if kind ~= 83 or #v < 62 then return {9} end
 local now = tonumber(ARGV[1])
-local e = field(v, 22, 36)
-local rlen = field(v, 52, 61)
-local record = string.sub(v, H + 1, H + rlen)
-local rev = string.sub(v, 2, 21)
-if e <= now then
-  redis.call('DEL', KEYS[1])
-  return {3, record, rev, e}
-end
+local e = tonumber(string.sub(v, 22, 36))
+if e <= now then return {3, v} end
+if ARGV[3] == '1' and string.byte(v, 62) == 49 then redis.call('SETRANGE', KEYS[1], 61, '0') end
 local idle = tonumber(ARGV[2])
 if idle > 0 then
-  local slid = math.min(now + idle, field(v, 37, 51))
-  if slid > e then
-    e = slid
-    redis.call('SETRANGE', KEYS[1], 21, pad(e, 15))
-    redis.call('PEXPIREAT', KEYS[1], e + tonumber(ARGV[4]))
+  local slid = math.min(now + idle, tonumber(string.sub(v, 37, 51)))
+  if slid - e >= 1000 then
+    redis.call('SETRANGE', KEYS[1], 21, string.format('%015.0f', slid))
+    redis.call('PEXPIREAT', KEYS[1], slid + tonumber(ARGV[4]))
+    return {1, v, slid}
   end
 end
-local flash = false
-if string.sub(v, 62, 62) == '1' then
-  flash = string.sub(v, H + rlen + 1)
-  if ARGV[3] == '1' then redis.call('SETRANGE', KEYS[1], 61, '0') end
-end
-return {1, record, rev, e, flash}
+return {1, v}
 "#;
 
 /// Creates a session unless anything is under the key. ARGV: now, record, flash ('' none),
@@ -104,14 +99,25 @@ redis.call('SET', KEYS[1], session(tonumber(ARGV[4]), e, tonumber(ARGV[6]), ARGV
 return 1
 "#;
 
-/// Replaces a live session. ARGV: now, expected revision, record, flash ('' none), expiry,
-/// retention ms. The expiry never moves back; the deadline stays. Returns {1} done, {0}
-/// missing, {2, key} moved, {3} conflict, {9} not a session.
+/// Replaces a live session (inline, like LOAD: it is on every write's path). ARGV: now,
+/// expected revision ('' any), record, flash ('' none), expiry, retention ms. The expiry never
+/// moves back; the deadline stays. Returns {1} done, {0} missing, {2, key} moved, {3}
+/// conflict, {9} not a session.
 const SAVE: &str = r#"
-local state, v = check(KEYS[1], tonumber(ARGV[1]), ARGV[2])
-if state then return state end
-local e = math.max(field(v, 22, 36), tonumber(ARGV[5]))
-redis.call('SET', KEYS[1], session(field(v, 2, 21) + 1, e, field(v, 37, 51), ARGV[3], ARGV[4]), 'PXAT', e + tonumber(ARGV[6]))
+local v = redis.call('GET', KEYS[1])
+if not v then return {0} end
+local kind = string.byte(v, 1)
+if kind == 80 then return {2, string.sub(v, 2, 44)} end
+if kind ~= 83 or #v < 62 then return {9} end
+local e = tonumber(string.sub(v, 22, 36))
+if e <= tonumber(ARGV[1]) then return {0} end
+local rev = tonumber(string.sub(v, 2, 21))
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= rev then return {3} end
+e = math.max(e, tonumber(ARGV[5]))
+local pending = '0'
+if ARGV[4] ~= '' then pending = '1' end
+local head = string.format('S%020.0f%015.0f', rev + 1, e) .. string.sub(v, 37, 51) .. string.format('%010.0f', #ARGV[3])
+redis.call('SET', KEYS[1], head .. pending .. ARGV[3] .. ARGV[4], 'PXAT', e + tonumber(ARGV[6]))
 return {1}
 "#;
 
@@ -186,11 +192,21 @@ return 1
 /// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
 /// connection reconnects by itself after an outage. Needs Redis 7.0 or newer.
 ///
+/// # Sliding expiry
+/// A read moves the expiry to `now + idle` only when that moves it by a second or more: on a
+/// busy session most reads then write nothing. A session used at time `t` therefore expires at
+/// the earliest at `t + idle - 1 s`; the expiry is still checked on every read.
+///
 /// # Expired sessions
 /// An idle-expired or past-deadline session stays in Redis for the expired-record retention
 /// (default 1 hour, [`RedisStore::with_expired_retention`]) so that a client that comes back
-/// with its cookie is told "expired", not "unknown". The record is deleted by the first load
-/// that finds it expired, or by its TTL.
+/// with its cookie is told "expired", not "unknown"; the TTL removes it then. No write reaches
+/// it meanwhile.
+///
+/// # Upgrading from 0.1
+/// Version 0.1 kept each session as a plain JSON string. This version reads such a value as not
+/// a session record and removes it: every session ends once when you upgrade (users log in
+/// again). 0.1's `moved:` grace keys expire by themselves.
 ///
 /// ```no_run
 /// use tower_typed_sessions::{store::redis::RedisStore, Session, SessionLayer};
@@ -217,35 +233,48 @@ enum Connection {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+/// One of the store's Lua scripts: its source, for `EVAL` when the server has lost it (a
+/// restart, `SCRIPT FLUSH`), and its SHA1, for `EVALSHA`.
+struct Lua {
+    code: String,
+    script: Script,
+}
+
+impl Lua {
+    fn new(code: String) -> std::sync::Arc<Self> {
+        let script = Script::new(&code);
+        std::sync::Arc::new(Self { code, script })
+    }
+}
+
 #[derive(Clone)]
 struct Scripts {
-    load: std::sync::Arc<Script>,
-    create: std::sync::Arc<Script>,
-    save: std::sync::Arc<Script>,
-    delete: std::sync::Arc<Script>,
-    regenerate: std::sync::Arc<Script>,
-    retire: std::sync::Arc<Script>,
-    set_revision: std::sync::Arc<Script>,
-    index_owner: std::sync::Arc<Script>,
+    load: std::sync::Arc<Lua>,
+    create: std::sync::Arc<Lua>,
+    save: std::sync::Arc<Lua>,
+    delete: std::sync::Arc<Lua>,
+    regenerate: std::sync::Arc<Lua>,
+    retire: std::sync::Arc<Lua>,
+    set_revision: std::sync::Arc<Lua>,
+    index_owner: std::sync::Arc<Lua>,
 }
 
 impl Scripts {
     fn new() -> Self {
-        let with_prelude =
-            |body: &str| std::sync::Arc::new(Script::new(&format!("{PRELUDE}{body}")));
+        let with_prelude = |body: &str| Lua::new(format!("{PRELUDE}{body}"));
         Self {
-            load: with_prelude(LOAD),
+            load: Lua::new(LOAD.to_owned()),
             create: with_prelude(CREATE),
-            save: with_prelude(SAVE),
+            save: Lua::new(SAVE.to_owned()),
             delete: with_prelude(DELETE),
             regenerate: with_prelude(REGENERATE),
             retire: with_prelude(RETIRE),
             set_revision: with_prelude(SET_REVISION),
-            index_owner: std::sync::Arc::new(Script::new(INDEX_OWNER)),
+            index_owner: Lua::new(INDEX_OWNER.to_owned()),
         }
     }
 
-    fn all(&self) -> [&std::sync::Arc<Script>; 8] {
+    fn all(&self) -> [&std::sync::Arc<Lua>; 8] {
         [
             &self.load,
             &self.create,
@@ -259,14 +288,16 @@ impl Scripts {
     }
 }
 
+/// Room reserved in a script command for the record's JSON: enough for a small session without
+/// growing the buffer; a larger one grows it as needed.
+const RECORD_SIZE_HINT: usize = 512;
+
 fn at_millis(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
+use crate::record::unix_ms as millis;
 
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -320,6 +351,76 @@ fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
         9 => return Err(foreign()),
         _ => return Err(malformed("unknown outcome")),
     })
+}
+
+/// A session value as the scripts keep it: the 62-byte header, the record, the flash.
+struct Stored<'a> {
+    revision: u64,
+    expiry: i64,
+    record: &'a [u8],
+    flash: Option<&'a [u8]>,
+}
+
+/// The decimal number in `bytes[range]` of a header.
+fn header_number(bytes: &[u8], range: std::ops::Range<usize>) -> Result<i64, StoreError> {
+    bytes
+        .get(range)
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(foreign)
+}
+
+impl<'a> Stored<'a> {
+    fn parse(value: &'a [u8]) -> Result<Self, StoreError> {
+        if value.first() != Some(&b'S') {
+            return Err(foreign());
+        }
+        let length = usize::try_from(header_number(value, 51..61)?).map_err(|_| foreign())?;
+        let end = 62usize.checked_add(length).ok_or_else(foreign)?;
+        Ok(Self {
+            revision: u64::try_from(header_number(value, 1..21)?).map_err(|_| foreign())?,
+            expiry: header_number(value, 21..36)?,
+            record: value.get(62..end).ok_or_else(foreign)?,
+            flash: (value.get(61) == Some(&b'1')).then(|| value.get(end..).unwrap_or_default()),
+        })
+    }
+
+    /// The record, with the header's revision, expiry and flash (which are the truth).
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &SessionKey,
+    ) -> Result<Record<T>, StoreError> {
+        let mut record = Record::<T>::decode(key, self.record)?;
+        record.revision = self.revision;
+        record.expires_at = at_millis(self.expiry).min(record.deadline);
+        if let Some(flash) = self.flash {
+            record.flash = Flash::decode(flash)?;
+        }
+        Ok(record)
+    }
+}
+
+/// A forwarding pointer as the scripts keep it.
+struct Pointer {
+    to: SessionKey,
+    grace_until: i64,
+    until: i64,
+}
+
+impl Pointer {
+    fn parse(value: &[u8]) -> Result<Self, StoreError> {
+        if value.first() != Some(&b'P') {
+            return Err(foreign());
+        }
+        Ok(Self {
+            to: value
+                .get(1..44)
+                .and_then(SessionKey::parse_bytes)
+                .ok_or_else(foreign)?,
+            grace_until: header_number(value, 44..59)?,
+            until: header_number(value, 59..74)?,
+        })
+    }
 }
 
 /// A value under a session key that is not a session record (another program's data).
@@ -458,8 +559,8 @@ impl<T: Session> RedisStore<T> {
 
     /// How long an expired session stays in Redis so that a client coming back with its cookie
     /// fires the `expired` event instead of `rejected(unknown)` (default 1 hour; zero turns it
-    /// off). It costs the memory of each idle-expired session for that long: the first load
-    /// after the expiry deletes it. Changing it does not change when a session expires.
+    /// off). It costs the memory of each idle-expired session for that long. Changing it does
+    /// not change when a session expires.
     #[must_use]
     pub fn with_expired_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
@@ -490,8 +591,9 @@ impl<T: Session> RedisStore<T> {
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
-        for script in self.scripts.all() {
-            on_connection!(self, |conn| script
+        for lua in self.scripts.all() {
+            on_connection!(self, |conn| lua
+                .script
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await)?;
@@ -503,23 +605,78 @@ impl<T: Session> RedisStore<T> {
         on_connection!(self, |conn| cmd.query_async::<V>(&mut conn).await)
     }
 
-    /// Runs a script that answers a write outcome.
-    async fn write_script(
+    /// Sends `cmd` within the command timeout, keeping the server's error as it is.
+    async fn exec<V: FromRedisValue>(
         &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<Vec<Value>, StoreError> {
-        on_connection!(self, |conn| invocation
-            .invoke_async::<Vec<Value>>(&mut conn)
-            .await)
+        cmd: &Cmd,
+    ) -> Result<redis::RedisResult<V>, StoreError> {
+        let sent = async {
+            match self.connection.clone() {
+                Connection::Single(mut conn) => cmd.query_async(&mut conn).await,
+                #[cfg(feature = "cluster")]
+                Connection::Cluster(mut conn) => cmd.query_async(&mut conn).await,
+            }
+        };
+        tokio::time::timeout(self.command_timeout, sent)
+            .await
+            .map_err(|_| StoreError::Timeout)
     }
 
-    /// The flash as a script argument ('' for none).
-    fn flash_arg(record: &Record<T>) -> Result<Vec<u8>, StoreError> {
-        if record.flash.is_empty() {
-            Ok(Vec::new())
-        } else {
-            record.flash.encode()
+    /// Runs `lua` on `keys` with the arguments `args` writes: one `EVALSHA`, built in one
+    /// buffer with the arguments written in place (no allocation per argument), and `EVAL` of
+    /// the source if the server lost the script.
+    async fn run<V: FromRedisValue>(
+        &self,
+        lua: &Lua,
+        keys: &[&SessionKey],
+        args: impl Fn(&mut Cmd) -> Result<(), StoreError>,
+    ) -> Result<V, StoreError> {
+        let mut cmd = self.script_cmd("EVALSHA", lua.script.get_hash().as_bytes(), keys)?;
+        args(&mut cmd)?;
+        match self.exec(&cmd).await? {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut cmd = self.script_cmd("EVAL", lua.code.as_bytes(), keys)?;
+                args(&mut cmd)?;
+                self.exec(&cmd).await?.map_err(backend)
+            }
+            reply => reply.map_err(backend),
         }
+    }
+
+    /// `verb script numkeys key...`, the keys (`prefix + key`) written in place, with room for
+    /// a record's worth of arguments.
+    fn script_cmd(
+        &self,
+        verb: &str,
+        script: &[u8],
+        keys: &[&SessionKey],
+    ) -> Result<Cmd, StoreError> {
+        let key_len = self.prefix.len() + 43;
+        let mut cmd = Cmd::with_capacity(
+            16,
+            verb.len() + script.len() + 4 + keys.len() * key_len + RECORD_SIZE_HINT,
+        );
+        cmd.arg(verb).arg(script).arg(keys.len());
+        for key in keys {
+            let mut arg = cmd.writer_for_next_arg();
+            arg.write_all(self.prefix.as_bytes())
+                .and_then(|()| arg.write_all(key.as_str().as_bytes()))
+                .map_err(|err| StoreError::Encode(Box::new(err)))?;
+        }
+        Ok(cmd)
+    }
+
+    /// Writes the record's JSON (without its flash) and the flash ('' for none) as the next two
+    /// arguments.
+    fn record_args(cmd: &mut Cmd, record: &Record<T>) -> Result<(), StoreError> {
+        record.write_without_flash(cmd.writer_for_next_arg())?;
+        if record.flash.is_empty() {
+            cmd.arg("");
+        } else {
+            serde_json::to_writer(cmd.writer_for_next_arg(), &record.flash)
+                .map_err(|err| StoreError::Encode(Box::new(err)))?;
+        }
+        Ok(())
     }
 
     /// Regenerate on a Cluster, where two keys of different slots cannot change in one step:
@@ -536,14 +693,17 @@ impl<T: Session> RedisStore<T> {
         if self.create(record).await? == WriteOutcome::Collision {
             return Ok(WriteOutcome::Collision);
         }
-        let mut retire = self.scripts.retire.key(self.key(old));
-        retire
-            .arg(millis(OffsetDateTime::now_utc()))
-            .arg(expect_arg(expect))
-            .arg(forward.to.as_str())
-            .arg(forward.grace_until.map_or(0, millis))
-            .arg(millis(forward.until));
-        let reply = self.write_script(retire).await?;
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(&self.scripts.retire, &[old], |cmd| {
+                cmd.arg(now)
+                    .arg(expect_arg(expect))
+                    .arg(forward.to.as_str())
+                    .arg(forward.grace_until.map_or(0, millis))
+                    .arg(millis(forward.until));
+                Ok(())
+            })
+            .await?;
         let outcome = write_outcome(&reply)?;
         if outcome != WriteOutcome::Done {
             let mut undo = redis::cmd("DEL");
@@ -555,9 +715,11 @@ impl<T: Session> RedisStore<T> {
         // wins the old one may have moved on: the new key gets the old revision plus one.
         let revision = u64::try_from(int(reply.get(1))?).unwrap_or(0) + 1;
         if revision != record.revision {
-            let mut fix = self.scripts.set_revision.key(self.key(&record.key));
-            fix.arg(revision);
-            on_connection!(self, |conn| fix.invoke_async::<i64>(&mut conn).await)?;
+            self.run::<i64>(&self.scripts.set_revision, &[&record.key], |cmd| {
+                cmd.arg(revision);
+                Ok(())
+            })
+            .await?;
         }
         Ok(WriteOutcome::Done)
     }
@@ -644,58 +806,60 @@ impl<T: Session> RedisStore<T> {
 
 impl<T: Session> Store<T> for RedisStore<T> {
     async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
-        let mut invocation = self.scripts.load.key(self.key(key));
-        invocation
-            .arg(millis(options.now))
-            .arg(options.slide.map_or(0, duration_ms).max(0))
-            .arg(u8::from(options.take_flash))
-            .arg(duration_ms(self.retention));
-        let reply: Value = on_connection!(self, |conn| invocation.invoke_async(&mut conn).await)?;
+        let reply: Value = self
+            .run(&self.scripts.load, &[key], |cmd| {
+                cmd.arg(millis(options.now))
+                    .arg(options.slide.map_or(0, duration_ms).max(0))
+                    .arg(u8::from(options.take_flash))
+                    .arg(duration_ms(self.retention));
+                Ok(())
+            })
+            .await?;
         let reply = match reply {
             Value::Nil => return Ok(Loaded::Missing),
             Value::Array(reply) => reply,
             _ => return Err(malformed("load")),
         };
-        let record = |reply: &[Value]| -> Result<Record<T>, StoreError> {
-            let body = bytes(reply.get(1)).ok_or_else(|| malformed("record"))?;
-            let mut record = Record::<T>::decode(key, body)?;
-            record.revision = u64::try_from(int(reply.get(2))?).unwrap_or(0);
-            record.expires_at = at_millis(int(reply.get(3))?).min(record.deadline);
-            Ok(record)
-        };
+        let value = bytes(reply.get(1));
         match int(reply.first())? {
             1 => {
-                let mut record = record(&reply)?;
-                if let Some(flash) = bytes(reply.get(4)) {
-                    record.flash = Flash::decode(flash)?;
+                let stored = Stored::parse(value.ok_or_else(foreign)?)?;
+                let mut record = stored.record::<T>(key)?;
+                if let Some(slid) = reply.get(2) {
+                    record.expires_at = at_millis(int(Some(slid))?).min(record.deadline);
                 }
                 Ok(Loaded::Active(record))
             }
             2 => {
-                let grace = int(reply.get(2))?;
+                let pointer = Pointer::parse(value.ok_or_else(foreign)?)?;
                 Ok(Loaded::Moved(Forward::new(
-                    key_of(reply.get(1))?,
-                    (grace > 0).then(|| at_millis(grace)),
-                    at_millis(int(reply.get(3))?),
+                    pointer.to,
+                    (pointer.grace_until > 0).then(|| at_millis(pointer.grace_until)),
+                    at_millis(pointer.until),
                 )))
             }
-            3 => Ok(Loaded::Expired(record(&reply)?)),
+            3 => {
+                let stored = Stored::parse(value.ok_or_else(foreign)?)?;
+                Ok(Loaded::Expired(stored.record::<T>(key)?))
+            }
             9 => Err(foreign()),
             _ => Err(malformed("load outcome")),
         }
     }
 
     async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        let mut invocation = self.scripts.create.key(self.key(&record.key));
-        invocation
-            .arg(millis(OffsetDateTime::now_utc()))
-            .arg(record.encode_without_flash()?)
-            .arg(Self::flash_arg(record)?)
-            .arg(record.revision)
-            .arg(millis(record.effective_expiry()))
-            .arg(millis(record.deadline))
-            .arg(duration_ms(self.retention));
-        let created: i64 = on_connection!(self, |conn| invocation.invoke_async(&mut conn).await)?;
+        let now = millis(OffsetDateTime::now_utc());
+        let created: i64 = self
+            .run(&self.scripts.create, &[&record.key], |cmd| {
+                cmd.arg(now);
+                Self::record_args(cmd, record)?;
+                cmd.arg(record.revision)
+                    .arg(millis(record.effective_expiry()))
+                    .arg(millis(record.deadline))
+                    .arg(duration_ms(self.retention));
+                Ok(())
+            })
+            .await?;
         Ok(if created == 1 {
             WriteOutcome::Done
         } else {
@@ -704,15 +868,17 @@ impl<T: Session> Store<T> for RedisStore<T> {
     }
 
     async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
-        let mut invocation = self.scripts.save.key(self.key(&record.key));
-        invocation
-            .arg(millis(OffsetDateTime::now_utc()))
-            .arg(expect_arg(expect))
-            .arg(record.encode_without_flash()?)
-            .arg(Self::flash_arg(record)?)
-            .arg(millis(record.effective_expiry()))
-            .arg(duration_ms(self.retention));
-        write_outcome(&self.write_script(invocation).await?)
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(&self.scripts.save, &[&record.key], |cmd| {
+                cmd.arg(now).arg(expect_arg(expect));
+                Self::record_args(cmd, record)?;
+                cmd.arg(millis(record.effective_expiry()))
+                    .arg(duration_ms(self.retention));
+                Ok(())
+            })
+            .await?;
+        write_outcome(&reply)
     }
 
     async fn regenerate(
@@ -726,28 +892,32 @@ impl<T: Session> Store<T> for RedisStore<T> {
         if matches!(self.connection, Connection::Cluster(_)) {
             return self.regenerate_in_steps(old, record, expect, forward).await;
         }
-        let mut invocation = self.scripts.regenerate.key(self.key(old));
-        invocation
-            .key(self.key(&record.key))
-            .arg(millis(OffsetDateTime::now_utc()))
-            .arg(expect_arg(expect))
-            .arg(record.encode_without_flash()?)
-            .arg(Self::flash_arg(record)?)
-            .arg(millis(record.effective_expiry()))
-            .arg(millis(record.deadline))
-            .arg(duration_ms(self.retention))
-            .arg(record.key.as_str())
-            .arg(forward.grace_until.map_or(0, millis))
-            .arg(millis(forward.until));
-        write_outcome(&self.write_script(invocation).await?)
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(&self.scripts.regenerate, &[old, &record.key], |cmd| {
+                cmd.arg(now).arg(expect_arg(expect));
+                Self::record_args(cmd, record)?;
+                cmd.arg(millis(record.effective_expiry()))
+                    .arg(millis(record.deadline))
+                    .arg(duration_ms(self.retention))
+                    .arg(record.key.as_str())
+                    .arg(forward.grace_until.map_or(0, millis))
+                    .arg(millis(forward.until));
+                Ok(())
+            })
+            .await?;
+        write_outcome(&reply)
     }
 
     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
-        let mut invocation = self.scripts.delete.key(self.key(key));
-        invocation
-            .arg(millis(OffsetDateTime::now_utc()))
-            .arg(expect_arg(expect));
-        write_outcome(&self.write_script(invocation).await?)
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(&self.scripts.delete, &[key], |cmd| {
+                cmd.arg(now).arg(expect_arg(expect));
+                Ok(())
+            })
+            .await?;
+        write_outcome(&reply)
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -787,16 +957,26 @@ impl<T: Session> Store<T> for RedisStore<T> {
         key: &SessionKey,
         until: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let owner_key = self.owner_key(owner);
-        let script = &self.scripts.index_owner;
-        let _: i64 = on_connection!(self, |conn| {
-            script
-                .key(&owner_key)
-                .arg(key.as_str())
-                .arg(millis(until))
-                .invoke_async(&mut conn)
-                .await
-        })?;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.index_owner.script.get_hash())
+            .arg(1)
+            .arg(self.owner_key(owner))
+            .arg(key.as_str())
+            .arg(millis(until));
+        match self.exec::<i64>(&cmd).await? {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(&self.scripts.index_owner.code)
+                    .arg(1)
+                    .arg(self.owner_key(owner))
+                    .arg(key.as_str())
+                    .arg(millis(until));
+                self.exec::<i64>(&cmd).await?.map_err(backend)?;
+            }
+            reply => {
+                reply.map_err(backend)?;
+            }
+        }
         Ok(())
     }
 

@@ -469,7 +469,8 @@ pub async fn regenerate_refuses_what_it_must<St: Store<Probe>>(store: &St) {
     .await;
 }
 
-/// A sliding load moves the idle expiry to `now + idle`, never past the deadline.
+/// A sliding load moves the idle expiry to `now + idle` (a store may skip a move of less than a
+/// second), never back and never past the deadline.
 pub async fn load_slides_expiry_up_to_the_deadline<St: Store<Probe>>(store: &St) {
     let rec = record(
         new_key(),
@@ -498,6 +499,17 @@ pub async fn load_slides_expiry_up_to_the_deadline<St: Store<Probe>>(store: &St)
         active(store, &rec.key).await.effective_expiry(),
         slid.effective_expiry(),
         "stored"
+    );
+    // A step of less than a second may be skipped, never taken backwards.
+    let later =
+        LoadOptions::at(at + Duration::from_millis(300)).sliding(Some(Duration::from_secs(60)));
+    let Loaded::Active(again) = store.load(&rec.key, later).await.expect("load") else {
+        panic!("sliding load: expected Active");
+    };
+    let moved = again.effective_expiry() - slid.effective_expiry();
+    assert!(
+        moved >= time::Duration::ZERO && moved <= time::Duration::milliseconds(300),
+        "a load 300 ms later moves the expiry by 0 to 300 ms, not {moved}"
     );
 
     let capped = record(
