@@ -42,6 +42,15 @@ fn cookie_prefix_misuse_is_refused_when_the_layer_is_built() {
 #[test]
 fn impossible_settings_are_refused() {
     let base = SessionConfig::<Counter>::new;
+    // Durations that would overflow a timestamp are refused instead of panicking per request.
+    assert_eq!(
+        build(base().with_idle_timeout(Duration::MAX)),
+        Err(ConfigError::DurationTooLong)
+    );
+    assert_eq!(
+        build(base().with_regenerate_grace(Duration::from_secs(u64::MAX / 2))),
+        Err(ConfigError::DurationTooLong)
+    );
     assert_eq!(
         build(base().with_cookie_name("")),
         Err(ConfigError::InvalidCookieName)

@@ -289,6 +289,14 @@ pub fn routes() -> Router {
             ),
         )
         .route(
+            "/flash-and-regenerate",
+            get(|s: SessionHandle<Counter>| async move {
+                s.flash("notice", "moved");
+                s.regenerate();
+                "regenerated"
+            }),
+        )
+        .route(
             "/flash-now",
             get(|s: SessionHandle<Counter>| async move {
                 s.flash_now("notice", "right now");
