@@ -347,6 +347,26 @@ impl<St: Store<Probe> + Clone> Rig<St> {
             .unwrap_or_else(|| panic!("{path} should start a session ({})", reply.status))
     }
 
+    /// Races two requests (`a` as actor 0, `b` as actor 1) that both carry `cookie`.
+    async fn race_paths(
+        &self,
+        order: Vec<usize>,
+        mode: Mode,
+        a: &'static str,
+        b: &'static str,
+        cookie: &str,
+    ) -> (Reply, Reply) {
+        let (x, y) = (self.clone(), self.clone());
+        let (cookie_x, cookie_y) = (cookie.to_owned(), cookie.to_owned());
+        self.race(
+            order,
+            mode,
+            async move { x.send(a, Some(&cookie_x)).await },
+            async move { y.send(b, Some(&cookie_y)).await },
+        )
+        .await
+    }
+
     /// Runs two actors at once under `order` and `mode`.
     async fn race<A, B>(&self, order: Vec<usize>, mode: Mode, a: A, b: B) -> (A::Output, B::Output)
     where
@@ -468,17 +488,7 @@ pub(crate) async fn logout_ends_the_session<St: Store<Probe> + Clone>(
                 let rig = rig.clone();
                 async move {
                     let c0 = rig.marked_session().await;
-                    let (r0, r1) = {
-                        let (x, y) = (rig.clone(), rig.clone());
-                        let (c_x, c_y) = (c0.clone(), c0.clone());
-                        rig.race(
-                            order.clone(),
-                            mode,
-                            async move { x.send("/logout", Some(&c_x)).await },
-                            async move { y.send(other, Some(&c_y)).await },
-                        )
-                        .await
-                    };
+                    let (r0, r1) = rig.race_paths(order.clone(), mode, "/logout", other, &c0).await;
                     assert_eq!(r0.status, StatusCode::OK, "logout answers 200 ({mode:?} {order:?})");
                     for cookie in [Some(c0), r0.cookie, r1.cookie].into_iter().flatten() {
                         assert!(
@@ -512,15 +522,8 @@ pub(crate) async fn optimistic_loses_no_write<St: Store<Probe> + Clone>(
             let rig = rig.clone();
             async move {
                 let c0 = rig.session("/incr").await;
-                let (x, y) = (rig.clone(), rig.clone());
-                let (c_x, c_y) = (c0.clone(), c0.clone());
                 let (r0, r1) = rig
-                    .race(
-                        order.clone(),
-                        mode,
-                        async move { x.send(first, Some(&c_x)).await },
-                        async move { y.send(second, Some(&c_y)).await },
-                    )
+                    .race_paths(order.clone(), mode, first, second, &c0)
                     .await;
                 let what = format!("{first} vs {second} ({mode:?} {order:?})");
                 for reply in [&r0, &r1] {
@@ -642,15 +645,8 @@ pub(crate) async fn last_write_wins_never_resurrects<St: Store<Probe> + Clone>(
         let rig = rig.clone();
         async move {
             let c0 = rig.marked_session().await;
-            let (x, y) = (rig.clone(), rig.clone());
-            let (c_x, c_y) = (c0.clone(), c0.clone());
             let (_, r1) = rig
-                .race(
-                    order.clone(),
-                    mode,
-                    async move { x.send("/logout", Some(&c_x)).await },
-                    async move { y.send("/incr", Some(&c_y)).await },
-                )
+                .race_paths(order.clone(), mode, "/logout", "/incr", &c0)
                 .await;
             let what = format!("logout vs save ({mode:?} {order:?})");
             assert_eq!(
@@ -675,15 +671,8 @@ pub(crate) async fn last_write_wins_never_resurrects<St: Store<Probe> + Clone>(
         let rig = rig.clone();
         async move {
             let c0 = rig.marked_session().await;
-            let (x, y) = (rig.clone(), rig.clone());
-            let (c_x, c_y) = (c0.clone(), c0.clone());
             let (login, save) = rig
-                .race(
-                    order.clone(),
-                    mode,
-                    async move { x.send("/login", Some(&c_x)).await },
-                    async move { y.send("/incr", Some(&c_y)).await },
-                )
+                .race_paths(order.clone(), mode, "/login", "/incr", &c0)
                 .await;
             let what = format!("login vs save ({mode:?} {order:?})");
             assert!(
@@ -726,15 +715,8 @@ pub(crate) async fn grace_is_read_only<St: Store<Probe> + Clone>(
                 let rig = rig.clone();
                 async move {
                     let c0 = rig.marked_session().await;
-                    let (x, y) = (rig.clone(), rig.clone());
-                    let (c_x, c_y) = (c0.clone(), c0.clone());
                     let (login, r1) = rig
-                        .race(
-                            order.clone(),
-                            mode,
-                            async move { x.send("/login", Some(&c_x)).await },
-                            async move { y.send(other, Some(&c_y)).await },
-                        )
+                        .race_paths(order.clone(), mode, "/login", other, &c0)
                         .await;
                     let what = format!("login vs {other} with the old cookie ({mode:?} {order:?})");
                     if let Some(cookie) = &r1.cookie {
@@ -791,15 +773,8 @@ pub(crate) async fn flash_reaches_one_request<St: Store<Probe> + Clone>(
         let rig = rig.clone();
         async move {
             let c0 = rig.session("/flash").await;
-            let (x, y) = (rig.clone(), rig.clone());
-            let (c_x, c_y) = (c0.clone(), c0.clone());
             let (r0, r1) = rig
-                .race(
-                    order.clone(),
-                    mode,
-                    async move { x.send("/show", Some(&c_x)).await },
-                    async move { y.send("/show", Some(&c_y)).await },
-                )
+                .race_paths(order.clone(), mode, "/show", "/show", &c0)
                 .await;
             let shown = [&r0, &r1].iter().filter(|r| r.body == "hello").count();
             assert_eq!(
