@@ -806,27 +806,9 @@ async fn concurrent_clients_each_keep_their_own_count() {
 async fn a_slow_write_racing_a_logout_does_not_resurrect_the_session() {
     let store = TestStore::new();
     let events = Events::default();
-    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let gates = std::sync::Arc::new(std::sync::Mutex::new(Some((loaded_tx, go_rx))));
-    let app = support::routes()
-        .route(
-            "/slow-incr",
-            axum::routing::get(move |s: tower_typed_sessions::SessionHandle<Counter>| {
-                let gates = gates.clone();
-                async move {
-                    let (loaded, go) = gates.lock().unwrap().take().unwrap();
-                    loaded.send(()).unwrap();
-                    go.await.unwrap();
-                    s.update(|c| c.count += 100);
-                    "slow write done"
-                }
-            }),
-        )
-        .layer(
-            tower_typed_sessions::SessionLayer::from_config(store.clone(), events.attach(config()))
-                .unwrap(),
-        );
+    let (app, loaded_rx, go_tx) = gated_app(store.clone(), events.attach(config()), |s| {
+        s.update(|c| c.count += 100);
+    });
     let mut client = Client::new(app.clone());
     client.get("/incr").await;
     let cookie = format!("id={}", client.id().unwrap().expose_secret());
@@ -834,7 +816,7 @@ async fn a_slow_write_racing_a_logout_does_not_resurrect_the_session() {
     let slow = tokio::spawn({
         let app = app.clone();
         let cookie = cookie.clone();
-        async move { send(&app, get_with_cookie("/slow-incr", &cookie)).await }
+        async move { send(&app, get_with_cookie("/gated", &cookie)).await }
     });
     loaded_rx.await.unwrap();
     let logout = send(&app, get_with_cookie("/logout", &cookie)).await;
