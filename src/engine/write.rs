@@ -78,7 +78,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     }
 
     /// Ends the session under `key` wherever it moved (logout, revoke), whatever ran
-    /// concurrently. Returns the key it ended and whether it was live.
+    /// concurrently. Returns whether it was live.
     pub(crate) async fn end(
         &self,
         key: SessionKey,

@@ -809,7 +809,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
         let reply: Value = self
             .run(&self.scripts.load, &[key], |cmd| {
                 cmd.arg(millis(options.now))
-                    .arg(options.slide.map_or(0, duration_ms).max(0))
+                    .arg(options.slide.map_or(0, duration_ms))
                     .arg(u8::from(options.take_flash))
                     .arg(duration_ms(self.retention));
                 Ok(())
