@@ -27,9 +27,20 @@ async fn store_on(server: &RedisServer) -> RedisStore<Counter> {
         .expect("connect to the test's redis")
 }
 
-/// The Redis key of the session whose cookie carries `id` (IDs are hashed at rest on Redis).
+/// The Redis key of the record of the session whose cookie carries `id` (IDs are hashed at
+/// rest on Redis).
 fn redis_key(id: &SessionId) -> String {
-    format!("session:{}", SessionKey::hashed(id).as_str())
+    format!("session:{{{}}}", SessionKey::hashed(id).as_str())
+}
+
+/// The key that exists while that session is not idle-expired, and holds its pending flash.
+fn live_key(id: &SessionId) -> String {
+    format!("{}:live", redis_key(id))
+}
+
+/// The key of that session's forwarding pointer, once it was regenerated.
+fn moved_key(id: &SessionId) -> String {
+    format!("{}:moved", redis_key(id))
 }
 
 /// The value of a bulk-string reply (`$n\r\nvalue\r\n`), or `None` for a nil reply.
@@ -53,19 +64,20 @@ fn now_ms() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
 }
 
-// The layout of a session key's value (one string, see src/store/redis.rs):
-//   S | revision (20 digits) | expiry ms (15) | deadline ms (15) | record length (10) |
-//     flash pending (0/1) | record JSON | flash JSON
-// and of a regenerated session's old key:
-//   P | new key (43) | grace end ms (15, 0: none) | pointer end ms (15)
+// The layout (see src/store/redis/layout.rs):
+//   session:{K}        S | revision (20 digits) | deadline ms (15) | record JSON
+//   session:{K}:live   the pending flash's JSON ('' none); its TTL is the session's expiry
+//   session:{K}:moved  P | new key (43) | grace end ms (15, 0: none) | pointer end ms (15)
 
 /// A session as Redis holds it.
 #[derive(Debug)]
 struct StoredSession {
     revision: u64,
+    /// When the `live` key expires (the session's expiry).
     expiry: i64,
     deadline: i64,
     record: String,
+    /// The pending flash, `None` for none.
     flash: Option<String>,
 }
 
@@ -83,25 +95,26 @@ fn digits<N: std::str::FromStr>(value: &str, from: usize, len: usize) -> N {
         .unwrap_or_else(|_| panic!("not a number at {from}..{}: {value}", from + len))
 }
 
-/// The value under `key`, which must be a session.
-fn stored_session(server: &RedisServer, key: &str) -> StoredSession {
-    let value = bulk(&server.command(&["GET", key])).unwrap_or_else(|| panic!("nothing at {key}"));
+/// The session whose cookie carries `id`, which must be live.
+fn stored_session(server: &RedisServer, id: &SessionId) -> StoredSession {
+    let key = redis_key(id);
+    let value = bulk(&server.command(&["GET", &key])).unwrap_or_else(|| panic!("nothing at {key}"));
     assert!(value.starts_with('S'), "not a session: {value}");
-    let length: usize = digits(&value, 51, 10);
-    let record = value[62..62 + length].to_owned();
-    let flash = (&value[61..62] == "1").then(|| value[62 + length..].to_owned());
+    let flash = bulk(&server.command(&["GET", &live_key(id)]))
+        .unwrap_or_else(|| panic!("{key} is not live"));
     StoredSession {
         revision: digits(&value, 1, 20),
-        expiry: digits(&value, 21, 15),
-        deadline: digits(&value, 36, 15),
-        record,
-        flash,
+        expiry: integer(&server.command(&["PEXPIRETIME", &live_key(id)])),
+        deadline: digits(&value, 21, 15),
+        record: value[36..].to_owned(),
+        flash: (!flash.is_empty()).then_some(flash),
     }
 }
 
-/// The value under `key`, which must be a forwarding pointer.
-fn stored_pointer(server: &RedisServer, key: &str) -> StoredPointer {
-    let value = bulk(&server.command(&["GET", key])).unwrap_or_else(|| panic!("nothing at {key}"));
+/// The forwarding pointer the session whose cookie carried `id` left.
+fn stored_pointer(server: &RedisServer, id: &SessionId) -> StoredPointer {
+    let key = moved_key(id);
+    let value = bulk(&server.command(&["GET", &key])).unwrap_or_else(|| panic!("nothing at {key}"));
     assert!(value.starts_with('P'), "not a pointer: {value}");
     StoredPointer {
         to: value[1..44].to_owned(),
@@ -110,12 +123,9 @@ fn stored_pointer(server: &RedisServer, key: &str) -> StoredPointer {
     }
 }
 
-/// A session value in the store's layout, for writing forged ones.
-fn session_value(revision: u64, expiry: i64, deadline: i64, record: &str) -> String {
-    format!(
-        "S{revision:020}{expiry:015}{deadline:015}{:010}0{record}",
-        record.len()
-    )
+/// A record value in the store's layout, for writing forged ones.
+fn session_value(revision: u64, deadline: i64, record: &str) -> String {
+    format!("S{revision:020}{deadline:015}{record}")
 }
 
 fn app(store: RedisStore<Counter>, events: &Events) -> axum::Router {
@@ -138,77 +148,55 @@ fn names(commands: Vec<String>) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trips_per_request_stay_within_budget() {
+async fn round_trips_and_commands_per_request() {
     let server = RedisServer::start();
+    // Round trips through a counting relay; command names from MONITOR.
+    let relay = redis_server::RoundTrips::start(server.port());
+    let store = RedisStore::connect(&relay.url()).await.unwrap();
     let events = Events::default();
-    let mut client = Client::new(app(store_on(&server).await, &events));
+    let mut client = Client::new(app(store, &events));
     let mut monitor = server.monitor();
+    relay.take();
 
-    let mut table = Vec::new();
-    let mut measure = |label: &str, commands: Vec<String>, budget: usize| {
-        let names = names(commands);
-        println!("{label:<44} {} {:?}", names.len(), names);
-        assert!(
-            names.len() <= budget,
-            "{label}: {names:?} is over the budget of {budget}"
-        );
-        table.push((label.to_owned(), names));
+    let mut check = |label: &str, round_trips: usize, commands: &[&str]| {
+        let seen = names(monitor.commands_since_last_call());
+        let trips = relay.take();
+        println!("{label:<44} {trips} round trips, {seen:?}");
+        assert_eq!(trips, round_trips, "{label}: round trips ({seen:?})");
+        assert_eq!(seen, commands, "{label}: commands");
     };
 
     client.get("/read").await;
-    measure(
-        "no cookie, handler writes nothing",
-        monitor.commands_since_last_call(),
-        0,
-    );
+    check("no cookie, handler writes nothing", 0, &[]);
     client.get("/incr").await;
-    measure(
-        "first write of a new session",
-        monitor.commands_since_last_call(),
-        1,
-    );
+    check("first write of a new session", 1, &["EVALSHA"]);
     client.get("/read").await;
-    measure(
-        "read-only, sliding on",
-        monitor.commands_since_last_call(),
-        1,
-    );
+    check("read, sliding: no script", 1, &["GETEX", "GETEX"]);
     client.get("/incr").await;
-    measure(
-        "modify an existing session",
-        monitor.commands_since_last_call(),
+    check(
+        "modify (last write wins): no script",
         2,
+        &["GETEX", "GETEX", "EXISTS", "SET"],
     );
     client.get("/flash?msg=hi").await;
-    measure("set a flash", monitor.commands_since_last_call(), 2);
+    check("set a flash", 2, &["GETEX", "GETEX", "SET", "SET"]);
     assert_eq!(client.get("/show").await.body, "hi");
-    measure(
-        "read a page with a flash",
-        monitor.commands_since_last_call(),
-        1,
+    check(
+        "read a page with a flash: the flash is taken",
+        2,
+        &["GETEX", "GETEX", "SET"],
     );
+    client.get("/read").await;
+    check("read once the flash is gone", 1, &["GETEX", "GETEX"]);
     client.get("/login").await;
-    measure("regenerate (login)", monitor.commands_since_last_call(), 2);
+    check("regenerate (login)", 2, &["GETEX", "GETEX", "EVALSHA"]);
     client.get("/logout").await;
-    measure("delete (logout)", monitor.commands_since_last_call(), 2);
-
-    let scripts = |n: usize| vec!["EVALSHA".to_owned(); n];
-    assert_eq!(table[1].1, scripts(1), "create in one script");
-    assert_eq!(table[2].1, scripts(1), "load and slide in one script");
-    assert_eq!(table[3].1, scripts(2), "load, then save");
-    assert_eq!(table[4].1, scripts(2));
-    assert_eq!(
-        table[5].1,
-        scripts(1),
-        "the load took the flash: nothing to write back"
-    );
-    assert_eq!(table[6].1, scripts(2), "load, then both keys in one script");
-    assert_eq!(table[7].1, scripts(2), "load, then delete");
+    check("delete (logout)", 2, &["GETEX", "GETEX", "EVALSHA"]);
     assert_eq!(client.get("/read").await.body, "0 new=true", "logged out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_is_one_value_whose_ttl_is_its_expiry_plus_the_retention() {
+async fn a_session_is_a_record_and_a_live_key_whose_ttl_is_its_expiry() {
     let server = RedisServer::start();
     let config = SessionConfig::new()
         .with_idle_timeout(Duration::from_secs(600))
@@ -225,9 +213,9 @@ async fn a_session_is_one_value_whose_ttl_is_its_expiry_plus_the_retention() {
             support::routes().layer(SessionLayer::from_config(store, config.clone()).unwrap());
         let mut client = Client::new(app);
         client.get("/incr").await;
-        // IDs are hashed at rest on Redis: the key holds a digest of the cookie's ID.
-        let key = redis_key(&client.id().unwrap());
-        let session = stored_session(&server, &key);
+        // IDs are hashed at rest on Redis: the keys hold a digest of the cookie's ID.
+        let id = client.id().unwrap();
+        let session = stored_session(&server, &id);
         assert_eq!(
             session.expiry, session.deadline,
             "{label}: the 300 s deadline comes before the 600 s idle"
@@ -237,11 +225,11 @@ async fn a_session_is_one_value_whose_ttl_is_its_expiry_plus_the_retention() {
             "{label}: expiry in {} ms",
             session.expiry - now_ms()
         );
-        let ttl = integer(&server.command(&["PTTL", &key]));
-        let retention_ms = retention.map_or(3_600_000, |r| r.as_millis() as i64);
+        let ttl = integer(&server.command(&["PTTL", &redis_key(&id)]));
+        let retention_ms = retention.map_or(3_600_000, |r| r.as_millis() as i64) + 1_000;
         assert!(
             (retention_ms + 295_000..=retention_ms + 300_000).contains(&ttl),
-            "{label}: TTL is the expiry plus the retention: {ttl}"
+            "{label}: the record's TTL is the expiry plus the retention and a second: {ttl}"
         );
         assert!(
             session.record.contains("\"v\":2") && session.record.contains("\"count\":1"),
@@ -253,18 +241,23 @@ async fn a_session_is_one_value_whose_ttl_is_its_expiry_plus_the_retention() {
         );
         assert_eq!(session.flash, None);
         client.get("/flash?msg=hi").await;
-        let session = stored_session(&server, &key);
+        let session = stored_session(&server, &id);
         assert_eq!(session.revision, 1, "{label}: a save moves the revision on");
         assert!(
             session.flash.as_deref().is_some_and(|f| f.contains("hi")),
-            "{label}: the flash is kept after the record: {session:?}"
+            "{label}: the flash waits in the live key: {session:?}"
         );
         // (Not "hi": a random key may contain it.)
         assert!(!session.record.contains("notice"), "{label}: {session:?}");
         assert_eq!(client.get("/show").await.body, "hi");
-        let session = stored_session(&server, &key);
+        let session = stored_session(&server, &id);
         assert_eq!(session.flash, None, "{label}: the load took the flash");
         assert_eq!(session.revision, 1, "{label}: without a write");
+        let slid = session.expiry - now_ms();
+        assert!(
+            (595_000..=600_000).contains(&slid),
+            "{label}: a read slides the live key to the idle timeout: {slid} ms"
+        );
     }
 }
 
@@ -285,7 +278,15 @@ async fn an_idle_expired_session_fires_expired_until_its_retention_ends() {
         client.get("/incr").await;
         let id = client.id().unwrap();
         let key = SessionKey::hashed(&id);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Past the idle timeout; without a retention, past the extra second the record keeps
+        // over its live key too.
+        let wait = if retention.is_some() { 1_600 } else { 600 };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        assert_eq!(
+            server.command(&["EXISTS", &live_key(&id)]),
+            ":0\r\n",
+            "Redis ended the live key at the idle timeout"
+        );
         events.take();
         let reply = client.get("/read").await;
         assert_eq!(reply.body, "0 new=true", "{expected}");
@@ -299,15 +300,15 @@ async fn an_idle_expired_session_fires_expired_until_its_retention_ends() {
             _ => assert_eq!(
                 seen,
                 [Event::Rejected(RejectReason::Unknown, Some(key))],
-                "without a retention Redis forgets the session at its expiry"
+                "without a retention Redis forgets the session soon after its expiry"
             ),
         }
         if expected == "expired" {
-            // It stays for the rest of its retention (every load until then says "expired"),
-            // then its TTL removes it; no write reaches it meanwhile.
+            // It stays for the retention (every load until then says "expired"), then its
+            // TTL removes it; no write reaches it meanwhile.
             let ttl = integer(&server.command(&["PTTL", &redis_key(&id)]));
             assert!(
-                (3_000_000..=3_600_000).contains(&ttl),
+                (3_000_000..=3_602_000).contains(&ttl),
                 "the rest of the 1 h retention: {ttl}"
             );
         } else {
@@ -328,8 +329,7 @@ async fn regenerate_leaves_a_forwarding_pointer_under_the_old_key() {
     let before = now_ms();
     client.get("/login").await;
     let new = client.id().unwrap();
-    let old_key = redis_key(&old);
-    let pointer = stored_pointer(&server, &old_key);
+    let pointer = stored_pointer(&server, &old);
     assert_eq!(
         pointer.to,
         SessionKey::hashed(&new).as_str(),
@@ -340,14 +340,21 @@ async fn regenerate_leaves_a_forwarding_pointer_under_the_old_key() {
         "the grace window ends 5 s after the login: {}",
         pointer.grace_until - before
     );
-    let moved = stored_session(&server, &redis_key(&new));
+    for gone in [redis_key(&old), live_key(&old)] {
+        assert_eq!(
+            server.command(&["EXISTS", &gone]),
+            ":0\r\n",
+            "the old record and live key go in the same step: {gone}"
+        );
+    }
+    let moved = stored_session(&server, &new);
     assert_eq!(moved.revision, 1, "a move is a write");
     assert!(moved.record.contains("\"count\":1"), "{moved:?}");
     assert_eq!(
         pointer.until, moved.expiry,
         "the pointer lasts as long as the moved session"
     );
-    let ttl = integer(&server.command(&["PTTL", &old_key]));
+    let ttl = integer(&server.command(&["PTTL", &moved_key(&old)]));
     assert!(ttl > 0 && ttl <= pointer.until - before, "{ttl}");
 }
 
@@ -465,8 +472,8 @@ async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() 
     let events = Events::default();
     let app = app(store_on(&server).await, &events);
     let future = now_ms() + 600_000;
-    let not_json = session_value(0, future, future, "garbage \u{1} bytes");
-    let other_shape = session_value(0, future, future, "{\"user\":42}");
+    let not_json = session_value(0, future, "garbage \u{1} bytes");
+    let other_shape = session_value(0, future, "{\"user\":42}");
     // Every case is refused as undecodable, answered with a fresh session, and removed: a string
     // (another program's, or a broken session) and a value of another Redis type alike.
     for (label, setup, removed) in [
@@ -520,10 +527,12 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
     let events = Events::default();
     let mut client = Client::new(app(store_on(&server).await, &events));
     client.get("/incr").await;
-    let real = redis_key(&client.id().unwrap());
+    let real = client.id().unwrap();
     let forged = SessionId::generate().unwrap();
-    let value = bulk(&server.command(&["GET", &real])).expect("the real session");
+    // A copy of the real session, live key and all, under the forged ID's keys.
+    let value = bulk(&server.command(&["GET", &redis_key(&real)])).expect("the real session");
     server.command(&["SET", &redis_key(&forged), &value]);
+    server.command(&["SET", &live_key(&forged), "", "PX", "60000"]);
     events.take();
     let reply = send(
         &client.app,
@@ -603,7 +612,9 @@ async fn a_dump_of_redis_holds_no_live_cookie() {
     let keys = server.command(&["KEYS", "*"]);
     let mut dump = keys.clone();
     for id in [old, new] {
-        dump.push_str(&server.command(&["GET", &redis_key(&id)]));
+        for key in [redis_key(&id), live_key(&id), moved_key(&id)] {
+            dump.push_str(&server.command(&["GET", &key]));
+        }
     }
     for id in [old, new] {
         assert!(!dump.contains(id.expose_secret()), "{dump}");
@@ -628,14 +639,15 @@ async fn a_record_of_a_newer_format_is_not_guessed_at() {
     let events = Events::default();
     let mut client = Client::new(app(store_on(&server).await, &events));
     client.get("/incr").await;
-    let key = redis_key(&client.id().unwrap());
-    let session = stored_session(&server, &key);
+    let id = client.id().unwrap();
+    let session = stored_session(&server, &id);
     let newer = session.record.replacen("\"v\":2", "\"v\":3", 1);
     assert_ne!(newer, session.record);
     server.command(&[
         "SET",
-        &key,
-        &session_value(session.revision, session.expiry, session.deadline, &newer),
+        &redis_key(&id),
+        &session_value(session.revision, session.deadline, &newer),
+        "KEEPTTL",
     ]);
     events.take();
     assert_eq!(client.get("/read").await.body, "0 new=true");

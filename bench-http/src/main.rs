@@ -675,12 +675,13 @@ fn report_http(
         let _ = writeln!(out, "## Redis commands per request\n");
         let _ = writeln!(
             out,
-            "Round trips: commands the app sent to Redis per request, counted with MONITOR over \
-             {} sequential requests per route (commands a Lua script runs are listed apart: MONITOR \
-             marks them `lua`). commandstats: `INFO commandstats` calls per request during the \
-             timed cells (median over repetitions), which count the commands inside scripts too: \
-             for tower-typed-sessions an EVALSHA that runs GET and SET shows as 3 calls but is 1 \
-             round trip.\n",
+            "Commands sent: commands the app sent to Redis per request, counted with MONITOR \
+             over {} sequential requests per route (commands a Lua script runs are listed apart: \
+             MONITOR marks them `lua`). Pipelined commands share a round trip, which MONITOR \
+             cannot see: tests/redis_store.rs counts round trips with a relay. commandstats: \
+             `INFO commandstats` calls per request during the timed cells (median over \
+             repetitions), which count the commands inside scripts too: an EVALSHA that runs GET \
+             and SET shows as 3 calls but is 1 command sent.\n",
             opts.monitor_requests
         );
         table(
@@ -688,7 +689,7 @@ fn report_http(
             &[
                 "route",
                 "app",
-                "round trips",
+                "commands sent",
                 "sent",
                 "run inside scripts",
                 "EVALSHA",

@@ -408,9 +408,16 @@ impl<T: Session> Store<T> for MemoryStore<T> {
                 // A save never moves the expiry back: a concurrent load may have slid it past
                 // what this copy saw.
                 let expires_at = stored.expires_at.max(record.expires_at);
+                // A save without a flash of its own leaves one that another request set.
+                let flash = if record.flash.is_empty() {
+                    std::mem::take(&mut stored.flash)
+                } else {
+                    record.flash.clone()
+                };
                 *stored = record.clone();
                 stored.revision = revision;
                 stored.expires_at = expires_at;
+                stored.flash = flash;
                 Ok(WriteOutcome::Done)
             }
             _ => Ok(WriteOutcome::Missing),
@@ -532,7 +539,7 @@ impl<T: Session> MemoryStore<T> {
                 (write(&self.inner.shards[old_index]), Some(b))
             }
         };
-        let revision = match first.get(old) {
+        let (revision, pending) = match first.get(old) {
             Some(Entry::Moved(pointer)) if pointer.until > now => {
                 return WriteOutcome::Moved(pointer.to)
             }
@@ -540,9 +547,15 @@ impl<T: Session> MemoryStore<T> {
                 if !holds(expect, stored.revision) {
                     return WriteOutcome::Conflict;
                 }
-                stored.revision + 1
+                (stored.revision + 1, &stored.flash)
             }
             _ => return WriteOutcome::Missing,
+        };
+        // A flash still pending moves with the session unless this write brings its own.
+        let flash = if record.flash.is_empty() {
+            pending.clone()
+        } else {
+            record.flash.clone()
         };
         let new_map = second.as_deref_mut().unwrap_or(&mut first);
         if new_map.contains_key(&record.key) {
@@ -550,6 +563,7 @@ impl<T: Session> MemoryStore<T> {
         }
         let mut moved = record.clone();
         moved.revision = revision;
+        moved.flash = flash;
         new_map.insert(record.key, Entry::Live(moved));
         first.insert(
             *old,

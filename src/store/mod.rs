@@ -193,8 +193,7 @@ pub trait Store<T: Session>: Send + Sync + 'static {
     /// Loads the session under `key`, judging expiry at `options.now`; slides its idle expiry and
     /// takes its pending flash in the same atomic step when `options` asks. An `Active` record
     /// shows the slid expiry and the taken flash. A store may skip a slide that would move the
-    /// expiry by less than a second (the Redis store does, to save two writes on most reads),
-    /// never move it back, and never past the deadline.
+    /// expiry by less than a second; it never moves it back, and never past the deadline.
     fn load(
         &self,
         key: &SessionKey,
@@ -208,10 +207,16 @@ pub trait Store<T: Session>: Send + Sync + 'static {
         record: &Record<T>,
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
-    /// Replaces the live record under `record.key` (its data, flash, expiry), if `expect` holds;
-    /// the stored revision becomes one higher than it was. Answers [`WriteOutcome::Missing`]
-    /// without a live record (never re-creates one), [`WriteOutcome::Conflict`] if the revision
-    /// differs, and [`WriteOutcome::Moved`] if the key holds a pointer.
+    /// Replaces the live record under `record.key` (its data; its expiry only forward: a store
+    /// whose load slides the expiry may leave it where the load put it, which is the expiry the
+    /// engine saves), if `expect` holds. A record with a flash replaces the pending one; a record
+    /// without one leaves the pending flash as it is (another request may have set it). Under
+    /// [`Expect::Revision`] the stored revision becomes one higher than it was; under
+    /// [`Expect::Any`] it becomes that, or `record.revision` (which the engine sets to the
+    /// revision it read plus one) for a store that writes without reading. Answers
+    /// [`WriteOutcome::Missing`] without a live record (never re-creates one),
+    /// [`WriteOutcome::Conflict`] if the revision differs, and [`WriteOutcome::Moved`] if the key
+    /// holds a pointer.
     fn save(
         &self,
         record: &Record<T>,
@@ -219,7 +224,8 @@ pub trait Store<T: Session>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Moves the live session under `old` to `record.key`, with `record` as its content and the
-    /// old revision plus one, and leaves `forward` under `old` (pointing to `record.key`).
+    /// old revision plus one, and leaves `forward` under `old` (pointing to `record.key`). A
+    /// pending flash moves along unless `record` has one of its own.
     ///
     /// Answers [`WriteOutcome::Missing`] if `old` holds no live record,
     /// [`WriteOutcome::Moved`] if it holds a pointer, [`WriteOutcome::Conflict`] if `expect`

@@ -1,6 +1,7 @@
 //! Redis servers that a test starts and stops itself: on free 127.0.0.1 ports, with
 //! `--save "" --appendonly no`, logging into a temporary directory, killed on drop. A
-//! three-master Cluster, and a MONITOR-based counter of the commands clients send.
+//! three-master Cluster, a MONITOR-based counter of the commands clients send, and a relay that
+//! counts round trips.
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
@@ -198,6 +199,10 @@ impl RedisServer {
         panic!("could not restart redis-server on port {}", self.port);
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn command(&self, args: &[&str]) -> String {
         raw_command(self.port, args).expect("redis command")
     }
@@ -285,6 +290,80 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay in front of a server that counts round trips: a round trip starts each time the
+/// client sends after having received (or for the first time). A pipeline is one round trip
+/// however the kernel splits it, and a second command sent only after the first one's reply is
+/// another. Meaningful while one request at a time runs through it.
+pub struct RoundTrips {
+    port: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RoundTrips {
+    pub fn start(server_port: u16) -> Self {
+        use std::sync::{
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+            Arc,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("relay addr").port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                // Whether the last bytes went to the server (a round trip is under way).
+                let sending = Arc::new(AtomicBool::new(false));
+                let relay = |mut from: TcpStream, mut to: TcpStream, upstream: bool| {
+                    let sending = Arc::clone(&sending);
+                    let counted = Arc::clone(&counted);
+                    move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if upstream && !sending.swap(true, Ordering::SeqCst) {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if !upstream {
+                                sending.store(false, Ordering::SeqCst);
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    }
+                };
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(relay(client, server, true));
+                std::thread::spawn(relay(s2, c2, false));
+            }
+        });
+        Self { port, count }
+    }
+
+    /// The relay's URL, for the client under test.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Round trips since the previous call.
+    pub fn take(&self) -> usize {
+        self.count.swap(0, std::sync::atomic::Ordering::SeqCst)
     }
 }
 

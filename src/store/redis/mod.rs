@@ -1,0 +1,871 @@
+//! A Redis backend: one server through a reconnecting `ConnectionManager`, or Redis Cluster.
+//!
+//! `layout.rs` says where a session lives and in what form, `scripts.rs` holds the few writes
+//! that need a script; this module runs the operations.
+
+mod layout;
+mod scripts;
+
+use std::{fmt, future::Future, time::Duration};
+
+use redis::{
+    aio::ConnectionManager, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisWrite,
+    ServerErrorKind, Value,
+};
+use time::OffsetDateTime;
+
+use self::{
+    layout::{at_millis, foreign, Keys, Pointer, StoredRecord, RECORD_SLACK_MS},
+    scripts::{Lua, Scripts},
+};
+use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
+use crate::{error::StoreError, id::SessionKey, record::Record, session::Session};
+
+const DEFAULT_PREFIX: &str = "session:";
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_EXPIRED_RETENTION: Duration = Duration::from_secs(60 * 60);
+const SCAN_BATCH: usize = 1000;
+
+/// Sessions in Redis: each session is a record string, a `live` key that exists exactly as long
+/// as the session is not idle-expired (and holds its pending flash), and, once it is
+/// regenerated, a forwarding pointer; the three share a hash tag, so they sit in one Cluster
+/// slot. The key is by default a digest of the cookie's ID, never the cookie itself.
+///
+/// # Commands per operation
+/// The hot paths are native commands, pipelined; only writes that must check and change in one
+/// step run a short script:
+///
+/// | operation | commands | round trips |
+/// |---|---|---|
+/// | load, sliding | `GETEX live PXAT`, `GETEX record PXAT` | 1 (2 when it takes a pending flash, or when the key is unknown or moved) |
+/// | load, fixed expiry | `GET live`, `PEXPIRETIME live`, `GET record` | 1 (as above) |
+/// | save, last write wins | `EXISTS live` (or `SET live flash XX KEEPTTL`), `SET record XX KEEPTTL` | 1 (2 when the session moved or ended meanwhile) |
+/// | save, optimistic | one script | 1 |
+/// | create, delete | one script | 1 |
+/// | regenerate, one server | one script over both sessions' keys | 1 |
+/// | regenerate, Cluster | create the new session, then a script turns the old one into the pointer (the new one is removed if that fails) | 2 or 3 |
+/// | count | `SCAN MATCH prefix{*}:live` and one `GETRANGE` of each record's header (on every primary of a Cluster) | |
+///
+/// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
+/// connection reconnects by itself after an outage. Needs Redis 7.0 or newer.
+///
+/// # Expiry
+/// Redis enforces the idle timeout itself: the `live` key's TTL is the session's expiry, which
+/// every sliding read moves to `now + idle`. A save leaves it there (the layer saves the expiry
+/// it loaded). The absolute deadline sits in the record's header and is checked on every read.
+///
+/// # Revisions under last write wins
+/// A last-write-wins save is a plain `SET`, so it stores the revision the engine gives it (the
+/// revision it read, plus one): two saves that read the same revision both store the next one.
+/// Nothing compares revisions under last write wins; optimistic saves run a script that checks
+/// the stored revision and moves it on by one.
+///
+/// # Expired sessions
+/// An idle-expired or past-deadline session's record stays in Redis for the expired-record
+/// retention (default 1 hour, [`RedisStore::with_expired_retention`]) after the last request
+/// that presented it, so that a client that comes back with its cookie is told "expired", not
+/// "unknown"; the TTL removes it then. No write reaches it meanwhile.
+///
+/// # Upgrading
+/// Version 0.1 kept each session as a plain JSON string under `prefix + key`; this version never
+/// reads those keys (they expire by their own TTL), so every session ends once when you upgrade
+/// (users log in again).
+///
+/// ```no_run
+/// use tower_typed_sessions::{store::redis::RedisStore, Session, SessionLayer};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+/// # impl Session for Data {}
+/// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+/// let store = RedisStore::<Data>::connect("redis://127.0.0.1:6379").await?;
+/// let layer = SessionLayer::new(store.with_key_prefix("myapp:session:"));
+/// # Ok(()) }
+/// ```
+pub struct RedisStore<T> {
+    connection: Connection,
+    prefix: String,
+    command_timeout: Duration,
+    retention: Duration,
+    scripts: Scripts,
+    session: std::marker::PhantomData<fn() -> T>,
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// Room reserved in a command for the record's JSON: enough for a small session without
+/// growing the buffer; a larger one grows it as needed.
+const RECORD_SIZE_HINT: usize = 512;
+
+use crate::record::unix_ms as millis;
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `Expect` as a script argument: the revision, or '' for any.
+fn expect_arg(expect: Expect) -> String {
+    match expect {
+        Expect::Revision(revision) => revision.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn malformed(what: &'static str) -> StoreError {
+    StoreError::Decode(format!("unexpected reply from Redis: {what}").into())
+}
+
+fn int(value: Option<&Value>) -> Result<i64, StoreError> {
+    match value {
+        Some(Value::Int(n)) => Ok(*n),
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| malformed("not a number")),
+        _ => Err(malformed("missing number")),
+    }
+}
+
+fn bytes(value: Option<&Value>) -> Option<&[u8]> {
+    match value {
+        Some(Value::BulkString(bytes)) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// Whether a reply says the command took effect: `OK` or a count above zero (not nil or 0).
+fn took(value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Okay) => true,
+        Some(Value::Int(n)) => *n > 0,
+        Some(Value::SimpleString(text)) => text == "OK",
+        _ => false,
+    }
+}
+
+fn key_of(value: Option<&Value>) -> Result<SessionKey, StoreError> {
+    bytes(value)
+        .and_then(SessionKey::parse_bytes)
+        .ok_or_else(|| malformed("not a session key"))
+}
+
+/// A write script's reply: {1, ...} done, {0} missing, {2, key} moved, {3} conflict,
+/// {4} collision, {9} not a session record.
+fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
+    Ok(match int(reply.first())? {
+        1 => WriteOutcome::Done,
+        0 => WriteOutcome::Missing,
+        2 => WriteOutcome::Moved(key_of(reply.get(1))?),
+        3 => WriteOutcome::Conflict,
+        4 => WriteOutcome::Collision,
+        9 => return Err(foreign()),
+        _ => return Err(malformed("unknown outcome")),
+    })
+}
+
+/// Escapes the glob characters of `text` for `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+impl<T> Clone for RedisStore<T> {
+    fn clone(&self) -> Self {
+        Self {
+            connection: self.connection.clone(),
+            prefix: self.prefix.clone(),
+            command_timeout: self.command_timeout,
+            retention: self.retention,
+            scripts: self.scripts.clone(),
+            session: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RedisStore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field(
+                "connection",
+                &match self.connection {
+                    Connection::Single(_) => "single",
+                    #[cfg(feature = "cluster")]
+                    Connection::Cluster(_) => "cluster",
+                },
+            )
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("expired_retention", &self.retention)
+            .finish()
+    }
+}
+
+fn backend(err: RedisError) -> StoreError {
+    // A non-string value under a session key is foreign data, not an outage.
+    if err.code() == Some("WRONGTYPE") {
+        return StoreError::Decode(Box::new(err));
+    }
+    if err.is_timeout() {
+        return StoreError::Timeout;
+    }
+    StoreError::Backend(Box::new(err))
+}
+
+impl<T: Session> RedisStore<T> {
+    /// Connects to one Redis server (`redis://host:port/db`) through a `ConnectionManager`, which
+    /// reconnects by itself after an outage. Fails if the server cannot be reached now.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
+            .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(backend)?;
+        Self::from_connection_manager(manager).await
+    }
+
+    /// Uses an existing `ConnectionManager` (for your own TLS, auth or timeouts). Loads the
+    /// scripts, so the first request already takes one round trip.
+    pub async fn from_connection_manager(manager: ConnectionManager) -> Result<Self, StoreError> {
+        let store = Self::with_connection(Connection::Single(manager));
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
+            .response_timeout(DEFAULT_COMMAND_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(backend)?;
+        let connection = client.get_async_connection().await.map_err(backend)?;
+        Self::from_cluster_connection(connection).await
+    }
+
+    /// Uses an existing cluster connection.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn from_cluster_connection(
+        connection: redis::cluster_async::ClusterConnection,
+    ) -> Result<Self, StoreError> {
+        let store = Self::with_connection(Connection::Cluster(connection));
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    fn with_connection(connection: Connection) -> Self {
+        Self {
+            connection,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            retention: DEFAULT_EXPIRED_RETENTION,
+            scripts: Scripts::new(),
+            session: std::marker::PhantomData,
+        }
+    }
+
+    /// The prefix of every session key (default `session:`). A session's keys are
+    /// `prefix{key}`, `prefix{key}:live` and `prefix{key}:moved`.
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one store operation may take before it fails with [`StoreError::Timeout`]
+    /// (default 1 s).
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long an expired session stays in Redis so that a client coming back with its cookie
+    /// fires the `expired` event instead of `rejected(unknown)` (default 1 hour; zero keeps it
+    /// only a few seconds). It costs the memory of each idle-expired session for that long.
+    /// Changing it does not change when a session expires.
+    #[must_use]
+    pub fn with_expired_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    fn keys(&self, key: &SessionKey) -> Keys {
+        Keys::new(&self.prefix, key)
+    }
+
+    /// When a record whose session expires at `expiry_ms` may leave Redis.
+    fn record_end(&self, expiry_ms: i64) -> i64 {
+        expiry_ms
+            .saturating_add(duration_ms(self.retention))
+            .saturating_add(RECORD_SLACK_MS)
+    }
+
+    /// The owner index key: `prefix + "owner:" + owner`. A session's keys continue the prefix
+    /// with `{`, so an owner key cannot collide with one.
+    fn owner_key(&self, owner: &str) -> String {
+        format!("{}owner:{owner}", self.prefix)
+    }
+
+    async fn timed<V>(
+        &self,
+        f: impl Future<Output = Result<V, RedisError>>,
+    ) -> Result<V, StoreError> {
+        match tokio::time::timeout(self.command_timeout, f).await {
+            Ok(result) => result.map_err(backend),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        for lua in self.scripts.all() {
+            let load = lua.script.prepare_invoke();
+            match self.connection.clone() {
+                Connection::Single(mut conn) => self.timed(load.load_async(&mut conn)).await?,
+                #[cfg(feature = "cluster")]
+                Connection::Cluster(mut conn) => self.timed(load.load_async(&mut conn)).await?,
+            };
+        }
+        Ok(())
+    }
+
+    async fn query<V: FromRedisValue + Send>(&self, cmd: Cmd) -> Result<V, StoreError> {
+        match self.connection.clone() {
+            Connection::Single(mut conn) => self.timed(cmd.query_async(&mut conn)).await,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut conn) => self.timed(cmd.query_async(&mut conn)).await,
+        }
+    }
+
+    /// Sends the pipeline (all on one session's keys, so one slot) in one round trip. A
+    /// command's error fails the whole, as what it is (a value of another type under a session
+    /// key is foreign data, not an outage).
+    async fn pipeline(&self, mut pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
+        pipe.ignore_errors();
+        let replies: Vec<Value> = match self.connection.clone() {
+            Connection::Single(mut conn) => self.timed(pipe.query_async(&mut conn)).await,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut conn) => self.timed(pipe.query_async(&mut conn)).await,
+        }?;
+        for reply in &replies {
+            if let Value::ServerError(err) = reply {
+                return Err(backend(err.clone().into()));
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Sends `cmd` within the command timeout, keeping the server's error as it is.
+    async fn exec<V: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+    ) -> Result<redis::RedisResult<V>, StoreError> {
+        let sent = async {
+            match self.connection.clone() {
+                Connection::Single(mut conn) => cmd.query_async(&mut conn).await,
+                #[cfg(feature = "cluster")]
+                Connection::Cluster(mut conn) => cmd.query_async(&mut conn).await,
+            }
+        };
+        tokio::time::timeout(self.command_timeout, sent)
+            .await
+            .map_err(|_| StoreError::Timeout)
+    }
+
+    /// Runs `lua` on `keys` with the arguments `args` writes: one `EVALSHA`, built in one
+    /// buffer with the arguments written in place (no allocation per argument), and `EVAL` of
+    /// the source if the server lost the script.
+    async fn run<V: FromRedisValue>(
+        &self,
+        lua: &Lua,
+        keys: &[&str],
+        args: impl Fn(&mut Cmd) -> Result<(), StoreError>,
+    ) -> Result<V, StoreError> {
+        let mut cmd = Self::script_cmd("EVALSHA", lua.script.get_hash().as_bytes(), keys);
+        args(&mut cmd)?;
+        match self.exec(&cmd).await? {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut cmd = Self::script_cmd("EVAL", lua.code.as_bytes(), keys);
+                args(&mut cmd)?;
+                self.exec(&cmd).await?.map_err(backend)
+            }
+            reply => reply.map_err(backend),
+        }
+    }
+
+    /// `verb script numkeys key...`, with room for a record's worth of arguments.
+    fn script_cmd(verb: &str, script: &[u8], keys: &[&str]) -> Cmd {
+        let keys_len: usize = keys.iter().map(|k| k.len()).sum();
+        let mut cmd = Cmd::with_capacity(
+            16,
+            verb.len() + script.len() + 4 + keys_len + RECORD_SIZE_HINT,
+        );
+        cmd.arg(verb).arg(script).arg(keys.len());
+        for key in keys {
+            cmd.arg(*key);
+        }
+        cmd
+    }
+
+    /// Writes the record's JSON (without its flash) as the next argument.
+    fn json_arg(cmd: &mut Cmd, record: &Record<T>) -> Result<(), StoreError> {
+        record.write_without_flash(cmd.writer_for_next_arg())
+    }
+
+    /// Writes the pending flash as the next argument ('' for none).
+    fn flash_arg(cmd: &mut Cmd, record: &Record<T>) -> Result<(), StoreError> {
+        if record.flash.is_empty() {
+            cmd.arg("");
+            Ok(())
+        } else {
+            serde_json::to_writer(cmd.writer_for_next_arg(), &record.flash)
+                .map_err(|err| StoreError::Encode(Box::new(err)))
+        }
+    }
+
+    /// What a key that holds no record holds: a pointer (`Moved`) or nothing (`Missing`).
+    async fn moved_or_missing(&self, keys: &Keys) -> Result<Option<Pointer>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(keys.moved());
+        let pointer: Option<Vec<u8>> = self.query(get).await?;
+        pointer.as_deref().map(Pointer::parse).transpose()
+    }
+
+    /// Takes the pending flash of a live session: swaps it for '' and returns what it was, so
+    /// that of several requests that saw it only one gets it.
+    async fn take_flash(&self, keys: &Keys) -> Result<Vec<u8>, StoreError> {
+        let mut swap = redis::cmd("SET");
+        swap.arg(&keys.live)
+            .arg("")
+            .arg("XX")
+            .arg("KEEPTTL")
+            .arg("GET");
+        let taken: Option<Vec<u8>> = self.query(swap).await?;
+        Ok(taken.unwrap_or_default())
+    }
+
+    /// Last write wins, without a script: the `live` key says the session is neither expired,
+    /// moved nor deleted, and `SET ... XX` writes the record only if it is still there (a
+    /// regenerate or a delete removes it in the same step as the `live` key). The expiry and the
+    /// TTLs stay where the load that read this copy slid them.
+    async fn save_any(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        let keys = self.keys(&record.key);
+        if record.deadline <= OffsetDateTime::now_utc() {
+            return Ok(WriteOutcome::Missing);
+        }
+        let mut pipe = redis::pipe();
+        if record.flash.is_empty() {
+            pipe.cmd("EXISTS").arg(&keys.live);
+        } else {
+            let flash = serde_json::to_vec(&record.flash)
+                .map_err(|err| StoreError::Encode(Box::new(err)))?;
+            pipe.cmd("SET")
+                .arg(&keys.live)
+                .arg(flash)
+                .arg("XX")
+                .arg("KEEPTTL");
+        }
+        let mut value = Vec::with_capacity(layout::HEADER + RECORD_SIZE_HINT);
+        layout::write_record(&mut value, record.revision, record)?;
+        pipe.cmd("SET")
+            .arg(&keys.record)
+            .arg(value)
+            .arg("XX")
+            .arg("KEEPTTL");
+        let replies = self.pipeline(pipe).await?;
+        if !took(replies.get(1)) {
+            return Ok(match self.moved_or_missing(&keys).await? {
+                Some(pointer) => WriteOutcome::Moved(pointer.to),
+                None => WriteOutcome::Missing,
+            });
+        }
+        // Written over an expired record (its `live` key is gone): it stays expired.
+        Ok(if took(replies.first()) {
+            WriteOutcome::Done
+        } else {
+            WriteOutcome::Missing
+        })
+    }
+
+    /// Regenerate on a Cluster, where two sessions' keys live in different slots: create the
+    /// new session first, then turn the old one into the pointer if it is still live at the
+    /// expected revision, and remove the new one if not.
+    #[cfg(feature = "cluster")]
+    async fn regenerate_in_steps(
+        &self,
+        old: &SessionKey,
+        record: &Record<T>,
+        expect: Expect,
+        forward: Forward,
+    ) -> Result<WriteOutcome, StoreError> {
+        if self.create(record).await? == WriteOutcome::Collision {
+            return Ok(WriteOutcome::Collision);
+        }
+        let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(
+                &self.scripts.retire,
+                &[&old_keys.record, &old_keys.live, &old_keys.moved()],
+                |cmd| {
+                    cmd.arg(now)
+                        .arg(expect_arg(expect))
+                        .arg(forward.to.as_str())
+                        .arg(forward.grace_until.map_or(0, millis))
+                        .arg(millis(forward.until));
+                    Ok(())
+                },
+            )
+            .await?;
+        let outcome = write_outcome(&reply)?;
+        if outcome != WriteOutcome::Done {
+            let mut undo = redis::cmd("DEL");
+            undo.arg(&new_keys.record).arg(&new_keys.live);
+            self.query::<i64>(undo).await?;
+            return Ok(outcome);
+        }
+        // The new record was written with the revision this copy expected; under last write
+        // wins the old one may have moved on: the new one gets the old revision plus one. A
+        // flash still pending on the old session moves over unless this one brings its own.
+        let revision = u64::try_from(int(reply.get(1))?)
+            .unwrap_or(0)
+            .saturating_add(1);
+        let pending = bytes(reply.get(2)).unwrap_or_default();
+        let mut fix = redis::pipe();
+        if revision != record.revision {
+            fix.cmd("SETRANGE")
+                .arg(&new_keys.record)
+                .arg(1)
+                .arg(format!("{revision:020}"))
+                .ignore();
+        }
+        if record.flash.is_empty() && !pending.is_empty() {
+            fix.cmd("SET")
+                .arg(&new_keys.live)
+                .arg(pending)
+                .arg("XX")
+                .arg("KEEPTTL")
+                .ignore();
+        }
+        if fix.cmd_iter().next().is_some() {
+            self.pipeline(fix).await?;
+        }
+        Ok(WriteOutcome::Done)
+    }
+
+    /// Counts the live sessions among `live_keys` (`p{K}:live` keys): those whose record is
+    /// still there and short of its deadline.
+    async fn live_among(&self, live_keys: Vec<String>) -> Result<usize, StoreError> {
+        let now = millis(OffsetDateTime::now_utc());
+        let mut live = 0;
+        for live_key in live_keys {
+            if Keys::session_of_live(&self.prefix, &live_key).is_none() {
+                continue;
+            }
+            let mut cmd = redis::cmd("GETRANGE");
+            cmd.arg(Keys::record_of_live(&live_key))
+                .arg(0)
+                .arg(layout::HEADER - 1);
+            let header: Vec<u8> = self.query(cmd).await?;
+            if StoredRecord::parse(&header).is_ok_and(|record| record.deadline_ms > now) {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+
+    fn live_pattern(&self) -> String {
+        format!("{}{{*}}:live", glob_escape(&self.prefix))
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn count_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+    ) -> Result<usize, StoreError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let nodes: String = self
+            .timed(conn.route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            ))
+            .await
+            .and_then(|value| String::from_redis_value(value).map_err(|e| backend(e.into())))?;
+        let pattern = self.live_pattern();
+        let mut total = 0;
+        for line in nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+        {
+            let Some(address) = line.split(' ').nth(1).and_then(|a| a.split('@').next()) else {
+                continue;
+            };
+            let Some((host, port)) = address.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port,
+            });
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH);
+                let value = self.timed(conn.route_command(scan, route.clone())).await?;
+                let (next, keys): (u64, Vec<String>) =
+                    FromRedisValue::from_redis_value(value).map_err(|e| backend(e.into()))?;
+                total += self.live_among(keys).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl<T: Session> Store<T> for RedisStore<T> {
+    async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
+        let keys = self.keys(key);
+        let now = millis(options.now);
+        let mut pipe = redis::pipe();
+        let slid = options
+            .slide
+            .map(|idle| now.saturating_add(duration_ms(idle)));
+        match slid {
+            Some(expiry) => {
+                pipe.cmd("GETEX")
+                    .arg(&keys.live)
+                    .arg("PXAT")
+                    .arg(expiry)
+                    .cmd("GETEX")
+                    .arg(&keys.record)
+                    .arg("PXAT")
+                    .arg(self.record_end(expiry));
+            }
+            None => {
+                pipe.cmd("GET")
+                    .arg(&keys.live)
+                    .cmd("GET")
+                    .arg(&keys.record)
+                    .cmd("PEXPIRETIME")
+                    .arg(&keys.live);
+            }
+        }
+        let replies = self.pipeline(pipe).await?;
+        let Some(value) = bytes(replies.get(1)) else {
+            return Ok(match self.moved_or_missing(&keys).await? {
+                Some(pointer) => Loaded::Moved(pointer.forward()),
+                None => Loaded::Missing,
+            });
+        };
+        let stored = StoredRecord::parse(value)?;
+        let pending = match replies.first() {
+            Some(Value::BulkString(pending)) if stored.deadline_ms > now => pending.as_slice(),
+            // The `live` key is gone (idle-expired), or the deadline has passed.
+            _ => return Ok(Loaded::Expired(stored.record(key, b"")?)),
+        };
+        let taken;
+        let flash = if options.take_flash && !pending.is_empty() {
+            taken = self.take_flash(&keys).await?;
+            taken.as_slice()
+        } else {
+            pending
+        };
+        let mut record = stored.record::<T>(key, flash)?;
+        let expiry = match slid {
+            Some(expiry) => expiry,
+            None => match replies.get(2) {
+                Some(Value::Int(at)) if *at > 0 => *at,
+                _ => stored.deadline_ms,
+            },
+        };
+        record.expires_at = at_millis(expiry.min(stored.deadline_ms));
+        Ok(Loaded::Active(record))
+    }
+
+    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        let keys = self.keys(&record.key);
+        let expiry = millis(record.effective_expiry());
+        let created: i64 = self
+            .run(
+                &self.scripts.create,
+                &[&keys.record, &keys.live, &keys.moved()],
+                |cmd| {
+                    layout::write_record(cmd.writer_for_next_arg(), record.revision, record)?;
+                    Self::flash_arg(cmd, record)?;
+                    cmd.arg(expiry).arg(self.record_end(expiry));
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(if created == 1 {
+            WriteOutcome::Done
+        } else {
+            WriteOutcome::Collision
+        })
+    }
+
+    async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        if matches!(expect, Expect::Any) {
+            return self.save_any(record).await;
+        }
+        let keys = self.keys(&record.key);
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(
+                &self.scripts.save,
+                &[&keys.record, &keys.live, &keys.moved()],
+                |cmd| {
+                    cmd.arg(now).arg(expect_arg(expect));
+                    Self::json_arg(cmd, record)?;
+                    Self::flash_arg(cmd, record)
+                },
+            )
+            .await?;
+        write_outcome(&reply)
+    }
+
+    async fn regenerate(
+        &self,
+        old: &SessionKey,
+        record: &Record<T>,
+        expect: Expect,
+        forward: Forward,
+    ) -> Result<WriteOutcome, StoreError> {
+        #[cfg(feature = "cluster")]
+        if matches!(self.connection, Connection::Cluster(_)) {
+            return self.regenerate_in_steps(old, record, expect, forward).await;
+        }
+        let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
+        let now = millis(OffsetDateTime::now_utc());
+        let expiry = millis(record.effective_expiry());
+        let reply: Vec<Value> = self
+            .run(
+                &self.scripts.regenerate,
+                &[
+                    &old_keys.record,
+                    &old_keys.live,
+                    &old_keys.moved(),
+                    &new_keys.record,
+                    &new_keys.live,
+                ],
+                |cmd| {
+                    cmd.arg(now).arg(expect_arg(expect));
+                    Self::json_arg(cmd, record)?;
+                    Self::flash_arg(cmd, record)?;
+                    cmd.arg(expiry)
+                        .arg(self.record_end(expiry))
+                        .arg(record.key.as_str())
+                        .arg(forward.grace_until.map_or(0, millis))
+                        .arg(millis(forward.until));
+                    Ok(())
+                },
+            )
+            .await?;
+        write_outcome(&reply)
+    }
+
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        let keys = self.keys(key);
+        let now = millis(OffsetDateTime::now_utc());
+        let reply: Vec<Value> = self
+            .run(
+                &self.scripts.delete,
+                &[&keys.record, &keys.live, &keys.moved()],
+                |cmd| {
+                    cmd.arg(now).arg(expect_arg(expect));
+                    Ok(())
+                },
+            )
+            .await?;
+        write_outcome(&reply)
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        match self.connection.clone() {
+            Connection::Single(mut conn) => {
+                let pattern = self.live_pattern();
+                let mut total = 0;
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH);
+                    let (next, keys): (u64, Vec<String>) =
+                        self.timed(scan.query_async(&mut conn)).await?;
+                    total += self.live_among(keys).await?;
+                    cursor = next;
+                    if cursor == 0 {
+                        return Ok(total);
+                    }
+                }
+            }
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut conn) => self.count_cluster(&mut conn).await,
+        }
+    }
+
+    fn supports_owner_index(&self) -> bool {
+        true
+    }
+
+    async fn index_owner(
+        &self,
+        owner: &str,
+        key: &SessionKey,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let owner_key = self.owner_key(owner);
+        self.run::<i64>(&self.scripts.index_owner, &[&owner_key], |cmd| {
+            cmd.arg(key.as_str()).arg(millis(until));
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn unindex_owner(&self, owner: &str, key: &SessionKey) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(self.owner_key(owner)).arg(key.as_str());
+        self.query::<i64>(cmd).await.map(|_| ())
+    }
+
+    async fn owner_keys(&self, owner: &str) -> Result<Vec<SessionKey>, StoreError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.owner_key(owner));
+        let members: Vec<Vec<u8>> = self.query(cmd).await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| SessionKey::parse_bytes(m))
+            .collect())
+    }
+}
