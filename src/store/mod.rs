@@ -224,8 +224,9 @@ pub trait Store<T: Session>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Moves the live session under `old` to `record.key`, with `record` as its content and the
-    /// old revision plus one, and leaves `forward` under `old` (pointing to `record.key`). A
-    /// pending flash moves along unless `record` has one of its own.
+    /// old revision plus one (under [`Expect::Any`], as for `save`, a store may take
+    /// `record.revision` instead), and leaves `forward` under `old` (pointing to `record.key`).
+    /// A pending flash moves along unless `record` has one of its own.
     ///
     /// Answers [`WriteOutcome::Missing`] if `old` holds no live record,
     /// [`WriteOutcome::Moved`] if it holds a pointer, [`WriteOutcome::Conflict`] if `expect`

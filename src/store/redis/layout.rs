@@ -87,6 +87,16 @@ pub(super) fn write_record<T: serde::Serialize>(
     record.write_without_flash(out)
 }
 
+/// A forwarding pointer's value: `P`, the new key, the grace window's end and the pointer's end.
+pub(super) fn pointer_value(forward: &super::Forward) -> String {
+    format!(
+        "P{}{:015}{:015}",
+        forward.to.as_str(),
+        forward.grace_until.map_or(0, crate::record::unix_ms),
+        crate::record::unix_ms(forward.until)
+    )
+}
+
 /// The decimal number in `bytes[range]`.
 fn number(bytes: &[u8], range: std::ops::Range<usize>) -> Result<i64, StoreError> {
     bytes

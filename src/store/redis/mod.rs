@@ -106,11 +106,26 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// `Expect` as a script argument: the revision, or '' for any.
+/// `Expect` as a script argument: the revision as the header holds it (20 digits), or '' for
+/// any.
 fn expect_arg(expect: Expect) -> String {
     match expect {
-        Expect::Revision(revision) => revision.to_string(),
+        Expect::Revision(revision) => format!("{revision:020}"),
         _ => String::new(),
+    }
+}
+
+/// The clock as a script compares it with a header's deadline (15 digits).
+fn now_arg() -> String {
+    format!("{:015}", millis(OffsetDateTime::now_utc()))
+}
+
+/// The revision a write stores: the expected one plus one, or under last write wins the one the
+/// engine gives (the revision it read plus one).
+fn next_revision<T>(record: &Record<T>, expect: Expect) -> u64 {
+    match expect {
+        Expect::Revision(revision) => revision.saturating_add(1),
+        _ => record.revision,
     }
 }
 
@@ -424,9 +439,9 @@ impl<T: Session> RedisStore<T> {
         cmd
     }
 
-    /// Writes the record's JSON (without its flash) as the next argument.
-    fn json_arg(cmd: &mut Cmd, record: &Record<T>) -> Result<(), StoreError> {
-        record.write_without_flash(cmd.writer_for_next_arg())
+    /// Writes the record's value (header and JSON, without its flash) as the next argument.
+    fn record_arg(cmd: &mut Cmd, record: &Record<T>, revision: u64) -> Result<(), StoreError> {
+        layout::write_record(cmd.writer_for_next_arg(), revision, record)
     }
 
     /// Writes the pending flash as the next argument ('' for none).
@@ -519,16 +534,15 @@ impl<T: Session> RedisStore<T> {
             return Ok(WriteOutcome::Collision);
         }
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
-        let now = millis(OffsetDateTime::now_utc());
+        let (now, pointer) = (now_arg(), layout::pointer_value(&forward));
         let reply: Vec<Value> = self
             .run(
                 &self.scripts.retire,
                 &[&old_keys.record, &old_keys.live, &old_keys.moved()],
                 |cmd| {
-                    cmd.arg(now)
+                    cmd.arg(&now)
                         .arg(expect_arg(expect))
-                        .arg(forward.to.as_str())
-                        .arg(forward.grace_until.map_or(0, millis))
+                        .arg(&pointer)
                         .arg(millis(forward.until));
                     Ok(())
                 },
@@ -541,31 +555,16 @@ impl<T: Session> RedisStore<T> {
             self.query::<i64>(undo).await?;
             return Ok(outcome);
         }
-        // The new record was written with the revision this copy expected; under last write
-        // wins the old one may have moved on: the new one gets the old revision plus one. A
-        // flash still pending on the old session moves over unless this one brings its own.
-        let revision = u64::try_from(int(reply.get(1))?)
-            .unwrap_or(0)
-            .saturating_add(1);
-        let pending = bytes(reply.get(2)).unwrap_or_default();
-        let mut fix = redis::pipe();
-        if revision != record.revision {
-            fix.cmd("SETRANGE")
-                .arg(&new_keys.record)
-                .arg(1)
-                .arg(format!("{revision:020}"))
-                .ignore();
-        }
+        // A flash still pending on the old session moves over unless this one brings its own.
+        let pending = bytes(reply.get(1)).unwrap_or_default();
         if record.flash.is_empty() && !pending.is_empty() {
-            fix.cmd("SET")
+            let mut carry = redis::cmd("SET");
+            carry
                 .arg(&new_keys.live)
                 .arg(pending)
                 .arg("XX")
-                .arg("KEEPTTL")
-                .ignore();
-        }
-        if fix.cmd_iter().next().is_some() {
-            self.pipeline(fix).await?;
+                .arg("KEEPTTL");
+            self.query::<Option<String>>(carry).await?;
         }
         Ok(WriteOutcome::Done)
     }
@@ -736,14 +735,15 @@ impl<T: Session> Store<T> for RedisStore<T> {
             return self.save_any(record).await;
         }
         let keys = self.keys(&record.key);
-        let now = millis(OffsetDateTime::now_utc());
+        let now = now_arg();
+        let revision = next_revision(record, expect);
         let reply: Vec<Value> = self
             .run(
                 &self.scripts.save,
                 &[&keys.record, &keys.live, &keys.moved()],
                 |cmd| {
-                    cmd.arg(now).arg(expect_arg(expect));
-                    Self::json_arg(cmd, record)?;
+                    cmd.arg(&now).arg(expect_arg(expect));
+                    Self::record_arg(cmd, record, revision)?;
                     Self::flash_arg(cmd, record)
                 },
             )
@@ -763,8 +763,9 @@ impl<T: Session> Store<T> for RedisStore<T> {
             return self.regenerate_in_steps(old, record, expect, forward).await;
         }
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
-        let now = millis(OffsetDateTime::now_utc());
+        let (now, pointer) = (now_arg(), layout::pointer_value(&forward));
         let expiry = millis(record.effective_expiry());
+        let revision = next_revision(record, expect);
         let reply: Vec<Value> = self
             .run(
                 &self.scripts.regenerate,
@@ -776,13 +777,12 @@ impl<T: Session> Store<T> for RedisStore<T> {
                     &new_keys.live,
                 ],
                 |cmd| {
-                    cmd.arg(now).arg(expect_arg(expect));
-                    Self::json_arg(cmd, record)?;
+                    cmd.arg(&now).arg(expect_arg(expect));
+                    Self::record_arg(cmd, record, revision)?;
                     Self::flash_arg(cmd, record)?;
                     cmd.arg(expiry)
                         .arg(self.record_end(expiry))
-                        .arg(record.key.as_str())
-                        .arg(forward.grace_until.map_or(0, millis))
+                        .arg(&pointer)
                         .arg(millis(forward.until));
                     Ok(())
                 },
@@ -793,13 +793,13 @@ impl<T: Session> Store<T> for RedisStore<T> {
 
     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
         let keys = self.keys(key);
-        let now = millis(OffsetDateTime::now_utc());
+        let now = now_arg();
         let reply: Vec<Value> = self
             .run(
                 &self.scripts.delete,
                 &[&keys.record, &keys.live, &keys.moved()],
                 |cmd| {
-                    cmd.arg(now).arg(expect_arg(expect));
+                    cmd.arg(&now).arg(expect_arg(expect));
                     Ok(())
                 },
             )

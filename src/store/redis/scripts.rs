@@ -6,8 +6,11 @@
 //! that checks a revision, a delete, and a regenerate (one server) or its second half, retire
 //! (Cluster, where two sessions' keys live in different slots). Every script is inline, with no
 //! helper functions: defining a function costs a script call time too. KEYS are always the
-//! session's `record`, `live` and `moved` keys (then the new session's for a regenerate);
-//! ARGV[1] is the layer's clock where a script judges the deadline.
+//! session's `record`, `live` and `moved` keys (then the new session's for a regenerate).
+//! Rust formats every value a script writes (the record with its header, the pointer) and every
+//! number it compares: ARGV[1] is the clock as 15 digits and a revision is 20, so a script
+//! compares them as strings, as the header holds them. `string.format` and `tonumber` cost a
+//! script a microsecond or more each.
 //!
 //! Replies: `{1, ...}` done, `{0}` missing (or expired), `{2, key}` moved, `{3}` conflict,
 //! `{4}` collision, `{9}` not a session record.
@@ -26,8 +29,8 @@ return 1
 "#;
 
 /// Replaces a live session at the expected revision (optimistic concurrency). ARGV: now,
-/// expected revision, record JSON, flash ('' keeps the pending one). The expiry stays where the
-/// load that read this copy slid it.
+/// expected revision, record value, flash ('' keeps the pending one). The expiry stays where
+/// the load that read this copy slid it.
 const SAVE: &str = r#"
 local got = redis.call('MGET', KEYS[1], KEYS[2])
 local v = got[1]
@@ -37,16 +40,16 @@ if not v then
   return {0}
 end
 if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
-if not got[2] or tonumber(string.sub(v, 22, 36)) <= tonumber(ARGV[1]) then return {0} end
-local rev = tonumber(string.sub(v, 2, 21))
-if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= rev then return {3} end
-redis.call('SET', KEYS[1], string.format('S%020.0f', rev + 1) .. string.sub(v, 22, 36) .. ARGV[3], 'KEEPTTL')
+if not got[2] or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
+if string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
+redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL') end
 return {1}
 "#;
 
-/// Deletes a live session (at the expected revision, '' any). An expired record, or a value
-/// that is not a session record, is removed too and answers missing.
+/// Deletes a live session (at the expected revision, '' any). ARGV: now, expected revision.
+/// An expired record, or a value that is not a session record, is removed too and answers
+/// missing.
 const DELETE: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'table' then
@@ -58,18 +61,18 @@ if not v then
   if p and string.byte(p, 1) == 80 then return {2, string.sub(p, 2, 44)} end
   return {0}
 end
-local live = string.byte(v, 1) == 83 and #v >= 36 and tonumber(string.sub(v, 22, 36)) > tonumber(ARGV[1]) and redis.call('EXISTS', KEYS[2]) == 1
-if live and ARGV[2] ~= '' and tonumber(ARGV[2]) ~= tonumber(string.sub(v, 2, 21)) then return {3} end
+local live = string.byte(v, 1) == 83 and #v >= 36 and string.sub(v, 22, 36) > ARGV[1] and redis.call('EXISTS', KEYS[2]) == 1
+if live and ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
 redis.call('DEL', KEYS[1], KEYS[2])
 if live then return {1} end
 return {0}
 "#;
 
 /// Moves a live session to the new keys and leaves the pointer (one server). KEYS: the old
-/// session's three, the new one's record and `live`. ARGV: now, expected revision, record JSON,
-/// flash ('' carries the pending one over), expiry ms, record TTL end ms, new key, grace end ms
-/// (0 none), pointer end ms. `MGET` reads both old keys in one call and `SET … NX` checks the new
-/// key while writing it: each `redis.call` costs more than a native command.
+/// session's three, the new one's record and `live`. ARGV: now, expected revision ('' any), new
+/// record value, flash ('' carries the pending one over), expiry ms, record TTL end ms, pointer
+/// value, pointer end ms. `MGET` reads both old keys in one call and `SET … NX` checks the new
+/// key while writing it.
 const REGENERATE: &str = r#"
 local got = redis.call('MGET', KEYS[1], KEYS[2])
 local v, pending = got[1], got[2]
@@ -79,21 +82,20 @@ if not v then
   return {0}
 end
 if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
-if not pending or tonumber(string.sub(v, 22, 36)) <= tonumber(ARGV[1]) then return {0} end
-local rev = tonumber(string.sub(v, 2, 21))
-if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= rev then return {3} end
-if not redis.call('SET', KEYS[4], string.format('S%020.0f', rev + 1) .. string.sub(v, 22, 36) .. ARGV[3], 'NX', 'PXAT', ARGV[6]) then return {4} end
+if not pending or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
+if ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
+if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PXAT', ARGV[6]) then return {4} end
 if ARGV[4] ~= '' then pending = ARGV[4] end
 redis.call('SET', KEYS[5], pending, 'PXAT', ARGV[5])
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[3], 'P' .. ARGV[7] .. string.format('%015.0f%015.0f', tonumber(ARGV[8]), tonumber(ARGV[9])), 'PXAT', ARGV[9])
+redis.call('SET', KEYS[3], ARGV[7], 'PXAT', ARGV[8])
 return {1}
 "#;
 
 /// The second half of a regenerate on a Cluster, once the new session was created: turns the
 /// old session into the pointer if it is still live at the expected revision. ARGV: now,
-/// expected revision, new key, grace end ms, pointer end ms. Returns {1, old revision, pending
-/// flash} done, else as the others.
+/// expected revision ('' any), pointer value, pointer end ms. Returns {1, pending flash} done,
+/// else as the others.
 const RETIRE: &str = r#"
 local got = redis.call('MGET', KEYS[1], KEYS[2])
 local v, pending = got[1], got[2]
@@ -103,12 +105,11 @@ if not v then
   return {0}
 end
 if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
-if not pending or tonumber(string.sub(v, 22, 36)) <= tonumber(ARGV[1]) then return {0} end
-local rev = tonumber(string.sub(v, 2, 21))
-if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= rev then return {3} end
+if not pending or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
+if ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[3], 'P' .. ARGV[3] .. string.format('%015.0f%015.0f', tonumber(ARGV[4]), tonumber(ARGV[5])), 'PXAT', ARGV[5])
-return {1, string.sub(v, 2, 21), pending}
+redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
+return {1, pending}
 "#;
 
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
