@@ -7,7 +7,8 @@
 //! # The write discipline
 //! - Every record carries a revision. Every write states the revision its copy was read at
 //!   ([`Expect::Revision`] in optimistic mode, [`Expect::Any`] otherwise), and every successful
-//!   write leaves the stored revision one higher than before.
+//!   write moves the stored revision on: to the one it expected plus one, or under last write
+//!   wins, where nothing compares revisions, possibly to the one the engine read plus one.
 //! - [`Store::regenerate`] moves a session to a new key and leaves a forwarding pointer under the
 //!   old one ([`Loaded::Moved`]) until [`Forward::until`]. A [`Store::save`] or
 //!   [`Store::delete`] that reaches a pointer answers [`WriteOutcome::Moved`]. The engine follows
