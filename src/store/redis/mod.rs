@@ -181,6 +181,17 @@ fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
     })
 }
 
+/// One `SCAN` step over the `live` keys (`pattern`: [`RedisStore::live_pattern`]).
+fn scan_live(cursor: u64, pattern: &str) -> Cmd {
+    let mut scan = redis::cmd("SCAN");
+    scan.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_BATCH);
+    scan
+}
+
 /// Escapes the glob characters of `text` for `SCAN MATCH`.
 fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 4);
@@ -628,12 +639,7 @@ impl<T: Session> RedisStore<T> {
             });
             let mut cursor: u64 = 0;
             loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_BATCH);
+                let scan = scan_live(cursor, &pattern);
                 let value = self.timed(conn.route_command(scan, route.clone())).await?;
                 let (next, keys): (u64, Vec<String>) =
                     FromRedisValue::from_redis_value(value).map_err(|e| backend(e.into()))?;
@@ -814,14 +820,9 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 let mut total = 0;
                 let mut cursor: u64 = 0;
                 loop {
-                    let mut scan = redis::cmd("SCAN");
-                    scan.arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH);
-                    let (next, keys): (u64, Vec<String>) =
-                        self.timed(scan.query_async(&mut conn)).await?;
+                    let (next, keys): (u64, Vec<String>) = self
+                        .timed(scan_live(cursor, &pattern).query_async(&mut conn))
+                        .await?;
                     total += self.live_among(keys).await?;
                     cursor = next;
                     if cursor == 0 {

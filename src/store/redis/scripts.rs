@@ -19,6 +19,27 @@ use std::sync::Arc;
 
 use redis::Script;
 
+/// The start of a script that moves a live session away (regenerate, retire): reads the record
+/// and the `live` key (its pending flash) of KEYS[1..2], answers moved (from KEYS[3]), missing,
+/// expired, not a session or conflict, and leaves `v` and `pending` set otherwise. A macro, not
+/// a Lua function: a function defined per call costs the script time.
+macro_rules! live_at_expected_revision {
+    () => {
+        r#"
+local got = redis.call('MGET', KEYS[1], KEYS[2])
+local v, pending = got[1], got[2]
+if not v then
+  local p = redis.call('GET', KEYS[3])
+  if p and string.byte(p, 1) == 80 then return {2, string.sub(p, 2, 44)} end
+  return {0}
+end
+if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
+if not pending or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
+if ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
+"#
+    };
+}
+
 /// Creates a session unless anything is under its keys. ARGV: record value, flash ('' none),
 /// expiry ms, record TTL end ms. Returns 1 done, 0 collision.
 const CREATE: &str = r#"
@@ -73,44 +94,30 @@ return {0}
 /// record value, flash ('' carries the pending one over), expiry ms, record TTL end ms, pointer
 /// value, pointer end ms. `MGET` reads both old keys in one call and `SET … NX` checks the new
 /// key while writing it.
-const REGENERATE: &str = r#"
-local got = redis.call('MGET', KEYS[1], KEYS[2])
-local v, pending = got[1], got[2]
-if not v then
-  local p = redis.call('GET', KEYS[3])
-  if p and string.byte(p, 1) == 80 then return {2, string.sub(p, 2, 44)} end
-  return {0}
-end
-if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
-if not pending or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
-if ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
+const REGENERATE: &str = concat!(
+    live_at_expected_revision!(),
+    r#"
 if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PXAT', ARGV[6]) then return {4} end
 if ARGV[4] ~= '' then pending = ARGV[4] end
 redis.call('SET', KEYS[5], pending, 'PXAT', ARGV[5])
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SET', KEYS[3], ARGV[7], 'PXAT', ARGV[8])
 return {1}
-"#;
+"#
+);
 
 /// The second half of a regenerate on a Cluster, once the new session was created: turns the
 /// old session into the pointer if it is still live at the expected revision. ARGV: now,
 /// expected revision ('' any), pointer value, pointer end ms. Returns {1, pending flash} done,
 /// else as the others.
-const RETIRE: &str = r#"
-local got = redis.call('MGET', KEYS[1], KEYS[2])
-local v, pending = got[1], got[2]
-if not v then
-  local p = redis.call('GET', KEYS[3])
-  if p and string.byte(p, 1) == 80 then return {2, string.sub(p, 2, 44)} end
-  return {0}
-end
-if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
-if not pending or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
-if ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
+const RETIRE: &str = concat!(
+    live_at_expected_revision!(),
+    r#"
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
 return {1, pending}
-"#;
+"#
+);
 
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
 /// latest deadline of its sessions), on one key, so it is Cluster-safe.
