@@ -160,6 +160,11 @@ impl SessionKey {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The text form's bytes, without the UTF-8 check `as_str` makes (for a store's hot path).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The key of the session whose cookie carries `id` when keys are the plain ID
     /// ([`IdsAtRest::Plain`](crate::IdsAtRest::Plain)).
     pub fn plain(id: &SessionId) -> Self {

@@ -30,6 +30,9 @@ pub(super) const HEADER: usize = 36;
 /// that slides the two by clocks a few milliseconds apart never lets the record go first.
 pub(super) const RECORD_SLACK_MS: i64 = 1_000;
 
+/// What follows `p{K}` in the name of a session's `live` key.
+pub(super) const LIVE: &str = ":live";
+
 /// The Redis keys of one session.
 pub(super) struct Keys {
     /// `p{K}`: the record.
@@ -47,7 +50,7 @@ impl Keys {
         record.push('}');
         let mut live = String::with_capacity(record.len() + 5);
         live.push_str(&record);
-        live.push_str(":live");
+        live.push_str(LIVE);
         Self { record, live }
     }
 
@@ -78,13 +81,24 @@ pub(super) fn write_record<T: serde::Serialize>(
     revision: u64,
     record: &Record<T>,
 ) -> Result<(), StoreError> {
-    write!(
-        out,
-        "S{revision:020}{:015}",
-        crate::record::unix_ms(record.deadline)
-    )
-    .map_err(|err| StoreError::Encode(Box::new(err)))?;
+    // Digits by hand: `write!` with padded widths cost a fifth of what serializing the record
+    // does (callgrind), on every save.
+    let mut header = [b'0'; HEADER];
+    header[0] = b'S';
+    put_digits(&mut header[1..21], revision);
+    let deadline = u64::try_from(crate::record::unix_ms(record.deadline)).unwrap_or(0);
+    put_digits(&mut header[21..HEADER], deadline);
+    out.write_all(&header)
+        .map_err(|err| StoreError::Encode(Box::new(err)))?;
     record.write_without_flash(out)
+}
+
+/// Writes `n` into `out` as zero-padded decimal digits (the low digits, should it not fit).
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// A forwarding pointer's value: `P`, the new key, the grace window's end and the pointer's end.
@@ -186,4 +200,33 @@ pub(super) fn at_millis(ms: i64) -> OffsetDateTime {
 /// A value under a session key that is not a session record (another program's data).
 pub(super) fn foreign() -> StoreError {
     StoreError::Decode("the value under a session key is not a session record".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_record_value_round_trips_through_its_fixed_width_header() {
+        let key = SessionKey::generate().expect("key");
+        let now = OffsetDateTime::now_utc();
+        let record = Record::new(
+            key,
+            7u32,
+            now,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        let mut value = Vec::new();
+        write_record(&mut value, 12_345, &record).expect("write");
+        assert_eq!(&value[..21], b"S00000000000000012345");
+        let deadline = crate::record::unix_ms(record.deadline);
+        assert_eq!(&value[21..HEADER], format!("{deadline:015}").as_bytes());
+        let stored = StoredRecord::parse(&value).expect("parse");
+        assert_eq!((stored.revision, stored.deadline_ms), (12_345, deadline));
+        let back: Record<u32> = stored.record(&key, b"").expect("decode");
+        assert_eq!((back.data, back.revision), (7, 12_345));
+    }
 }
