@@ -6,18 +6,19 @@
 //!
 //! # The write discipline
 //! - Every record carries a revision. Every write states the revision its copy was read at
-//!   ([`Expect::Revision`] in optimistic mode, [`Expect::Any`] otherwise), and every successful
-//!   write moves the stored revision on: to the one it expected plus one, or under last write
-//!   wins, where nothing compares revisions, possibly to the one the engine read plus one.
+//!   ([`Expect::Revision`] in optimistic mode, [`Expect::Any`] otherwise). A successful write
+//!   at an expected revision stores that revision plus one; a last-write-wins write stores the
+//!   stored revision plus one, or, in a store that writes without reading, the revision its
+//!   copy was read at plus one (which two such writes can share).
 //! - [`Store::regenerate`] moves a session to a new key and leaves a forwarding pointer under the
 //!   old one ([`Loaded::Moved`]) until [`Forward::until`]. A [`Store::save`] or
 //!   [`Store::delete`] that reaches a pointer answers [`WriteOutcome::Moved`]. The engine follows
 //!   it for a delete, so a logout or revoke by a request that loaded the old key still ends the
 //!   session; it refuses a save or a regenerate from such a copy (409), so a request that started
 //!   before a login never undoes what the login changed.
-//! - Each operation touches one key atomically, so no operation needs two keys at once: the
-//!   only exception, regenerate, may be done in steps where keys live on different servers (see
-//!   [`Store::regenerate`]).
+//! - Each operation is atomic on one session's keys, so no operation needs two sessions at
+//!   once: the only exception, regenerate, may be done in steps where the two sessions live on
+//!   different servers (see [`Store::regenerate`]).
 
 use std::{future::Future, time::Duration};
 
@@ -191,10 +192,12 @@ pub enum WriteOutcome {
 /// let layer = tower_typed_sessions::SessionLayer::new(store);
 /// ```
 pub trait Store<T: Session>: Send + Sync + 'static {
-    /// Loads the session under `key`, judging expiry at `options.now`; slides its idle expiry and
-    /// takes its pending flash in the same atomic step when `options` asks. An `Active` record
-    /// shows the slid expiry and the taken flash. A store may skip a slide that would move the
-    /// expiry by less than a second; it never moves it back, and never past the deadline.
+    /// Loads the session under `key`, judging expiry at `options.now`; slides its idle expiry
+    /// when `options` asks, and takes its pending flash atomically (of several loads at once,
+    /// one gets it), in the same step or, as the Redis store does when a flash waits, in a
+    /// second one. An `Active` record shows the slid expiry and the taken flash. A store may
+    /// skip a slide that would move the expiry by less than a second; the expiry it reports
+    /// never passes the deadline.
     fn load(
         &self,
         key: &SessionKey,

@@ -51,20 +51,29 @@ const SCAN_BATCH: usize = 1000;
 ///
 /// # Expiry
 /// Redis enforces the idle timeout itself: the `live` key's TTL is the session's expiry, which
-/// every sliding read moves to `now + idle`. A save leaves it there (the layer saves the expiry
-/// it loaded). The absolute deadline sits in the record's header and is checked on every read.
+/// every sliding read moves to `now + idle` by the layer's clock (not capped at the deadline:
+/// the deadline sits in the record's header and is checked on every read, and the expiry a load
+/// reports never passes it). A save leaves the TTL where the load put it (the layer saves the
+/// expiry it loaded). The record outlives its `live` key by the expired-record retention plus a
+/// second; app servers whose clocks differ by more than that second, with the retention set to
+/// zero, can see a busy session's record go before its `live` key.
 ///
 /// # Revisions under last write wins
 /// A last-write-wins save is a plain `SET`, so it stores the revision the engine gives it (the
-/// revision it read, plus one): two saves that read the same revision both store the next one.
-/// Nothing compares revisions under last write wins; optimistic saves run a script that checks
-/// the stored revision and moves it on by one.
+/// revision it read, plus one): two saves that read the same revision both store the next one,
+/// and a save from an older copy can store a revision the session already had. Last write wins
+/// compares revisions in one place: a session that held only a flash is removed after the
+/// flash is shown unless its revision moved meanwhile, so such a save racing that removal can be
+/// removed with it. Optimistic saves run a script that checks the stored revision and moves it
+/// on by one.
 ///
 /// # Expired sessions
 /// An idle-expired or past-deadline session's record stays in Redis for the expired-record
-/// retention (default 1 hour, [`RedisStore::with_expired_retention`]) after the last request
-/// that presented it, so that a client that comes back with its cookie is told "expired", not
-/// "unknown"; the TTL removes it then. No write reaches it meanwhile.
+/// retention (default 1 hour, [`RedisStore::with_expired_retention`]) after its expiry, and in
+/// sliding mode after the last request that presented it, so that a client that comes back
+/// with its cookie is told "expired", not "unknown"; the TTL removes it then. It never becomes
+/// live again: a last-write-wins save that raced the expiry may still rewrite the record, and
+/// answers that the session is gone.
 ///
 /// # Upgrading
 /// Version 0.1 kept each session as a plain JSON string under `prefix + key`; this version never
@@ -586,7 +595,12 @@ impl<T: Session> RedisStore<T> {
                 },
             )
             .await?;
-        let outcome = write_outcome(&reply)?;
+        let outcome = match write_outcome(&reply)? {
+            // The retire ran, and this is a resend (the cluster client resends a command whose
+            // reply a dropped connection lost): the old key already points here.
+            WriteOutcome::Moved(to) if to == record.key => return Ok(WriteOutcome::Done),
+            outcome => outcome,
+        };
         if outcome != WriteOutcome::Done {
             let mut undo = redis::cmd("DEL");
             undo.arg(&new_keys.record).arg(&new_keys.live);
@@ -620,7 +634,12 @@ impl<T: Session> RedisStore<T> {
             cmd.arg(Keys::record_of_live(&live_key))
                 .arg(0)
                 .arg(layout::HEADER - 1);
-            let header: Vec<u8> = self.query(cmd).await?;
+            let header: Vec<u8> = match self.query(cmd).await {
+                Ok(header) => header,
+                // Another program's value of another type under a record key: not a session.
+                Err(err) if err.is_decode() => continue,
+                Err(err) => return Err(err),
+            };
             if StoredRecord::parse(&header).is_ok_and(|record| record.deadline_ms > now) {
                 live += 1;
             }
@@ -647,10 +666,14 @@ impl<T: Session> RedisStore<T> {
             .and_then(|value| String::from_redis_value(value).map_err(|e| backend(e.into())))?;
         let pattern = self.live_pattern();
         let mut total = 0;
-        for line in nodes
-            .lines()
-            .filter(|l| l.contains("master") && !l.contains("fail"))
-        {
+        // `CLUSTER NODES`: id, address, flags (comma-separated), ...: the primaries not failing.
+        let primaries = nodes.lines().filter(|line| {
+            line.split(' ').nth(2).is_some_and(|flags| {
+                let mut flags = flags.split(',');
+                flags.clone().any(|f| f == "master") && !flags.any(|f| f == "fail" || f == "fail?")
+            })
+        });
+        for line in primaries {
             let Some(address) = line.split(' ').nth(1).and_then(|a| a.split('@').next()) else {
                 continue;
             };
@@ -697,21 +720,36 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 pipe.add_command(live).add_command(record);
             }
             None => {
+                // The live key's expiry before the record, so that a live key that ends between
+                // the two commands shows as ended (-2), never as a session without an expiry.
                 pipe.add_command(self.session_cmd("GET", key, LIVE, 0, 0)?)
-                    .add_command(self.session_cmd("GET", key, "", 0, 0)?)
-                    .add_command(self.session_cmd("PEXPIRETIME", key, LIVE, 0, 0)?);
+                    .add_command(self.session_cmd("PEXPIRETIME", key, LIVE, 0, 0)?)
+                    .add_command(self.session_cmd("GET", key, "", 0, 0)?);
             }
         }
         let replies = self.pipeline(pipe).await?;
-        let Some(value) = bytes(replies.get(1)) else {
+        let (live, live_expiry, value) = match slid {
+            Some(expiry) => (replies.first(), Some(expiry), replies.get(1)),
+            None => (
+                replies.first(),
+                match replies.get(1) {
+                    Some(Value::Int(at)) if *at > 0 => Some(*at),
+                    _ => None,
+                },
+                replies.get(2),
+            ),
+        };
+        let Some(value) = bytes(value) else {
             return Ok(match self.moved_or_missing(&self.keys(key)).await? {
                 Some(pointer) => Loaded::Moved(pointer.forward()),
                 None => Loaded::Missing,
             });
         };
         let stored = StoredRecord::parse(value)?;
-        let pending = match replies.first() {
-            Some(Value::BulkString(pending)) if stored.deadline_ms > now => pending.as_slice(),
+        let (pending, expiry) = match (live, live_expiry) {
+            (Some(Value::BulkString(pending)), Some(expiry)) if stored.deadline_ms > now => {
+                (pending.as_slice(), expiry)
+            }
             // The `live` key is gone (idle-expired), or the deadline has passed.
             _ => return Ok(Loaded::Expired(stored.record(key, b"")?)),
         };
@@ -723,13 +761,6 @@ impl<T: Session> Store<T> for RedisStore<T> {
             pending
         };
         let mut record = stored.record::<T>(key, flash)?;
-        let expiry = match slid {
-            Some(expiry) => expiry,
-            None => match replies.get(2) {
-                Some(Value::Int(at)) if *at > 0 => *at,
-                _ => stored.deadline_ms,
-            },
-        };
         record.expires_at = at_millis(expiry.min(stored.deadline_ms));
         Ok(Loaded::Active(record))
     }
@@ -814,7 +845,11 @@ impl<T: Session> Store<T> for RedisStore<T> {
                 },
             )
             .await?;
-        write_outcome(&reply)
+        Ok(match write_outcome(&reply)? {
+            // Already moved here: this script ran before (a resend after a lost reply).
+            WriteOutcome::Moved(to) if to == record.key => WriteOutcome::Done,
+            outcome => outcome,
+        })
     }
 
     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {

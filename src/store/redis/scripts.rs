@@ -9,8 +9,8 @@
 //! session's `record`, `live` and `moved` keys (then the new session's for a regenerate).
 //! Rust formats every value a script writes (the record with its header, the pointer) and every
 //! number it compares: ARGV[1] is the clock as 15 digits and a revision is 20, so a script
-//! compares them as strings, as the header holds them. `string.format` and `tonumber` cost a
-//! script a microsecond or more each.
+//! compares them as strings, as the header holds them: the session scripts call neither
+//! `string.format` nor `tonumber`, which cost a script a microsecond or more each.
 //!
 //! Replies: `{1, ...}` done, `{0}` missing (or expired), `{2, key}` moved, `{3}` conflict,
 //! `{4}` collision, `{9}` not a session record.
