@@ -39,7 +39,7 @@ const SCAN_BATCH: usize = 1000;
 /// |---|---|---|
 /// | load, sliding | `GETEX live PXAT`, `GETEX record PXAT` | 1 (2 when it takes a pending flash, or when the key is unknown or moved) |
 /// | load, fixed expiry | `GET live`, `PEXPIRETIME live`, `GET record` | 1 (as above) |
-/// | save, last write wins | `EXISTS live` (or `SET live flash XX KEEPTTL`), `SET record XX KEEPTTL` | 1 (2 when the session moved or ended meanwhile) |
+/// | save, last write wins | `SET record XX KEEPTTL` (with a flash, also `SET live flash XX KEEPTTL`) | 1 (2 when the session moved or ended meanwhile) |
 /// | save, optimistic | one script | 1 |
 /// | create, delete | one script | 1 |
 /// | regenerate, one server | one script over both sessions' keys | 1 |
@@ -72,8 +72,8 @@ const SCAN_BATCH: usize = 1000;
 /// retention (default 1 hour, [`RedisStore::with_expired_retention`]) after its expiry, and in
 /// sliding mode after the last request that presented it, so that a client that comes back
 /// with its cookie is told "expired", not "unknown"; the TTL removes it then. It never becomes
-/// live again: a last-write-wins save that raced the expiry may still rewrite the record, and
-/// answers that the session is gone.
+/// live again: a last-write-wins save checks the expiry by the layer's clock, and one that
+/// raced the expiry by a few milliseconds may still rewrite the record, which stays expired.
 ///
 /// # Upgrading
 /// Version 0.1 kept each session as a plain JSON string under `prefix + key`; this version never
@@ -527,39 +527,43 @@ impl<T: Session> RedisStore<T> {
         Ok(taken.unwrap_or_default())
     }
 
-    /// Last write wins, without a script: the `live` key says the session is neither expired,
-    /// moved nor deleted, and `SET ... XX` writes the record only if it is still there (a
-    /// regenerate or a delete removes it in the same step as the `live` key). The expiry and the
-    /// TTLs stay where the load that read this copy slid them.
+    /// Last write wins, without a script: `SET record … XX` writes only if the record is still
+    /// there, and a regenerate or a delete removes it in the same step as the `live` key, so a
+    /// save never brings a session back. The expiry is checked by the layer's clock first: the
+    /// load that read this copy has just slid the `live` key to it. A save with a flash also
+    /// sets the `live` key's value (`XX`: only while the session lives). The TTLs stay where
+    /// that load put them.
     async fn save_any(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
-        if record.deadline <= OffsetDateTime::now_utc() {
+        if record.effective_expiry() <= OffsetDateTime::now_utc() {
             return Ok(WriteOutcome::Missing);
         }
         let key = &record.key;
-        let check = if record.flash.is_empty() {
-            self.session_cmd("EXISTS", key, LIVE, 0, 0)?
-        } else {
-            let mut set = self.session_cmd("SET", key, LIVE, 3, FLASH_SIZE_HINT)?;
-            serde_json::to_writer(set.writer_for_next_arg(), &record.flash)
-                .map_err(|err| StoreError::Encode(Box::new(err)))?;
-            set.arg("XX").arg("KEEPTTL");
-            set
-        };
         let mut write =
             self.session_cmd("SET", key, "", 3, layout::HEADER + RECORD_SIZE_HINT + 16)?;
         layout::write_record(write.writer_for_next_arg(), record.revision, record)?;
         write.arg("XX").arg("KEEPTTL");
-        let mut pipe = Pipeline::with_capacity(2);
-        pipe.add_command(check).add_command(write);
-        let replies = self.pipeline(pipe).await?;
-        if !took(replies.get(1)) {
+        let (live, written) = if record.flash.is_empty() {
+            let written: Option<String> = self.query(write).await?;
+            (true, written.is_some())
+        } else {
+            let mut flash = self.session_cmd("SET", key, LIVE, 3, FLASH_SIZE_HINT)?;
+            serde_json::to_writer(flash.writer_for_next_arg(), &record.flash)
+                .map_err(|err| StoreError::Encode(Box::new(err)))?;
+            flash.arg("XX").arg("KEEPTTL");
+            let mut pipe = Pipeline::with_capacity(2);
+            pipe.add_command(flash).add_command(write);
+            let replies = self.pipeline(pipe).await?;
+            (took(replies.first()), took(replies.get(1)))
+        };
+        if !written {
             return Ok(match self.moved_or_missing(&self.keys(key)).await? {
                 Some(pointer) => WriteOutcome::Moved(pointer.to),
                 None => WriteOutcome::Missing,
             });
         }
-        // Written over an expired record (its `live` key is gone): it stays expired.
-        Ok(if took(replies.first()) {
+        // A flash that found no `live` key: the session expired as this request ran (the record
+        // it rewrote stays expired).
+        Ok(if live {
             WriteOutcome::Done
         } else {
             WriteOutcome::Missing
