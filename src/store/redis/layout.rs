@@ -26,8 +26,8 @@ use crate::{error::StoreError, flash::Flash, id::SessionKey, record::Record};
 /// Bytes before a record's JSON: `S`, the revision and the deadline.
 pub(super) const HEADER: usize = 36;
 
-/// A record outlives its `live` key by the retention plus this much, so that a read or a save
-/// that slides the two by clocks a few milliseconds apart never lets the record go first.
+/// A record outlives its `live` key by the retention plus this much, so that concurrent reads
+/// that slide the two by clocks a few milliseconds apart never let the record go first.
 pub(super) const RECORD_SLACK_MS: i64 = 1_000;
 
 /// What follows `p{K}` in the name of a session's `live` key.
