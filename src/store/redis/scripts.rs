@@ -19,9 +19,10 @@ use std::sync::Arc;
 
 use redis::Script;
 
-/// The start of a script that moves a live session away (regenerate, retire): reads the record
-/// and the `live` key (its pending flash) of KEYS[1..2], answers moved (from KEYS[3]), missing,
-/// expired, not a session or conflict, and leaves `v` and `pending` set otherwise. A macro, not
+/// The start of a script that changes a live session (optimistic save, regenerate, retire):
+/// reads the record and the `live` key (its pending flash) of KEYS[1..2], answers moved (from
+/// KEYS[3]), missing, expired, not a session or conflict, and leaves `v` and `pending` set
+/// otherwise. A macro, not
 /// a Lua function: a function defined per call costs the script time.
 macro_rules! live_at_expected_revision {
     () => {
@@ -52,21 +53,14 @@ return 1
 /// Replaces a live session at the expected revision (optimistic concurrency). ARGV: now,
 /// expected revision, record value, flash ('' keeps the pending one). The expiry stays where
 /// the load that read this copy slid it.
-const SAVE: &str = r#"
-local got = redis.call('MGET', KEYS[1], KEYS[2])
-local v = got[1]
-if not v then
-  local p = redis.call('GET', KEYS[3])
-  if p and string.byte(p, 1) == 80 then return {2, string.sub(p, 2, 44)} end
-  return {0}
-end
-if string.byte(v, 1) ~= 83 or #v < 36 then return {9} end
-if not got[2] or string.sub(v, 22, 36) <= ARGV[1] then return {0} end
-if string.sub(v, 2, 21) ~= ARGV[2] then return {3} end
+const SAVE: &str = concat!(
+    live_at_expected_revision!(),
+    r#"
 redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL') end
 return {1}
-"#;
+"#
+);
 
 /// Deletes a live session (at the expected revision, '' any). ARGV: now, expected revision.
 /// An expired record, or a value that is not a session record, is removed too and answers
