@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
-use support::{app, get_with_cookie, key, send, Client, Counter, Event, Events, TestStore};
+use support::{
+    app, get_with_cookie, get_with_id, key, send, Client, Counter, Event, Events, TestStore,
+};
 use tower_typed_sessions::{Loaded, RejectReason, SessionConfig, SessionId};
 
 fn config() -> SessionConfig<Counter> {
@@ -265,11 +267,7 @@ async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
 
     // Replaying the old cookie gives a fresh session, and no removal cookie: the response could
     // overtake the login's and wipe the new cookie.
-    let reply = send(
-        &client.app,
-        get_with_cookie("/read", &format!("id={}", old_id.expose_secret())),
-    )
-    .await;
+    let reply = send(&client.app, get_with_id("/read", &old_id)).await;
     assert_eq!(reply.body, "0 new=true");
     assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
     assert_eq!(
@@ -278,11 +276,7 @@ async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
     );
     // A write through the old cookie is refused rather than answered with a new session whose
     // cookie would overwrite the one the login sent.
-    let reply = send(
-        &client.app,
-        get_with_cookie("/incr", &format!("id={}", old_id.expose_secret())),
-    )
-    .await;
+    let reply = send(&client.app, get_with_id("/incr", &old_id)).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert!(reply.set_cookies().is_empty());
     assert_eq!(client.get("/read").await.body, "1 new=false");
@@ -361,11 +355,7 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     assert!(matches!(store.peek(&key).await, Loaded::Missing));
     assert_eq!(store.count().await, 0);
 
-    let replay = send(
-        &client.app,
-        get_with_cookie("/read", &format!("id={}", id.expose_secret())),
-    )
-    .await;
+    let replay = send(&client.app, get_with_id("/read", &id)).await;
     assert_eq!(replay.body, "0 new=true");
     assert!(
         replay.is_removal("id"),
@@ -377,11 +367,7 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     );
 
     // A second logout with the same cookie ends nothing: no `deleted` event.
-    let again = send(
-        &client.app,
-        get_with_cookie("/logout", &format!("id={}", id.expose_secret())),
-    )
-    .await;
+    let again = send(&client.app, get_with_id("/logout", &id)).await;
     assert!(again.is_removal("id"));
     assert_eq!(
         events.take(),
@@ -563,11 +549,7 @@ async fn store_failure_while_saving_or_creating_answers_the_configured_error_wit
             )
             .unwrap(),
         );
-    let reply = send(
-        &app,
-        get_with_cookie("/login-then-break", &format!("id={}", id.expose_secret())),
-    )
-    .await;
+    let reply = send(&app, get_with_id("/login-then-break", &id)).await;
     store.set_failing(false);
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.set_cookies().is_empty());

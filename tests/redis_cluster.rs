@@ -72,11 +72,7 @@ async fn layer_flow_on_a_three_master_cluster() {
         "data kept across slots"
     );
     events.take();
-    let replay = support::send(
-        &app,
-        support::get_with_cookie("/read", &format!("id={}", old.expose_secret())),
-    )
-    .await;
+    let replay = support::send(&app, support::get_with_id("/read", &old)).await;
     assert_eq!(replay.body, "0 new=true", "old id is dead");
     assert_eq!(
         events.take(),

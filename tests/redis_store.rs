@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use redis_server::RedisServer;
-use support::{get_with_cookie, send, Client, Counter, Event, Events};
+use support::{get_with_cookie, get_with_id, send, Client, Counter, Event, Events};
 use tower_typed_sessions::{
     RedisStore, RejectReason, SessionConfig, SessionId, SessionKey, SessionLayer, StoreError,
 };
@@ -500,11 +500,7 @@ async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() 
             .map(|a| if *a == "{key}" { key.as_str() } else { a })
             .collect();
         server.command(&args);
-        let reply = send(
-            &app,
-            get_with_cookie("/incr", &format!("id={}", id.expose_secret())),
-        )
-        .await;
+        let reply = send(&app, get_with_id("/incr", &id)).await;
         assert_eq!(reply.status, StatusCode::OK, "{label}");
         assert_eq!(reply.body, "1", "{label}: a fresh session");
         let new = reply.issued_id().expect("a new session cookie");
@@ -536,11 +532,7 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
     server.command(&["SET", &redis_key(&forged), &value]);
     server.command(&["SET", &live_key(&forged), "", "PX", "60000"]);
     events.take();
-    let reply = send(
-        &client.app,
-        get_with_cookie("/read", &format!("id={}", forged.expose_secret())),
-    )
-    .await;
+    let reply = send(&client.app, get_with_id("/read", &forged)).await;
     assert_eq!(reply.body, "0 new=true");
     assert!(reply.is_removal("id"));
     assert_eq!(

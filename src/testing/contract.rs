@@ -81,6 +81,24 @@ fn live(key: SessionKey, count: u32) -> Record<Probe> {
     record(key, count, LONG, 2 * LONG)
 }
 
+/// `rec`'s content under a fresh key: the copy a regenerate writes.
+fn elsewhere(rec: &Record<Probe>) -> Record<Probe> {
+    let mut moved = rec.clone();
+    moved.key = new_key();
+    moved
+}
+
+/// Moves the session under `from` to `to` under last write wins, leaving the usual pointer.
+async fn move_any<St: Store<Probe>>(
+    store: &St,
+    from: &SessionKey,
+    to: &Record<Probe>,
+) -> Result<WriteOutcome, crate::StoreError> {
+    store
+        .regenerate(from, to, Expect::Any, forward(to.key))
+        .await
+}
+
 fn forward(to: SessionKey) -> Forward {
     Forward::new(to, Some(now() + LONG), now() + LONG)
 }
@@ -322,8 +340,7 @@ pub async fn regenerate_moves_and_leaves_a_pointer<St: Store<Probe>>(store: &St)
     let mut old = live(new_key(), 3);
     old.flash.insert("notice".into(), "still pending".into());
     ok(store.create(&old).await, "create");
-    let mut moved = old.clone();
-    moved.key = new_key();
+    let mut moved = elsewhere(&old);
     moved.data.user = Some("alice".into());
     moved.revision = old.revision + 1;
     // The engine's copy carries no flash of its own: the pending one moves along.
@@ -359,11 +376,7 @@ pub async fn regenerate_moves_and_leaves_a_pointer<St: Store<Probe>>(store: &St)
         ),
     }
     // Without a grace window the pointer says so.
-    let next = {
-        let mut next = got.clone();
-        next.key = new_key();
-        next
-    };
+    let next = elsewhere(&got);
     let no_grace = Forward::new(next.key, None, now() + LONG);
     assert_eq!(
         ok(
@@ -385,14 +398,8 @@ pub async fn regenerate_moves_and_leaves_a_pointer<St: Store<Probe>>(store: &St)
 pub async fn writes_through_a_pointer_answer_moved<St: Store<Probe>>(store: &St) {
     let old = live(new_key(), 1);
     ok(store.create(&old).await, "create");
-    let mut moved = old.clone();
-    moved.key = new_key();
-    ok(
-        store
-            .regenerate(&old.key, &moved, Expect::Any, forward(moved.key))
-            .await,
-        "regenerate",
-    );
+    let moved = elsewhere(&old);
+    ok(move_any(store, &old.key, &moved).await, "regenerate");
     let mut through_old = old.clone();
     through_old.data.count = 50;
     assert_eq!(
@@ -430,12 +437,7 @@ pub async fn regenerate_refuses_what_it_must<St: Store<Probe>>(store: &St) {
     // Missing source: nothing is created.
     let mut target = live(new_key(), 1);
     assert_eq!(
-        ok(
-            store
-                .regenerate(&new_key(), &target, Expect::Any, forward(target.key))
-                .await,
-            "from missing"
-        ),
+        ok(move_any(store, &new_key(), &target).await, "from missing"),
         WriteOutcome::Missing
     );
     assert_missing(
@@ -472,35 +474,18 @@ pub async fn regenerate_refuses_what_it_must<St: Store<Probe>>(store: &St) {
     let mut onto = old.clone();
     onto.key = taken.key;
     assert_eq!(
-        ok(
-            store
-                .regenerate(&old.key, &onto, Expect::Any, forward(onto.key))
-                .await,
-            "onto taken"
-        ),
+        ok(move_any(store, &old.key, &onto).await, "onto taken"),
         WriteOutcome::Collision
     );
     assert_eq!(active(store, &taken.key).await.data.count, 9);
     assert_eq!(active(store, &old.key).await.data.count, 2);
 
     // A pointer: a session moves once per copy.
-    let mut first = old.clone();
-    first.key = new_key();
-    ok(
-        store
-            .regenerate(&old.key, &first, Expect::Any, forward(first.key))
-            .await,
-        "regenerate",
-    );
-    let mut second = old.clone();
-    second.key = new_key();
+    let first = elsewhere(&old);
+    ok(move_any(store, &old.key, &first).await, "regenerate");
+    let second = elsewhere(&old);
     assert_eq!(
-        ok(
-            store
-                .regenerate(&old.key, &second, Expect::Any, forward(second.key))
-                .await,
-            "from pointer"
-        ),
+        ok(move_any(store, &old.key, &second).await, "from pointer"),
         WriteOutcome::Moved(first.key)
     );
     assert_missing(
@@ -606,13 +591,10 @@ pub async fn expired_sessions_are_reported_expired<St: Store<Probe>>(store: &St)
         ok(store.save(&next, Expect::Any).await, "save expired"),
         WriteOutcome::Missing
     );
-    let mut moved = written.clone();
-    moved.key = new_key();
+    let moved = elsewhere(&written);
     assert_eq!(
         ok(
-            store
-                .regenerate(&written.key, &moved, Expect::Any, forward(moved.key))
-                .await,
+            move_any(store, &written.key, &moved).await,
             "regenerate expired"
         ),
         WriteOutcome::Missing
@@ -631,8 +613,7 @@ pub async fn expired_sessions_are_reported_expired<St: Store<Probe>>(store: &St)
 pub async fn pointers_end<St: Store<Probe>>(store: &St) {
     let old = live(new_key(), 1);
     ok(store.create(&old).await, "create");
-    let mut moved = old.clone();
-    moved.key = new_key();
+    let moved = elsewhere(&old);
     let short = Forward::new(moved.key, None, now() + SHORT);
     ok(
         store.regenerate(&old.key, &moved, Expect::Any, short).await,
@@ -720,8 +701,7 @@ pub async fn concurrent_regenerates_have_one_winner<St: Store<Probe> + Clone>(st
                 let store = store.clone();
                 let old = old.clone();
                 tokio::spawn(async move {
-                    let mut moved = old.clone();
-                    moved.key = new_key();
+                    let moved = elsewhere(&old);
                     let outcome = store
                         .regenerate(
                             &old.key,
@@ -786,14 +766,8 @@ pub async fn count_when_supported<St: Store<Probe>>(store: &St) {
     let b = record(new_key(), 1, SHORT, LONG);
     ok(store.create(&a).await, "create");
     ok(store.create(&b).await, "create");
-    let mut moved = a.clone();
-    moved.key = new_key();
-    ok(
-        store
-            .regenerate(&a.key, &moved, Expect::Any, forward(moved.key))
-            .await,
-        "regenerate",
-    );
+    let moved = elsewhere(&a);
+    ok(move_any(store, &a.key, &moved).await, "regenerate");
     assert_eq!(store.count().await.expect("count"), before + 2);
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(

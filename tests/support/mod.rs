@@ -431,3 +431,8 @@ pub fn get_with_cookie(path: &str, cookie: &str) -> Request<Body> {
         .body(Body::empty())
         .unwrap()
 }
+
+/// A GET that carries `id` as the session cookie (an old, replayed or forged one, say).
+pub fn get_with_id(path: &str, id: &SessionId) -> Request<Body> {
+    get_with_cookie(path, &format!("id={}", id.expose_secret()))
+}
