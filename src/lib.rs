@@ -115,6 +115,12 @@ pub use session::Session;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::redis::RedisStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::sql::PostgresStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::sql::SqliteStore;
 pub use store::{
     memory::MemoryStore, memory::MemoryStoreBuilder, Expect, Forward, LoadOptions, Loaded, Store,
     WriteOutcome,

@@ -1,0 +1,113 @@
+//! SQLite: the regenerate is a `BEGIN IMMEDIATE` transaction (SQLite has no data-modifying
+//! `WITH`), which holds the database's write lock from its first statement.
+
+use sqlx::SqlitePool;
+
+use super::{
+    shared_statements, sql_store,
+    statements::{Dialect, Statements, Tables},
+    Move, NewRow,
+};
+use crate::{record::unix_ms as millis, store::Forward};
+
+/// The pool and the statements of one [`SqliteStore`].
+struct Sqlite {
+    pool: SqlitePool,
+    sql: Statements,
+}
+
+impl Sqlite {
+    fn new(pool: SqlitePool, tables: &Tables) -> Self {
+        Self {
+            pool,
+            sql: Statements::new(Dialect::Sqlite, tables),
+        }
+    }
+}
+
+impl super::Database for Sqlite {
+    shared_statements!();
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for statement in &self.sql.migrate {
+            sqlx::query(statement).execute(&mut *transaction).await?;
+        }
+        transaction.commit().await
+    }
+
+    async fn regenerate(
+        &self,
+        old: &str,
+        now: i64,
+        expect: Option<i64>,
+        row: &NewRow<'_>,
+        pointer: &Forward,
+    ) -> Result<Move, sqlx::Error> {
+        // Dropping the transaction without a commit rolls it back.
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let source: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(&self.sql.regenerate)
+            .bind(old)
+            .bind(now)
+            .bind(expect)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let Some((revision, pending_flash)) = source else {
+            return Ok(Move::SourceNotLive);
+        };
+        let created = sqlx::query(&self.sql.create)
+            .bind(row.key)
+            .bind(revision.saturating_add(1))
+            .bind(row.expires_ms)
+            .bind(row.deadline_ms)
+            .bind(&row.record)
+            .bind(row.flash.as_ref().or(pending_flash.as_ref()))
+            .execute(&mut *transaction)
+            .await?;
+        if created.rows_affected() != 1 {
+            return Ok(Move::Collision);
+        }
+        sqlx::query(&self.sql.leave_pointer)
+            .bind(old)
+            .bind(row.key)
+            .bind(pointer.grace_until.map(millis))
+            .bind(millis(pointer.until))
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Move::Done)
+    }
+}
+
+sql_store!(
+    /// Sessions in SQLite, on the application's own `SqlitePool` (sqlx 0.8): sessions that
+    /// survive a restart of a single-machine application, with no server to run.
+    ///
+    /// The same schema, statements and contract as [`PostgresStore`](crate::PostgresStore)
+    /// (feature `postgres`), in a table of your choosing (default `typed_sessions`), keyed by a
+    /// digest of the cookie's ID. A regenerate is a `BEGIN IMMEDIATE` transaction. Open the
+    /// database in WAL mode (`SqliteConnectOptions::journal_mode(SqliteJournalMode::Wal)`) so
+    /// that reads never wait for a write; SQLite runs one write at a time either way.
+    ///
+    /// Expired rows stay for the expired-record retention (default 1 hour) and are then deleted
+    /// by a background task (every 5 minutes by default) or [`SqliteStore::delete_expired`].
+    ///
+    /// ```no_run
+    /// use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    /// use tower_typed_sessions::{Session, SessionLayer, SqliteStore};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let options = SqliteConnectOptions::new()
+    ///     .filename("sessions.db")
+    ///     .create_if_missing(true)
+    ///     .journal_mode(SqliteJournalMode::Wal);
+    /// let store = SqliteStore::<Data>::new(SqlitePool::connect_with(options).await?);
+    /// store.migrate().await?;
+    /// let layer = SessionLayer::new(store);
+    /// # Ok(()) }
+    /// ```
+    SqliteStore,
+    Sqlite,
+    SqlitePool
+);
