@@ -161,6 +161,7 @@ impl SessionKey {
     }
 
     /// The text form's bytes, without the UTF-8 check `as_str` makes (for a store's hot path).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }

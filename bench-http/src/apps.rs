@@ -11,7 +11,9 @@ use std::{
 
 use axum::{routing::get, serve::ListenerExt, Router};
 use serde::{Deserialize, Serialize};
-use tower_typed_sessions::{MemoryStore, RedisStore, Session, SessionHandle, SessionLayer};
+use tower_typed_sessions::{
+    MemoryStore, PostgresStore, RedisStore, Session, SessionHandle, SessionLayer,
+};
 
 /// The session of every app: ours stores it as the typed session; tower-sessions stores it as
 /// one typed value under [`KEY`] in its key-value map.
@@ -99,6 +101,28 @@ pub fn ours_memory(store: MemoryStore<Counter>) -> Router {
 
 pub fn ours_redis(store: RedisStore<Counter>) -> Router {
     ours_router().layer(SessionLayer::new(store))
+}
+
+pub fn ours_postgres(store: PostgresStore<Counter>) -> Router {
+    ours_router().layer(SessionLayer::new(store))
+}
+
+/// The pool both PostgreSQL apps use: the same size, and no ping before each statement (sqlx's
+/// default pings every connection it hands out; both stores would pay it alike).
+pub async fn pg_pool(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .test_before_acquire(false)
+        .connect(url)
+        .await
+        .expect("connect to the bench's postgres")
+}
+
+/// tower-sessions 0.14 on tower-sessions-sqlx-store's PostgresStore, migrated.
+pub async fn ts_postgres(pool: sqlx::PgPool) -> Router {
+    let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+    store.migrate().await.expect("migrate tower-sessions' table");
+    ts_014::router(store)
 }
 
 /// The same three handlers for one version of tower-sessions.

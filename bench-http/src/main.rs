@@ -8,11 +8,14 @@
 //!
 //! Everything runs on 127.0.0.1: the apps are in-process servers on their own ports (one Tokio
 //! runtime), the load generator is another runtime in the same process, and each Redis-backed
-//! app gets its own `redis-server` child process. See BENCHMARKS.md at the repository root.
+//! app gets its own `redis-server` child process, each PostgreSQL-backed one its own PostgreSQL
+//! (initdb into a temporary directory). See BENCHMARKS.md at the repository root.
 
 mod apps;
 mod client;
 mod measure;
+#[path = "../../tests/support/postgres_server.rs"]
+mod postgres_server;
 mod redis_server;
 
 use std::{
@@ -25,9 +28,10 @@ use std::{
 
 use http::HeaderValue;
 use measure::Threads;
+use postgres_server::PostgresServer;
 use redis_server::RedisServer;
 use tower_typed_sessions::{
-    MemoryStore, Record, RedisStore, SessionId, SessionKey, Store, RECORD_FORMAT,
+    MemoryStore, PostgresStore, Record, RedisStore, SessionId, SessionKey, Store, RECORD_FORMAT,
 };
 
 use crate::apps::Counter;
@@ -36,13 +40,16 @@ use crate::apps::Counter;
 static ALLOC: measure::Counting = measure::Counting;
 
 const USAGE: &str = "\
-bench-http [scale] [options]
+bench-http [scale|sweep] [options]
 
 modes:
-  (none)   bare axum, tower-typed-sessions (memory, Redis) and tower-sessions (memory, Redis) on
-           /read, /incr and /login, interleaved, with ratios and Redis commands per request
-  scale    /read on tower-typed-sessions with few vs many stored sessions (memory and Redis),
-           and bytes of memory per session
+  (none)   bare axum, tower-typed-sessions (memory, Redis, PostgreSQL) and tower-sessions
+           (memory, Redis, PostgreSQL) on /read, /incr and /login, interleaved, with ratios and
+           Redis commands per request
+  scale    /read on tower-typed-sessions with few vs many stored sessions (memory, Redis,
+           PostgreSQL), and bytes of memory per session
+  sweep    PostgresStore: /read while delete_expired removes --large expired rows, against
+           /read without a sweep, and the time per sweep
 
 options:
   --duration S          measured seconds per cell (default 2)
@@ -51,7 +58,8 @@ options:
   --connections N       concurrent keep-alive connections (default 32)
   --server-threads N    worker threads of the servers' runtime (default 2)
   --client-threads N    worker threads of the load generator's runtime (default 2)
-  --apps a,b,...        subset of: bare,ours-mem,ours-redis,ts-mem,ts-redis (default all)
+  --apps a,b,...        subset of: bare,ours-mem,ours-redis,ours-pg,ts-mem,ts-redis,ts-pg
+                        (default all)
   --routes r,...        subset of: read,incr,login (default all)
   --ts-pool N           fred pool size of the tower-sessions Redis app (default 1: one
                         auto-pipelined connection, its fastest setting here; the
@@ -62,9 +70,16 @@ options:
   --subset N            scale: how many of the stored sessions the clients read (default 100000)
 ";
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Http,
+    Scale,
+    Sweep,
+}
+
 #[derive(Clone, Debug)]
 struct Opts {
-    scale: bool,
+    mode: Mode,
     duration: Duration,
     warmup: Duration,
     reps: usize,
@@ -82,7 +97,7 @@ struct Opts {
 
 fn parse_args() -> Opts {
     let mut opts = Opts {
-        scale: false,
+        mode: Mode::Http,
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
         reps: 9,
@@ -109,8 +124,9 @@ fn parse_args() -> Opts {
         let num = |v: String| -> usize { v.parse().unwrap_or_else(|_| die("not a number")) };
         let list = |v: String| v.split(',').map(str::to_owned).collect::<Vec<_>>();
         match arg.as_str() {
-            "scale" => opts.scale = true,
-            "http" => opts.scale = false,
+            "scale" => opts.mode = Mode::Scale,
+            "sweep" => opts.mode = Mode::Sweep,
+            "http" => opts.mode = Mode::Http,
             "--duration" => opts.duration = secs(value(&arg)),
             "--warmup" => opts.warmup = secs(value(&arg)),
             "--reps" => opts.reps = num(value(&arg)).max(1),
@@ -149,7 +165,15 @@ fn die(message: &str) -> ! {
     std::process::exit(2)
 }
 
-const ALL_APPS: [&str; 5] = ["bare", "ours-mem", "ours-redis", "ts-mem", "ts-redis"];
+const ALL_APPS: [&str; 7] = [
+    "bare",
+    "ours-mem",
+    "ours-redis",
+    "ours-pg",
+    "ts-mem",
+    "ts-redis",
+    "ts-pg",
+];
 
 fn app_title(key: &str) -> &'static str {
     match key {
@@ -158,6 +182,12 @@ fn app_title(key: &str) -> &'static str {
         "ours-redis" => "tower-typed-sessions, RedisStore",
         "ts-mem" => "tower-sessions 0.15, MemoryStore",
         "ts-redis" => "tower-sessions 0.14, RedisStore (fred)",
+        "ours-pg" => "tower-typed-sessions, PostgresStore",
+        "ts-pg" => "tower-sessions 0.14, PostgresStore (sqlx-store 0.15)",
+        "pg-small" => "tower-typed-sessions, PostgresStore, small",
+        "pg-large" => "tower-typed-sessions, PostgresStore, large",
+        "pg-idle" => "tower-typed-sessions, PostgresStore, no sweep",
+        "pg-sweeping" => "tower-typed-sessions, PostgresStore, during a sweep",
         "mem-small" => "tower-typed-sessions, MemoryStore, small",
         "mem-large" => "tower-typed-sessions, MemoryStore, large",
         "redis-small" => "tower-typed-sessions, RedisStore, small",
@@ -179,6 +209,9 @@ struct App {
     key: String,
     addr: SocketAddr,
     redis: Option<RedisServer>,
+    /// Held for as long as the app runs (its drop stops the server).
+    #[allow(dead_code)]
+    postgres: Option<PostgresServer>,
     /// Scale mode: the stored sessions' cookies the clients use, and how many are stored.
     cookies: Option<Arc<Vec<HeaderValue>>>,
     stored: usize,
@@ -190,6 +223,7 @@ struct Cell {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    max_us: f64,
     server_cpu_us: f64,
     client_cpu_us: f64,
     redis_cpu_us: Option<f64>,
@@ -239,10 +273,10 @@ fn main() {
         client_threads,
     };
     print_setup(&bench.opts);
-    if bench.opts.scale {
-        scale_mode(&bench);
-    } else {
-        http_mode(&bench);
+    match bench.opts.mode {
+        Mode::Http => http_mode(&bench),
+        Mode::Scale => scale_mode(&bench),
+        Mode::Sweep => sweep_mode(&bench),
     }
 }
 
@@ -255,7 +289,12 @@ fn print_setup(opts: &Opts) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    println!("# bench-http{}\n", if opts.scale { " scale" } else { "" });
+    let mode = match opts.mode {
+        Mode::Http => "",
+        Mode::Scale => " scale",
+        Mode::Sweep => " sweep",
+    };
+    println!("# bench-http{mode}\n");
     println!(
         "build: {profile}; cores: {cores}; load average at start: {}",
         load.join(" ")
@@ -275,6 +314,11 @@ fn print_setup(opts: &Opts) {
 impl Bench {
     /// Runs one cell against `app`.
     fn cell(&self, app: &App, route: &str) -> Cell {
+        self.cell_with(app, route, || {})
+    }
+
+    /// Runs one cell against `app`, calling `on_start` when the measured window begins.
+    fn cell_with(&self, app: &App, route: &str, on_start: impl FnOnce()) -> Cell {
         let plan = client::Plan {
             addr: app.addr,
             route: route_path(route),
@@ -296,9 +340,14 @@ impl Bench {
                 app.redis.as_ref().map(RedisServer::info),
             )
         };
+        let start = || {
+            let taken = snapshot();
+            on_start();
+            taken
+        };
         let (run, before, after) = self
             .client_rt
-            .block_on(client::run(&plan, snapshot, snapshot));
+            .block_on(client::run(&plan, start, snapshot));
         let mut latencies = run.latencies_ns;
         latencies.sort_unstable();
         let pct = |p: f64| {
@@ -311,6 +360,7 @@ impl Bench {
             rps: run.requests as f64 / run.elapsed.as_secs_f64(),
             p50_us: pct(0.50),
             p99_us: pct(0.99),
+            max_us: latencies.last().map_or(f64::NAN, |ns| *ns as f64 / 1000.0),
             server_cpu_us: (after.0 - before.0) as f64 / 1000.0 / n,
             client_cpu_us: (after.1 - before.1) as f64 / 1000.0 / n,
             errors: run.errors,
@@ -371,6 +421,10 @@ impl Bench {
 fn http_mode(bench: &Bench) {
     let opts = &bench.opts;
     let wants = |key: &str| opts.apps.iter().any(|a| a == key);
+    if (wants("ours-pg") || wants("ts-pg")) && !postgres_server::available_or_skip("bench-http") {
+        eprintln!("bench-http: the PostgreSQL apps need PostgreSQL; or pass --apps without them");
+        std::process::exit(1);
+    }
     if (wants("ours-redis") || wants("ts-redis")) && redis_server::available().is_err() {
         eprintln!(
             "bench-http: the Redis apps need `redis-server` on PATH (Debian/Ubuntu: \
@@ -398,12 +452,28 @@ fn http_mode(bench: &Bench) {
                     let router = apps::ts_redis(&server.url(), opts.ts_pool).await;
                     (router, Some(server))
                 }
+                "ours-pg" | "ts-pg" => (apps::bare(), None),
                 _ => unreachable!(),
+            };
+            let (router, postgres) = match *key {
+                "ours-pg" => {
+                    let server = PostgresServer::start_quiet();
+                    let store = PostgresStore::<Counter>::new(apps::pg_pool(&server.url()).await);
+                    store.migrate().await.expect("migrate PostgresStore");
+                    (apps::ours_postgres(store), Some(server))
+                }
+                "ts-pg" => {
+                    let server = PostgresServer::start_quiet();
+                    let pool = apps::pg_pool(&server.url()).await;
+                    (apps::ts_postgres(pool).await, Some(server))
+                }
+                _ => (router, None),
             };
             apps.push(App {
                 key: key.to_string(),
                 addr: apps::serve(router).await,
                 redis,
+                postgres,
                 cookies: None,
                 stored: 0,
             });
@@ -592,6 +662,7 @@ fn report_http(
     let pairs = [
         ("ours-mem", "ts-mem", "memory"),
         ("ours-redis", "ts-redis", "Redis"),
+        ("ours-pg", "ts-pg", "PostgreSQL"),
     ];
     let mut rows = Vec::new();
     for route in &opts.routes {
@@ -737,6 +808,16 @@ fn report_http(
         ratio("ours-redis", "ts-redis", "incr"),
         1.2,
     );
+    target(
+        "PostgreSQL, /read: req/s vs tower-sessions PostgreSQL",
+        ratio("ours-pg", "ts-pg", "read"),
+        1.3,
+    );
+    target(
+        "PostgreSQL, /incr (write): req/s vs tower-sessions PostgreSQL",
+        ratio("ours-pg", "ts-pg", "incr"),
+        1.2,
+    );
     if !rows.is_empty() {
         let _ = writeln!(out, "## Targets\n");
         table(
@@ -842,12 +923,70 @@ async fn fill_redis(store: &RedisStore<Counter>, server: &RedisServer, ids: &[Se
     (after as f64 - before as f64) / ids.len() as f64
 }
 
+/// Fills a PostgresStore: `readable` sessions through `Store::create` (64 at a time), then
+/// `filler` rows of the same size under keys no cookie names, in one `INSERT … SELECT` (a
+/// million creates one by one would take minutes and measure nothing else).
+async fn fill_postgres(
+    store: &PostgresStore<Counter>,
+    readable: &[SessionId],
+    filler: usize,
+    pool: &sqlx::PgPool,
+) {
+    use futures_util::{stream, StreamExt};
+    let now = now_ms();
+    stream::iter(readable)
+        .for_each_concurrent(64, |id| async move {
+            let stored = storage_key(store, id);
+            store.create(&record(&stored, now)).await.expect("create");
+        })
+        .await;
+    if filler == 0 {
+        return;
+    }
+    let sample: Vec<u8> = sqlx::query_scalar("SELECT record FROM typed_sessions LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .expect("a stored record");
+    sqlx::query(
+        "INSERT INTO typed_sessions (key, revision, expires_ms, deadline_ms, record)
+         SELECT substr(md5(i::text) || md5((-i)::text), 1, 43), 0, $2, $3, $4
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(i64::try_from(filler).expect("filler count"))
+    .bind(now + apps::IDLE_SECS * 1000)
+    .bind(now + 86_400_000)
+    .bind(sample)
+    .execute(pool)
+    .await
+    .expect("filler rows");
+    sqlx::query("VACUUM ANALYZE typed_sessions")
+        .execute(pool)
+        .await
+        .expect("vacuum");
+}
+
+/// The session table's size on disk (heap, index, TOAST) per row.
+async fn table_bytes_per_row(pool: &sqlx::PgPool) -> f64 {
+    let (bytes, rows): (i64, i64) = sqlx::query_as(
+        "SELECT pg_total_relation_size('typed_sessions'), (SELECT COUNT(*) FROM typed_sessions)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("table size");
+    bytes as f64 / rows.max(1) as f64
+}
+
 fn scale_mode(bench: &Bench) {
     let opts = &bench.opts;
     let redis_ok = redis_server::available();
     if let Err(reason) = &redis_ok {
         eprintln!("skipping the Redis half of the scale run: {reason}");
     }
+    // --apps picks the stores: ours-mem, ours-redis, ours-pg (all by default).
+    let wants = |key: &str| opts.apps.iter().any(|a| a == key);
+    let postgres_ok =
+        wants("ours-pg") && postgres_server::available_or_skip("the PostgreSQL part of the run");
+    let mut postgres_costs = Vec::new();
     let (small, large) = (opts.small, opts.large);
     eprintln!("generating {} session IDs", small + large);
     let small_ids = ids(small);
@@ -860,10 +999,16 @@ fn scale_mode(bench: &Bench) {
             key: "bare".into(),
             addr: apps::serve(apps::bare()).await,
             redis: None,
+            postgres: None,
             cookies: None,
             stored: 0,
         });
-        for (key, ids) in [("mem-small", &small_ids), ("mem-large", &large_ids)] {
+        let memory = if wants("ours-mem") {
+            vec![("mem-small", &small_ids), ("mem-large", &large_ids)]
+        } else {
+            Vec::new()
+        };
+        for (key, ids) in memory {
             eprintln!("filling {key} with {} sessions", ids.len());
             let started = Instant::now();
             let (store, cost) = fill_memory(ids).await;
@@ -873,11 +1018,12 @@ fn scale_mode(bench: &Bench) {
                 key: key.into(),
                 addr: apps::serve(apps::ours_memory(store)).await,
                 redis: None,
+                postgres: None,
                 cookies: Some(cookies(ids, opts.subset)),
                 stored: ids.len(),
             });
         }
-        if redis_ok.is_ok() {
+        if redis_ok.is_ok() && wants("ours-redis") {
             for (key, ids) in [("redis-small", &small_ids), ("redis-large", &large_ids)] {
                 eprintln!("filling {key} with {} sessions", ids.len());
                 let started = Instant::now();
@@ -891,6 +1037,29 @@ fn scale_mode(bench: &Bench) {
                     key: key.into(),
                     addr: apps::serve(apps::ours_redis(store)).await,
                     redis: Some(server),
+                    postgres: None,
+                    cookies: Some(cookies(ids, opts.subset)),
+                    stored: ids.len(),
+                });
+            }
+        }
+        if postgres_ok {
+            for (key, ids) in [("pg-small", &small_ids), ("pg-large", &large_ids)] {
+                eprintln!("filling {key} with {} sessions", ids.len());
+                let started = Instant::now();
+                let server = PostgresServer::start_quiet();
+                let pool = apps::pg_pool(&server.url()).await;
+                let store = PostgresStore::<Counter>::new(pool.clone()).without_sweeper();
+                store.migrate().await.expect("migrate PostgresStore");
+                let readable = opts.subset.min(ids.len());
+                fill_postgres(&store, &ids[..readable], ids.len() - readable, &pool).await;
+                postgres_costs.push((ids.len(), table_bytes_per_row(&pool).await));
+                eprintln!("  {:.1} s", started.elapsed().as_secs_f64());
+                apps.push(App {
+                    key: key.into(),
+                    addr: apps::serve(apps::ours_postgres(store)).await,
+                    redis: None,
+                    postgres: Some(server),
                     cookies: Some(cookies(ids, opts.subset)),
                     stored: ids.len(),
                 });
@@ -956,6 +1125,7 @@ fn scale_mode(bench: &Bench) {
     for (small_key, large_key, store) in [
         ("mem-small", "mem-large", "MemoryStore"),
         ("redis-small", "redis-large", "RedisStore"),
+        ("pg-small", "pg-large", "PostgresStore"),
     ] {
         let (Some(s), Some(l)) = (get(small_key), get(large_key)) else {
             continue;
@@ -1019,6 +1189,14 @@ fn scale_mode(bench: &Bench) {
             "-".into(),
         ]);
     }
+    for (n, bytes) in &postgres_costs {
+        rows.push(vec![
+            "PostgresStore (pg_total_relation_size / rows: on disk, not in memory)".into(),
+            n.to_string(),
+            format!("{bytes:.0}"),
+            "-".into(),
+        ]);
+    }
     table(
         &mut out,
         &[
@@ -1028,6 +1206,171 @@ fn scale_mode(bench: &Bench) {
             "RSS bytes/session",
         ],
         &rows,
+    );
+    println!("{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweep
+// ---------------------------------------------------------------------------------------------
+
+/// Adds `n` rows under keys no cookie names, expired (`expires_ms` a minute ago) or live.
+async fn filler_rows(pool: &sqlx::PgPool, n: usize, expired: bool) {
+    let now = now_ms();
+    let expires = if expired {
+        now - 60_000
+    } else {
+        now + apps::IDLE_SECS * 1000
+    };
+    // A fresh key range each call: the offset is the current row count.
+    sqlx::query(
+        "INSERT INTO typed_sessions (key, revision, expires_ms, deadline_ms, record)
+         SELECT substr(md5(i::text) || md5((-i)::text), 1, 43), 0, $2, $3,
+                (SELECT record FROM typed_sessions WHERE record IS NOT NULL LIMIT 1)
+         FROM generate_series($4 + 1, $4 + $1) AS i",
+    )
+    .bind(i64::try_from(n).expect("row count"))
+    .bind(expires)
+    .bind(now + 86_400_000)
+    .bind(now)
+    .execute(pool)
+    .await
+    .expect("filler rows");
+}
+
+fn sweep_mode(bench: &Bench) {
+    let opts = &bench.opts;
+    if !postgres_server::available_or_skip("bench-http sweep") {
+        std::process::exit(1);
+    }
+    let readable = opts.subset.min(10_000);
+    let (app, store, pool) = bench.server_rt.block_on(async {
+        let server = PostgresServer::start_quiet();
+        let pool = apps::pg_pool(&server.url()).await;
+        let store = PostgresStore::<Counter>::new(pool.clone())
+            .without_sweeper()
+            .with_expired_retention(Duration::ZERO);
+        store.migrate().await.expect("migrate PostgresStore");
+        let ids = ids(readable);
+        fill_postgres(&store, &ids, 0, &pool).await;
+        let app = App {
+            key: "ours-pg".into(),
+            addr: apps::serve(apps::ours_postgres(store.clone())).await,
+            redis: None,
+            postgres: Some(server),
+            cookies: Some(cookies(&ids, readable)),
+            stored: readable,
+        };
+        (app, store, pool)
+    });
+
+    struct Rep {
+        idle: Cell,
+        sweeping: Cell,
+        removed: u64,
+        sweep: Duration,
+    }
+    let mut reps = Vec::new();
+    for rep in 0..opts.reps {
+        eprintln!("repetition {}/{}", rep + 1, opts.reps);
+        bench.server_rt.block_on(async {
+            filler_rows(&pool, opts.large, true).await;
+            sqlx::query("VACUUM ANALYZE typed_sessions")
+                .execute(&pool)
+                .await
+                .expect("vacuum");
+        });
+        let idle = bench.cell(&app, "read");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sweeping = bench.cell_with(&app, "read", || {
+            let store = store.clone();
+            bench.server_rt.spawn(async move {
+                let started = Instant::now();
+                let removed = store.delete_expired().await.expect("sweep");
+                let _ = done_tx.send((removed, started.elapsed()));
+            });
+        });
+        let (removed, sweep) = done_rx.recv().expect("the sweep finished");
+        eprintln!(
+            "  sweep removed {removed} rows in {:.2} s",
+            sweep.as_secs_f64()
+        );
+        reps.push(Rep {
+            idle,
+            sweeping,
+            removed,
+            sweep,
+        });
+    }
+    // The periodic scan when nothing has expired.
+    let scans: Vec<Duration> = bench.server_rt.block_on(async {
+        filler_rows(&pool, opts.large, false).await;
+        sqlx::query("VACUUM ANALYZE typed_sessions")
+            .execute(&pool)
+            .await
+            .expect("vacuum");
+        let mut scans = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let removed = store.delete_expired().await.expect("sweep");
+            assert_eq!(removed, 0, "nothing had expired");
+            scans.push(started.elapsed());
+        }
+        scans
+    });
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## PostgresStore: /read while the sweep deletes {} expired rows\n",
+        opts.large
+    );
+    let _ = writeln!(
+        out,
+        "Each repetition adds {} expired rows, measures /read over {readable} live sessions \
+         without a sweep, then again while `delete_expired` runs (started when the measured \
+         window starts; the sweep row says how long it ran: when it ran longer than the window, \
+         the whole window is under the sweep).\n",
+        opts.large
+    );
+    let mut rows = Vec::new();
+    for (i, rep) in reps.iter().enumerate() {
+        rows.push(vec![
+            (i + 1).to_string(),
+            rep.removed.to_string(),
+            format!("{:.2}", rep.sweep.as_secs_f64()),
+            format!("{:.0}", rep.idle.rps),
+            format!("{:.0}", rep.sweeping.rps),
+            format!("{:.2}", rep.sweeping.rps / rep.idle.rps),
+            format!("{:.0} / {:.0}", rep.idle.p99_us, rep.sweeping.p99_us),
+            format!("{:.1} / {:.1}", rep.idle.max_us / 1000.0, rep.sweeping.max_us / 1000.0),
+            (rep.idle.errors + rep.sweeping.errors).to_string(),
+        ]);
+    }
+    table(
+        &mut out,
+        &[
+            "rep.",
+            "rows swept",
+            "sweep s",
+            "req/s, no sweep",
+            "req/s, during",
+            "during / none",
+            "p99 µs none / during",
+            "max ms none / during",
+            "errors",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        out,
+        "A sweep that finds nothing expired among {} live rows: {} s.\n",
+        opts.large + readable,
+        scans
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("{out}");
 }

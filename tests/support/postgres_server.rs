@@ -95,11 +95,22 @@ pub struct PostgresServer {
     user: Option<(u32, u32)>,
     port: u16,
     child: Option<Child>,
+    log_statements: bool,
 }
 
 impl PostgresServer {
-    /// initdb and start; panics with the server's log if it does not come up.
+    /// initdb and start, logging every statement; panics with the server's log if it does not
+    /// come up.
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// Like [`PostgresServer::start`], without the statement log (for benchmarks).
+    pub fn start_quiet() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(log_statements: bool) -> Self {
         let bin = bin_dir().unwrap_or_else(|why| panic!("{why}"));
         let dir = std::env::temp_dir().join(format!(
             "tts-pg-{}-{}",
@@ -120,6 +131,7 @@ impl PostgresServer {
             user,
             port: 0,
             child: None,
+            log_statements,
         };
         let initdb = server
             .command("initdb")
@@ -184,7 +196,15 @@ impl PostgresServer {
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-            .args(["-c", "log_statement=all", "-c", "log_line_prefix="])
+            .args(["-c", "log_line_prefix="])
+            .args([
+                "-c",
+                if self.log_statements {
+                    "log_statement=all"
+                } else {
+                    "log_statement=none"
+                },
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)

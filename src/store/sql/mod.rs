@@ -41,6 +41,10 @@ const DEFAULT_TABLE: &str = "typed_sessions";
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_EXPIRED_RETENTION: Duration = Duration::from_secs(60 * 60);
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// A load slides the expiry only when that moves it by at least this much (the store contract
+/// allows skipping a slide of less than a second): a session read many times a second is
+/// written about once a second.
+const SLIDE_STEP_MS: i64 = 1000;
 /// A write that fails, then finds the row in a state that should have let it through (it
 /// changed between the two statements), tries again this many times.
 const WRITE_ATTEMPTS: usize = 3;
@@ -131,6 +135,9 @@ enum Move {
 /// operation needs several. Errors are sqlx's; [`Core`] maps them.
 trait Database: Send + Sync + 'static {
     fn migrate(&self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// The row under `key`, after sliding a live session's expiry to `slide_to` (0: no slide)
+    /// when that moves it by at least [`SLIDE_STEP_MS`], and taking its flash when
+    /// `take_flash` (a taken flash is in the returned row and no longer in the stored one).
     fn load(
         &self,
         key: &str,
@@ -185,22 +192,6 @@ trait Database: Send + Sync + 'static {
 /// The statements every dialect runs the same way, on `self.pool` with `self.sql`.
 macro_rules! shared_statements {
     () => {
-        async fn load(
-            &self,
-            key: &str,
-            now: i64,
-            slide_to: i64,
-            take_flash: bool,
-        ) -> Result<Option<super::Row>, sqlx::Error> {
-            sqlx::query_as(&self.sql.load)
-                .bind(key)
-                .bind(now)
-                .bind(slide_to)
-                .bind(take_flash)
-                .fetch_optional(&self.pool)
-                .await
-        }
-
         async fn peek(&self, key: &str) -> Result<Option<super::Row>, sqlx::Error> {
             sqlx::query_as(&self.sql.peek)
                 .bind(key)
@@ -471,7 +462,7 @@ impl<D: Database> Core<D> {
         } else {
             let slide_to = options
                 .slide
-                .map_or(i64::MIN, |idle| now.saturating_add(duration_ms(idle)));
+                .map_or(0, |idle| now.saturating_add(duration_ms(idle)));
             let load = self
                 .db
                 .load(key.as_str(), now, slide_to, options.take_flash);

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use super::{
     shared_statements, sql_store,
     statements::{Dialect, Statements, Tables},
-    Move, NewRow,
+    Move, NewRow, Row, SLIDE_STEP_MS,
 };
 use crate::{record::unix_ms as millis, store::Forward};
 
@@ -42,6 +42,23 @@ impl super::Database for Postgres {
             sqlx::query(statement).execute(&mut *transaction).await?;
         }
         transaction.commit().await
+    }
+
+    async fn load(
+        &self,
+        key: &str,
+        now: i64,
+        slide_to: i64,
+        take_flash: bool,
+    ) -> Result<Option<Row>, sqlx::Error> {
+        sqlx::query_as(&self.sql.load)
+            .bind(key)
+            .bind(now)
+            .bind(slide_to)
+            .bind(take_flash)
+            .bind(SLIDE_STEP_MS)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     async fn regenerate(
@@ -84,7 +101,7 @@ sql_store!(
     /// # Statements per operation
     /// | operation | statements | round trips |
     /// |---|---|---|
-    /// | load (sliding, taking the flash) | one `UPDATE … RETURNING` | 1 |
+    /// | load (sliding, taking the flash) | one statement: an `UPDATE … RETURNING` in a `WITH`, which writes only when the slide moves the expiry by a second or more or a flash waits, and the row as it is otherwise | 1 |
     /// | save | one `UPDATE` checking liveness and the revision | 1 (2 when it changes nothing) |
     /// | create | one `INSERT … ON CONFLICT DO NOTHING` | 1 |
     /// | regenerate | one statement: `SELECT … FOR UPDATE`, `INSERT`, `UPDATE` chained in `WITH` | 1 (2 when it changes nothing) |
@@ -96,7 +113,9 @@ sql_store!(
     ///
     /// # Expiry
     /// The layer's clock judges expiry, not the database's: every statement carries it. A
-    /// sliding read moves the row's expiry in the same statement that reads it. An expired
+    /// sliding read moves the row's expiry in the same statement that reads it, when that moves
+    /// it by a second or more: a session read many times a second is written about once a
+    /// second, and may expire up to a second before `idle timeout` after its last read. An expired
     /// session's row stays for the expired-record retention (default 1 hour), so that a client
     /// coming back is told "expired", and the sweep then deletes it: a background task (every
     /// 5 minutes by default, started by the first create, stopped when the store is dropped) or

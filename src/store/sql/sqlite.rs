@@ -6,7 +6,7 @@ use sqlx::SqlitePool;
 use super::{
     shared_statements, sql_store,
     statements::{Dialect, Statements, Tables},
-    Move, NewRow,
+    Move, NewRow, Row, SLIDE_STEP_MS,
 };
 use crate::{record::unix_ms as millis, store::Forward};
 
@@ -34,6 +34,42 @@ impl super::Database for Sqlite {
             sqlx::query(statement).execute(&mut *transaction).await?;
         }
         transaction.commit().await
+    }
+
+    /// A read first, and the touch only when the row needs it: SQLite runs one write at a time,
+    /// so a plain read must not take the write lock.
+    async fn load(
+        &self,
+        key: &str,
+        now: i64,
+        slide_to: i64,
+        take_flash: bool,
+    ) -> Result<Option<Row>, sqlx::Error> {
+        let Some(mut row) = self.peek(key).await? else {
+            return Ok(None);
+        };
+        let (_, expires_ms, deadline_ms, _, ref flash, ref moved_to, _) = row;
+        let live = moved_to.is_none() && expires_ms.min(deadline_ms) > now;
+        let slides = slide_to.min(deadline_ms).saturating_sub(expires_ms) >= SLIDE_STEP_MS;
+        if live && (slides || (take_flash && flash.is_some())) {
+            let touched = sqlx::query_as(&self.sql.load)
+                .bind(key)
+                .bind(now)
+                .bind(slide_to)
+                .bind(take_flash)
+                .bind(SLIDE_STEP_MS)
+                .fetch_optional(&self.pool)
+                .await?;
+            if touched.is_some() {
+                return Ok(touched);
+            }
+        }
+        // Nothing to change, or another request changed the row first: this load saw it as it
+        // was before that. Its flash, if any, belongs to the request that takes it.
+        if take_flash {
+            row.4 = None;
+        }
+        Ok(Some(row))
     }
 
     async fn regenerate(
@@ -85,7 +121,9 @@ sql_store!(
     ///
     /// The same schema, statements and contract as [`PostgresStore`](crate::PostgresStore)
     /// (feature `postgres`), in a table of your choosing (default `typed_sessions`), keyed by a
-    /// digest of the cookie's ID. A regenerate is a `BEGIN IMMEDIATE` transaction. Open the
+    /// digest of the cookie's ID. A read is a `SELECT`, and an `UPDATE` only when it slides the
+    /// expiry by a second or more or takes a pending flash, so that reads do not queue for
+    /// SQLite's one writer. A regenerate is a `BEGIN IMMEDIATE` transaction. Open the
     /// database in WAL mode (`SqliteConnectOptions::journal_mode(SqliteJournalMode::Wal)`) so
     /// that reads never wait for a write; SQLite runs one write at a time either way.
     ///

@@ -19,7 +19,10 @@
 //! A load takes the pending flash in the same `UPDATE` that slides the expiry: `SET` expressions
 //! see the row as it was, so `flash_taken = flash, flash = NULL` moves it aside and `RETURNING`
 //! hands it out; of two concurrent loads the second waits for the row lock and finds nothing to
-//! take. What `flash_taken` keeps is overwritten by the next load.
+//! take. What `flash_taken` keeps is overwritten by the next load that writes. That `UPDATE`
+//! runs only when it changes something: a pending flash, or a slide of at least a second (the
+//! store contract lets a store skip smaller ones), so a session read many times a second is
+//! written about once a second, not on every read.
 //!
 //! Nothing but the primary keys is indexed. Every sliding read rewrites the row's expiry, and an
 //! index on it would turn each read into an index insert (in PostgreSQL it would also rule out
@@ -28,6 +31,8 @@
 use std::fmt::Write;
 
 /// The SQL dialect, and what differs between the two.
+// With one of the two features, the other dialect's parts go unused.
+#[cfg_attr(not(all(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Dialect {
     Postgres,
@@ -100,12 +105,15 @@ impl Tables {
 }
 
 /// The statements of one store, built once when it is configured.
+#[cfg_attr(not(all(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 #[derive(Debug)]
 pub(super) struct Statements {
     /// Schema creation, in order; idempotent.
     pub(super) migrate: Vec<String>,
-    /// `$1` key, `$2` now, `$3` slide to (0: no slide), `$4` take the flash: slides a live
-    /// session's expiry and takes its flash; returns the row as [`ROW`] lists it.
+    /// `$1` key, `$2` now, `$3` slide to (0: no slide), `$4` take the flash, `$5` the smallest
+    /// slide worth a write (ms): slides a live session's expiry and takes its flash, and returns
+    /// the row as [`ROW`] lists it. PostgreSQL: one statement that also returns the row when
+    /// it changed nothing. SQLite: only a row it changed (see [`Statements::new`]).
     pub(super) load: String,
     /// `$1` key: the row as it is.
     pub(super) peek: String,
@@ -188,14 +196,36 @@ impl Statements {
 )"
         ));
 
-        let load = format!(
+        // Slides a live session's expiry if that moves it by at least `$5` ms, and takes its
+        // flash if it has one: a read that needs neither writes nothing.
+        let touch = format!(
             "UPDATE {t} SET
-    expires_ms = CASE WHEN {live} THEN {max}(expires_ms, {min}($3, deadline_ms)) ELSE expires_ms END,
-    flash_taken = CASE WHEN $4 AND {live} THEN flash END,
-    flash = CASE WHEN $4 AND {live} THEN NULL ELSE flash END
-WHERE key = $1
+    expires_ms = {max}(expires_ms, {min}($3, deadline_ms)),
+    flash_taken = CASE WHEN $4 THEN flash END,
+    flash = CASE WHEN $4 THEN NULL ELSE flash END
+WHERE key = $1 AND {live}
+  AND ({min}($3, deadline_ms) - expires_ms >= $5 OR ($4 AND flash IS NOT NULL))
 RETURNING revision, expires_ms, deadline_ms, record, COALESCE(flash_taken, flash), moved_to, grace_until_ms"
         );
+        let load = match dialect {
+            // The touch, and the row as it is when the touch changed nothing. A flash in that
+            // row is not returned when taking: had it still been there, the touch (which waits
+            // for a concurrent writer's row lock and re-reads the row) would have taken it.
+            Dialect::Postgres => format!(
+                "WITH touched AS (
+{touch}
+)
+SELECT * FROM touched
+UNION ALL
+SELECT revision, expires_ms, deadline_ms, record, CASE WHEN $4 THEN NULL ELSE flash END,
+    moved_to, grace_until_ms
+FROM {t} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM touched)"
+            ),
+            // SQLite has no data-modifying `WITH`: the store reads the row first and runs the
+            // touch only when the row needs it, so that a plain read never takes the database's
+            // write lock.
+            Dialect::Sqlite => touch,
+        };
         let peek = format!("SELECT {ROW} FROM {t} WHERE key = $1");
         let create = format!(
             "INSERT INTO {t} (key, revision, expires_ms, deadline_ms, record, flash)
