@@ -189,6 +189,22 @@ async fn slides_at_most_once_a_second<St: Store<Counter> + Clone>(
     );
 }
 
+/// With an idle timeout under two seconds the step is half of it, so reads keep a session alive
+/// however short the timeout.
+async fn short_idle_timeouts_still_slide<St: Store<Counter> + Clone>(label: &str, store: St) {
+    let config = SessionConfig::new().with_idle_timeout(Duration::from_millis(400));
+    let mut client = Client::new(app(store, config));
+    client.get("/incr").await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            client.get("/read").await.body,
+            "1 new=false",
+            "{label}: read every 150 ms, a 400 ms session lives on"
+        );
+    }
+}
+
 fn now_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
@@ -204,7 +220,8 @@ async fn a_read_slides_the_stored_expiry_at_most_once_a_second() {
     let file = TempSqlite::new();
     let pool = sqlite_pool(&file).await;
     let store: SqliteStore<Counter> = sqlite_store(&pool, "sliding").await;
-    slides_at_most_once_a_second("sqlite", store, pool, "sliding").await;
+    slides_at_most_once_a_second("sqlite", store.clone(), pool, "sliding").await;
+    short_idle_timeouts_still_slide("sqlite", store).await;
 
     if !postgres_server::available_or_skip("sliding (postgres)") {
         return;
@@ -212,7 +229,71 @@ async fn a_read_slides_the_stored_expiry_at_most_once_a_second() {
     let server = PostgresServer::start();
     let pool = pg_pool(&server).await;
     let store: PostgresStore<Counter> = pg_store(&pool, "sliding").await;
-    slides_at_most_once_a_second("postgres", store, pool, "sliding").await;
+    slides_at_most_once_a_second("postgres", store.clone(), pool, "sliding").await;
+    short_idle_timeouts_still_slide("postgres", store).await;
+}
+
+/// Thousands of ended rows go in one call (SQLite deletes them a thousand at a time), live ones
+/// stay, and an owner may be any string, NUL included.
+async fn sweep_many_and_odd_owners<St: Store<Counter> + Clone + Sweep>(
+    label: &str,
+    store: St,
+    raw: impl Raw,
+    table: &str,
+    series: &str,
+) {
+    let mut client = Client::new(app(store.clone(), SessionConfig::new()));
+    client.get("/incr").await;
+    let added = raw
+        .execute(&format!(
+            "INSERT INTO {table} (key, revision, expires_ms, deadline_ms, record) \
+             SELECT 'ended' || i, 0, 1, 1, NULL FROM {series}"
+        ))
+        .await;
+    assert_eq!(added, 2_500, "{label}");
+    assert_eq!(
+        store.sweep().await,
+        2_500,
+        "{label}: every ended row in one call"
+    );
+    let rows = format!("SELECT COUNT(*) FROM {table}");
+    assert_eq!(
+        raw.scalar(&rows).await,
+        1,
+        "{label}: the live session stays"
+    );
+
+    let key = SessionKey::hashed(&client.id().unwrap());
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(60);
+    for owner in ["user\0with nul", "ünïcode", ""] {
+        store.index_owner(owner, &key, until).await.expect(label);
+        assert_eq!(
+            store.owner_keys(owner).await.expect(label),
+            [key],
+            "{label}"
+        );
+        store.unindex_owner(owner, &key).await.expect(label);
+        assert!(store.owner_keys(owner).await.expect(label).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_removes_thousands_at_once_and_owners_are_any_string() {
+    let file = TempSqlite::new();
+    let pool = sqlite_pool(&file).await;
+    let store: SqliteStore<Counter> = sqlite_store(&pool, "many").await;
+    let series = "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2500) \
+                  SELECT i FROM s)";
+    sweep_many_and_odd_owners("sqlite", store, pool, "many", series).await;
+
+    if !postgres_server::available_or_skip("sweep and owners (postgres)") {
+        return;
+    }
+    let server = PostgresServer::start();
+    let pool = pg_pool(&server).await;
+    let store: PostgresStore<Counter> = pg_store(&pool, "many").await;
+    let series = "generate_series(1, 2500) AS i";
+    sweep_many_and_odd_owners("postgres", store, pool, "many", series).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,9 @@
 //! SQL backends through sqlx: [`PostgresStore`] and [`SqliteStore`].
 //!
 //! `statements.rs` holds every statement and the schema; `postgres.rs` and `sqlite.rs` run them
-//! on their pool (they differ only in how a regenerate is made atomic and how the schema is
-//! created); this module turns what the database answered into the store contract's outcomes,
-//! and sweeps expired rows.
+//! on their pool (they differ in how a load avoids needless writes, how a regenerate is made
+//! atomic, how the sweep deletes and how the schema is created); this module turns what the
+//! database answered into the store contract's outcomes, and runs the background sweep.
 
 mod statements;
 
@@ -41,9 +41,9 @@ const DEFAULT_TABLE: &str = "typed_sessions";
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_EXPIRED_RETENTION: Duration = Duration::from_secs(60 * 60);
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// A load slides the expiry only when that moves it by at least this much (the store contract
-/// allows skipping a slide of less than a second): a session read many times a second is
-/// written about once a second.
+/// A load slides the expiry only when that moves it by at least this much, or half the idle
+/// timeout if that is shorter (the store contract allows skipping a slide of less than a
+/// second): a session read many times a second is written about once a second.
 const SLIDE_STEP_MS: i64 = 1000;
 /// A write that fails, then finds the row in a state that should have let it through (it
 /// changed between the two statements), tries again this many times.
@@ -122,6 +122,38 @@ impl<'a> NewRow<'a> {
     }
 }
 
+/// How a load slides: to `to` (ms), if that moves the expiry by at least `step` ms.
+#[derive(Clone, Copy, Debug)]
+struct Slide {
+    to: i64,
+    step: i64,
+}
+
+impl Slide {
+    /// `now + idle`, in steps of a second or half the idle timeout; without sliding, a target
+    /// that never moves a live session's expiry (`now`, before it) and a step never reached.
+    fn at(now: i64, idle: Option<Duration>) -> Self {
+        match idle {
+            Some(idle) => {
+                let idle = duration_ms(idle);
+                Self {
+                    to: now.saturating_add(idle),
+                    step: SLIDE_STEP_MS.min(idle / 2).max(1),
+                }
+            }
+            None => Self {
+                to: now,
+                step: i64::MAX,
+            },
+        }
+    }
+
+    /// Whether a live session expiring at `expires_ms` with `deadline_ms` needs the write.
+    fn moves(self, expires_ms: i64, deadline_ms: i64) -> bool {
+        self.to.min(deadline_ms).saturating_sub(expires_ms) >= self.step
+    }
+}
+
 /// What a regenerate statement (or transaction) did.
 enum Move {
     Done,
@@ -135,14 +167,14 @@ enum Move {
 /// operation needs several. Errors are sqlx's; [`Core`] maps them.
 trait Database: Send + Sync + 'static {
     fn migrate(&self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// The row under `key`, after sliding a live session's expiry to `slide_to` (0: no slide)
-    /// when that moves it by at least [`SLIDE_STEP_MS`], and taking its flash when
-    /// `take_flash` (a taken flash is in the returned row and no longer in the stored one).
+    /// The row under `key`, after sliding a live session's expiry to `slide.to` when that
+    /// moves it by at least `slide.step`, and taking its flash when `take_flash` (a taken flash
+    /// is in the returned row and no longer in the stored one).
     fn load(
         &self,
         key: &str,
         now: i64,
-        slide_to: i64,
+        slide: Slide,
         take_flash: bool,
     ) -> impl Future<Output = Result<Option<Row>, sqlx::Error>> + Send;
     fn peek(&self, key: &str) -> impl Future<Output = Result<Option<Row>, sqlx::Error>> + Send;
@@ -184,7 +216,8 @@ trait Database: Send + Sync + 'static {
         &self,
         owner: &str,
     ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send;
-    /// Removes sessions expired before `cutoff` and owner entries past `now`: rows removed.
+    /// Removes session and pointer rows that ended before `cutoff` and owner entries past
+    /// `now`: rows removed.
     fn sweep(&self, cutoff: i64, now: i64)
         -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 }
@@ -254,7 +287,7 @@ macro_rules! shared_statements {
 
         async fn index_owner(&self, owner: &str, key: &str, until: i64) -> Result<(), sqlx::Error> {
             sqlx::query(&self.sql.index_owner)
-                .bind(owner)
+                .bind(owner.as_bytes())
                 .bind(key)
                 .bind(until)
                 .execute(&self.pool)
@@ -264,7 +297,7 @@ macro_rules! shared_statements {
 
         async fn unindex_owner(&self, owner: &str, key: &str) -> Result<(), sqlx::Error> {
             sqlx::query(&self.sql.unindex_owner)
-                .bind(owner)
+                .bind(owner.as_bytes())
                 .bind(key)
                 .execute(&self.pool)
                 .await
@@ -273,21 +306,9 @@ macro_rules! shared_statements {
 
         async fn owner_keys(&self, owner: &str) -> Result<Vec<String>, sqlx::Error> {
             sqlx::query_scalar(&self.sql.owner_keys)
-                .bind(owner)
+                .bind(owner.as_bytes())
                 .fetch_all(&self.pool)
                 .await
-        }
-
-        async fn sweep(&self, cutoff: i64, now: i64) -> Result<u64, sqlx::Error> {
-            let sessions = sqlx::query(&self.sql.sweep_sessions)
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?;
-            let owners = sqlx::query(&self.sql.sweep_owners)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-            Ok(sessions.rows_affected() + owners.rows_affected())
         }
     };
 }
@@ -343,6 +364,17 @@ fn duration_ms(d: Duration) -> i64 {
 fn at_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map_err(|err| StoreError::Decode(Box::new(err)))
+}
+
+/// A write found the row changed under it on every attempt. Under an expected revision that is
+/// a conflict; a last-write-wins write (a logout, say) must not pass it off as one.
+fn exhausted(expect: Expect) -> Result<WriteOutcome, StoreError> {
+    match expect {
+        Expect::Revision(_) => Ok(WriteOutcome::Conflict),
+        _ => Err(StoreError::Backend(
+            "the session's row changed under every attempt to write it".into(),
+        )),
+    }
 }
 
 fn corrupt(what: &'static str) -> StoreError {
@@ -460,12 +492,8 @@ impl<D: Database> Core<D> {
         let row = if options.slide.is_none() && !options.take_flash {
             self.timed(self.db.peek(key.as_str())).await?
         } else {
-            let slide_to = options
-                .slide
-                .map_or(0, |idle| now.saturating_add(duration_ms(idle)));
-            let load = self
-                .db
-                .load(key.as_str(), now, slide_to, options.take_flash);
+            let slide = Slide::at(now, options.slide);
+            let load = self.db.load(key.as_str(), now, slide, options.take_flash);
             self.timed(load).await?
         };
         match row {
@@ -505,7 +533,7 @@ impl<D: Database> Core<D> {
                 return Ok(outcome);
             }
         }
-        Ok(WriteOutcome::Conflict)
+        exhausted(expect)
     }
 
     async fn regenerate<T: serde::Serialize>(
@@ -530,7 +558,7 @@ impl<D: Database> Core<D> {
                 return Ok(outcome);
             }
         }
-        Ok(WriteOutcome::Conflict)
+        exhausted(expect)
     }
 
     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
@@ -546,7 +574,7 @@ impl<D: Database> Core<D> {
                 return Ok(outcome);
             }
         }
-        Ok(WriteOutcome::Conflict)
+        exhausted(expect)
     }
 
     async fn verdict(
@@ -692,7 +720,9 @@ macro_rules! sql_store {
 
             /// How long one store operation may take before it fails with
             /// [`StoreError::Timeout`](crate::StoreError::Timeout) (default 2 s), waiting for a
-            /// pooled connection included.
+            /// pooled connection included. The database may still complete a statement the
+            /// layer stopped waiting for (as Redis may a command): the request gets the error
+            /// response either way, and never a cookie for what it may have written.
             #[must_use]
             pub fn with_operation_timeout(self, timeout: std::time::Duration) -> Self {
                 self.rebuilt(|settings| settings.operation_timeout = timeout)
@@ -727,9 +757,9 @@ macro_rules! sql_store {
                 self.core.migrate().await
             }
 
-            /// Deletes the rows of sessions that expired more than the expired-record retention
-            /// ago, forwarding pointers past their time and owner-index entries past theirs;
-            /// returns how many rows went. The background sweep calls this; it runs without the
+            /// Deletes the rows of sessions that expired, and of forwarding pointers that ended,
+            /// more than the expired-record retention ago, and owner-index entries past their
+            /// time; returns how many rows went. The background sweep calls this; it runs without the
             /// operation timeout.
             pub async fn delete_expired(&self) -> Result<u64, $crate::StoreError> {
                 self.core.delete_expired().await

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use super::{
     shared_statements, sql_store,
     statements::{Dialect, Statements, Tables},
-    Move, NewRow, Row, SLIDE_STEP_MS,
+    Move, NewRow, Row, Slide,
 };
 use crate::{record::unix_ms as millis, store::Forward};
 
@@ -48,17 +48,31 @@ impl super::Database for Postgres {
         &self,
         key: &str,
         now: i64,
-        slide_to: i64,
+        slide: Slide,
         take_flash: bool,
     ) -> Result<Option<Row>, sqlx::Error> {
         sqlx::query_as(&self.sql.load)
             .bind(key)
             .bind(now)
-            .bind(slide_to)
+            .bind(slide.to)
             .bind(take_flash)
-            .bind(SLIDE_STEP_MS)
+            .bind(slide.step)
             .fetch_optional(&self.pool)
             .await
+    }
+
+    /// One `DELETE`: it locks only rows nobody uses (ended sessions), so reads and writes of
+    /// live sessions go on (measured in BENCHMARKS.md); batches would each rescan the table.
+    async fn sweep(&self, cutoff: i64, now: i64) -> Result<u64, sqlx::Error> {
+        let sessions = sqlx::query(&self.sql.sweep_sessions)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        let owners = sqlx::query(&self.sql.sweep_owners)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(sessions.rows_affected() + owners.rows_affected())
     }
 
     async fn regenerate(
@@ -109,13 +123,15 @@ sql_store!(
     ///
     /// A write that changes nothing reads the row once more to say why (missing, moved,
     /// conflict). sqlx pings every connection it takes from the pool unless the pool is built
-    /// with `test_before_acquire(false)`: one more round trip per operation.
+    /// with `test_before_acquire(false)`: one more round trip per operation on the request's
+    /// path (sqlx also pings each connection it takes back, after the operation has answered).
     ///
     /// # Expiry
     /// The layer's clock judges expiry, not the database's: every statement carries it. A
     /// sliding read moves the row's expiry in the same statement that reads it, when that moves
-    /// it by a second or more: a session read many times a second is written about once a
-    /// second, and may expire up to a second before `idle timeout` after its last read. An expired
+    /// it by a second or more (half the idle timeout, if shorter): a session read many times a
+    /// second is written about once a second, and may expire up to that step before the idle
+    /// timeout after its last read. An expired
     /// session's row stays for the expired-record retention (default 1 hour), so that a client
     /// coming back is told "expired", and the sweep then deletes it: a background task (every
     /// 5 minutes by default, started by the first create, stopped when the store is dropped) or

@@ -6,8 +6,12 @@ use sqlx::SqlitePool;
 use super::{
     shared_statements, sql_store,
     statements::{Dialect, Statements, Tables},
-    Move, NewRow, Row, SLIDE_STEP_MS,
+    Move, NewRow, Row, Slide,
 };
+
+/// Rows one sweep statement deletes: SQLite has one writer, and a sweep must not hold it for
+/// longer than a few milliseconds at a time.
+const SWEEP_BATCH: i64 = 1000;
 use crate::{record::unix_ms as millis, store::Forward};
 
 /// The pool and the statements of one [`SqliteStore`].
@@ -42,7 +46,7 @@ impl super::Database for Sqlite {
         &self,
         key: &str,
         now: i64,
-        slide_to: i64,
+        slide: Slide,
         take_flash: bool,
     ) -> Result<Option<Row>, sqlx::Error> {
         let Some(mut row) = self.peek(key).await? else {
@@ -50,14 +54,13 @@ impl super::Database for Sqlite {
         };
         let (_, expires_ms, deadline_ms, _, ref flash, ref moved_to, _) = row;
         let live = moved_to.is_none() && expires_ms.min(deadline_ms) > now;
-        let slides = slide_to.min(deadline_ms).saturating_sub(expires_ms) >= SLIDE_STEP_MS;
-        if live && (slides || (take_flash && flash.is_some())) {
+        if live && (slide.moves(expires_ms, deadline_ms) || (take_flash && flash.is_some())) {
             let touched = sqlx::query_as(&self.sql.load)
                 .bind(key)
                 .bind(now)
-                .bind(slide_to)
+                .bind(slide.to)
                 .bind(take_flash)
-                .bind(SLIDE_STEP_MS)
+                .bind(slide.step)
                 .fetch_optional(&self.pool)
                 .await?;
             if touched.is_some() {
@@ -70,6 +73,28 @@ impl super::Database for Sqlite {
             row.4 = None;
         }
         Ok(Some(row))
+    }
+
+    /// In batches, each its own write: other writers get the lock between them.
+    async fn sweep(&self, cutoff: i64, now: i64) -> Result<u64, sqlx::Error> {
+        let mut removed = 0;
+        loop {
+            let batch = sqlx::query(&self.sql.sweep_sessions)
+                .bind(cutoff)
+                .bind(SWEEP_BATCH)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            removed += batch;
+            if batch < SWEEP_BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        let owners = sqlx::query(&self.sql.sweep_owners)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(removed + owners.rows_affected())
     }
 
     async fn regenerate(
@@ -119,16 +144,17 @@ sql_store!(
     /// Sessions in SQLite, on the application's own `SqlitePool` (sqlx 0.8): sessions that
     /// survive a restart of a single-machine application, with no server to run.
     ///
-    /// The same schema, statements and contract as [`PostgresStore`](crate::PostgresStore)
-    /// (feature `postgres`), in a table of your choosing (default `typed_sessions`), keyed by a
-    /// digest of the cookie's ID. A read is a `SELECT`, and an `UPDATE` only when it slides the
+    /// The same schema and contract as [`PostgresStore`](crate::PostgresStore) (feature
+    /// `postgres`), in a table of your choosing (default `typed_sessions`), keyed by a digest of
+    /// the cookie's ID. A read is a `SELECT`, and an `UPDATE` only when it slides the
     /// expiry by a second or more or takes a pending flash, so that reads do not queue for
     /// SQLite's one writer. A regenerate is a `BEGIN IMMEDIATE` transaction. Open the
     /// database in WAL mode (`SqliteConnectOptions::journal_mode(SqliteJournalMode::Wal)`) so
     /// that reads never wait for a write; SQLite runs one write at a time either way.
     ///
     /// Expired rows stay for the expired-record retention (default 1 hour) and are then deleted
-    /// by a background task (every 5 minutes by default) or [`SqliteStore::delete_expired`].
+    /// by a background task (every 5 minutes by default) or [`SqliteStore::delete_expired`], a
+    /// thousand rows per statement so that other writers are not held up.
     ///
     /// ```no_run
     /// use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};

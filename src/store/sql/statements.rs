@@ -24,9 +24,13 @@
 //! store contract lets a store skip smaller ones), so a session read many times a second is
 //! written about once a second, not on every read.
 //!
-//! Nothing but the primary keys is indexed. Every sliding read rewrites the row's expiry, and an
-//! index on it would turn each read into an index insert (in PostgreSQL it would also rule out
-//! heap-only updates); the sweep scans the table instead.
+//! Nothing but the primary keys is indexed. Sliding reads rewrite the row's expiry (at most
+//! about once a second per session), and an index on it would turn each of those writes into an
+//! index insert too (in PostgreSQL it would also rule out heap-only updates); the sweep scans
+//! the table instead.
+//!
+//! The owner index keeps owners as bytes, so that any string an application uses as an owner
+//! is stored as it is (PostgreSQL's `TEXT` refuses NUL).
 
 use std::fmt::Write;
 
@@ -139,7 +143,8 @@ pub(super) struct Statements {
     pub(super) unindex_owner: String,
     /// `$1` owner.
     pub(super) owner_keys: String,
-    /// `$1` cutoff: removes sessions that expired before it and pointers that ended before it.
+    /// `$1` cutoff: removes sessions that expired before it and pointers that ended before it
+    /// (SQLite: at most `$2` of them).
     pub(super) sweep_sessions: String,
     /// `$1` now: removes owner entries past their time.
     pub(super) sweep_owners: String,
@@ -189,7 +194,7 @@ impl Statements {
         ));
         migrate.push(format!(
             "CREATE TABLE IF NOT EXISTS {owners} (
-    owner    TEXT NOT NULL,
+    owner    {bytes} NOT NULL,
     key      {text_key} NOT NULL,
     until_ms {bigint} NOT NULL,
     PRIMARY KEY (owner, key)
@@ -288,7 +293,17 @@ ON CONFLICT (owner, key) DO UPDATE SET until_ms = {max}(o.until_ms, excluded.unt
         );
         let unindex_owner = format!("DELETE FROM {owners} WHERE owner = $1 AND key = $2");
         let owner_keys = format!("SELECT key FROM {owners} WHERE owner = $1");
-        let sweep_sessions = format!("DELETE FROM {t} WHERE {min}(expires_ms, deadline_ms) <= $1");
+        let sweep_sessions = match dialect {
+            Dialect::Postgres => {
+                format!("DELETE FROM {t} WHERE {min}(expires_ms, deadline_ms) <= $1")
+            }
+            // `$2` rows at a time (see sqlite.rs).
+            Dialect::Sqlite => format!(
+                "DELETE FROM {t} WHERE key IN (
+    SELECT key FROM {t} WHERE {min}(expires_ms, deadline_ms) <= $1 LIMIT $2
+)"
+            ),
+        };
         let sweep_owners = format!("DELETE FROM {owners} WHERE until_ms <= $1");
 
         let n = |sql: String| dialect.numbered(sql);
