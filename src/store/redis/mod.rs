@@ -5,6 +5,8 @@
 
 mod layout;
 mod scripts;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use std::{fmt, future::Future, io::Write, time::Duration};
 
@@ -14,6 +16,9 @@ use redis::{
 };
 use time::OffsetDateTime;
 
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use self::tls::RedisTls;
 use self::{
     layout::{at_millis, foreign, Keys, Pointer, StoredRecord, LIVE, RECORD_SLACK_MS},
     scripts::{Lua, Scripts},
@@ -259,10 +264,24 @@ fn backend(err: RedisError) -> StoreError {
 }
 
 impl<T: Session> RedisStore<T> {
-    /// Connects to one Redis server (`redis://host:port/db`) through a `ConnectionManager`, which
-    /// reconnects by itself after an outage. Fails if the server cannot be reached now.
+    /// Connects to one Redis server (`redis://host:port/db`; `rediss://` for TLS with the
+    /// system's root certificates, feature `redis-tls`) through a `ConnectionManager`, which
+    /// reconnects by itself after an outage. Fails if the server cannot be reached now, or if
+    /// its certificate is not trusted.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(backend)?;
+        Self::connect_client(redis::Client::open(url).map_err(backend)?).await
+    }
+
+    /// Connects to one Redis server over TLS (`rediss://host:port/db`) with your own CA or a
+    /// client certificate ([`RedisTls`]); otherwise like [`RedisStore::connect`].
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub async fn connect_with_tls(url: &str, tls: RedisTls) -> Result<Self, StoreError> {
+        let client = redis::Client::build_with_tls(url, tls.certificates()).map_err(backend)?;
+        Self::connect_client(client).await
+    }
+
+    async fn connect_client(client: redis::Client) -> Result<Self, StoreError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
             .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
@@ -283,16 +302,38 @@ impl<T: Session> RedisStore<T> {
         Ok(store)
     }
 
-    /// Connects to a Redis Cluster through any of its nodes.
+    /// Connects to a Redis Cluster through any of its nodes (`rediss://` URLs for TLS with the
+    /// system's root certificates, feature `redis-tls`).
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, StoreError> {
-        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+        Self::connect_cluster_client(Self::cluster_builder(nodes)).await
+    }
+
+    /// Connects to a Redis Cluster over TLS (`rediss://` URLs) with your own CA or a client
+    /// certificate ([`RedisTls`]).
+    #[cfg(all(feature = "cluster", feature = "redis-tls"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "cluster", feature = "redis-tls"))))]
+    pub async fn connect_cluster_with_tls(
+        nodes: &[&str],
+        tls: RedisTls,
+    ) -> Result<Self, StoreError> {
+        Self::connect_cluster_client(Self::cluster_builder(nodes).certs(tls.certificates())).await
+    }
+
+    #[cfg(feature = "cluster")]
+    fn cluster_builder(nodes: &[&str]) -> redis::cluster::ClusterClientBuilder {
+        redis::cluster::ClusterClient::builder(nodes.iter().copied())
             .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
             .response_timeout(DEFAULT_COMMAND_TIMEOUT)
             .retries(2)
-            .build()
-            .map_err(backend)?;
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn connect_cluster_client(
+        builder: redis::cluster::ClusterClientBuilder,
+    ) -> Result<Self, StoreError> {
+        let client = builder.build().map_err(backend)?;
         let connection = client.get_async_connection().await.map_err(backend)?;
         Self::from_cluster_connection(connection).await
     }
