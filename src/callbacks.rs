@@ -115,6 +115,7 @@ impl<T> fmt::Debug for Callbacks<T> {
 
 impl<T> Callbacks<T> {
     pub(crate) fn started(&self, id: &SessionKey, data: &T) {
+        crate::telemetry::event("started");
         tracing::debug!(session = %id, "session started");
         if let Some(f) = &self.started {
             f(id, data);
@@ -122,6 +123,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn loaded(&self, id: &SessionKey, data: &T) {
+        crate::telemetry::event("loaded");
         tracing::trace!(session = %id, "session loaded");
         if let Some(f) = &self.loaded {
             f(id, data);
@@ -129,6 +131,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn client(&self, id: &SessionKey, data: &T) {
+        crate::telemetry::event("cookie_sent");
         tracing::trace!(session = %id, "session cookie sent");
         if let Some(f) = &self.client {
             f(id, data);
@@ -136,6 +139,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn deleted(&self, id: &SessionKey, data: &T) {
+        crate::telemetry::event("deleted");
         tracing::debug!(session = %id, "session deleted");
         if let Some(f) = &self.deleted {
             f(id, data);
@@ -143,6 +147,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn expired(&self, id: &SessionKey, data: &T) {
+        crate::telemetry::event("expired");
         tracing::debug!(session = %id, "session expired");
         if let Some(f) = &self.expired {
             f(id, data);
@@ -150,6 +155,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn regenerated(&self, old: &SessionKey, new: &SessionKey, data: &T) {
+        crate::telemetry::event("regenerated");
         tracing::debug!(old = %old, new = %new, "session id regenerated");
         if let Some(f) = &self.regenerated {
             f(old, new, data);
@@ -157,6 +163,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn rejected(&self, reason: RejectReason, id: Option<&SessionKey>) {
+        crate::telemetry::rejected(reason);
         match id {
             Some(id) => tracing::debug!(session = %id, %reason, "session cookie rejected"),
             None => tracing::debug!(%reason, "session cookie rejected"),
@@ -167,6 +174,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn conflict(&self, id: &SessionKey) {
+        crate::telemetry::event("conflict");
         tracing::info!(session = %id, "change refused: the session changed or moved since this request loaded it");
         if let Some(f) = &self.conflict {
             f(id);
@@ -174,6 +182,7 @@ impl<T> Callbacks<T> {
     }
 
     pub(crate) fn error(&self, error: &SessionError) {
+        crate::telemetry::event("error");
         tracing::error!(%error, "session layer failed");
         if let Some(f) = &self.error {
             f(error);

@@ -67,8 +67,20 @@
 //! | `redis-tls` | `rediss://` (TLS) for [`RedisStore`], with the system's roots or your own CA ([`store::redis::RedisTls`]) | no |
 //! | `postgres` | [`PostgresStore`] on PostgreSQL through sqlx 0.8 | no |
 //! | `sqlite` | [`SqliteStore`] on SQLite through sqlx 0.8 | no |
+//! | `metrics` | lifecycle events and store operations through the `metrics` facade (see [Metrics](#metrics)) | no |
 //! | `testing` | [`testing`]: the conformance suite (store contract and race guarantees) for any store | no |
 //! | `full` | all of the above | no |
+//!
+//! # Metrics
+//! With the `metrics` feature the layer reports to whatever recorder the application installs
+//! for the [`metrics`](https://docs.rs/metrics) facade (the `metrics` example serves them in
+//! Prometheus text). Labels never carry a session ID or key.
+//!
+//! | name | type | labels | counts |
+//! |---|---|---|---|
+//! | `typed_sessions_events_total` | counter | `event`: `started`, `loaded`, `cookie_sent`, `deleted`, `expired`, `regenerated`, `rejected`, `conflict`, `error`; with `rejected`, `reason`: `malformed`, `unknown`, `regenerated`, `undecodable`, `bad_signature` | lifecycle events, as the callbacks see them |
+//! | `typed_sessions_store_operations_total` | counter | `operation`: `load`, `create`, `save`, `regenerate`, `delete`, `index`; `outcome`: `active`, `expired`, `moved`, `missing`, `done`, `collision`, `conflict`, or an error: `backend`, `timeout`, `decode`, `encode`, `capacity`, `unsupported`, `too_many_forwards` | every store call the layer makes |
+//! | `typed_sessions_store_operation_seconds` | histogram | `operation` | each store call's latency, in seconds |
 #![deny(missing_docs)]
 #![deny(unsafe_code, unreachable_pub)]
 #![warn(rust_2018_idioms)]
@@ -91,6 +103,7 @@ mod record;
 mod service;
 mod session;
 pub mod store;
+mod telemetry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -26,6 +26,7 @@ use crate::{
     record::Record,
     session::Session,
     store::{Expect, LoadOptions, Loaded, Store},
+    telemetry::Measured,
 };
 
 /// How many forwarding pointers a write follows before it gives up: a session regenerated this
@@ -38,17 +39,20 @@ const ID_ATTEMPTS: usize = 3;
 
 /// A store and the checked settings of one layer: everything a request needs.
 pub(crate) struct Engine<T, St> {
-    store: St,
+    store: Measured<St>,
     settings: Settings<T>,
 }
 
 impl<T, St> Engine<T, St> {
     pub(crate) fn new(store: St, settings: Settings<T>) -> Self {
-        Self { store, settings }
+        Self {
+            store: Measured::new(store),
+            settings,
+        }
     }
 
     pub(crate) fn store(&self) -> &St {
-        &self.store
+        self.store.inner()
     }
 
     pub(crate) fn settings(&self) -> &Settings<T> {
