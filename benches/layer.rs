@@ -4,6 +4,7 @@
 //! cargo bench --bench layer                      # layer paths + MemoryStore operations
 //! cargo bench --bench layer --features redis     # + RedisStore operations (needs redis-server)
 //! cargo bench --bench layer -- request/          # only the layer paths (criterion filter)
+//! cargo bench --bench layer --features metrics -- metrics/   # the metrics feature's cost
 //! ```
 //!
 //! - `request/<app>/<path>`: one request through an axum `Router` driven with
@@ -13,6 +14,8 @@
 //!   `load` + `save`), `create` (no cookie, the handler writes: `create`), and `regenerate`
 //!   (existing session, new ID: `load` + `regenerate`; the next request uses the new cookie).
 //!   Both apps get the same Cookie header, so only the layer differs.
+//! - `metrics/<recorder>/<path>` (feature `metrics`): the layer on a `MemoryStore` with no
+//!   metrics recorder and with a Prometheus one, side by side.
 //! - `store_memory/<op>` and `store_redis/<op>`: one store call (`create`, `load` sliding the
 //!   expiry and taking the flash as the layer does, `save`, `delete`), awaited one at a time. Redis runs against a `redis-server` this bench
 //!   starts itself on a free 127.0.0.1 port (`--save "" --appendonly no`) and kills at the end;
@@ -212,6 +215,37 @@ fn requests(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// The `metrics` feature's cost: the same layer requests with no recorder (the facade's no-op)
+/// and with a Prometheus recorder (`metrics-exporter-prometheus`) set for the measured thread,
+/// side by side in one run.
+#[cfg(feature = "metrics")]
+fn requests_with_metrics(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let mut group = c.benchmark_group("metrics");
+    for path in [Path::Read, Path::Modify, Path::Regenerate] {
+        group.bench_function(BenchmarkId::new("no_recorder", path.name()), |b| {
+            b.iter_custom(|iters| rt.block_on(run_path(true, path, iters)));
+        });
+        group.bench_function(BenchmarkId::new("prometheus", path.name()), |b| {
+            b.iter_custom(|iters| {
+                metrics::with_local_recorder(&prometheus, || {
+                    rt.block_on(run_path(true, path, iters))
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "metrics"))]
+fn requests_with_metrics(_: &mut Criterion) {
+    eprintln!("metrics/*: skipped (needs --features metrics)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,6 +533,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = requests, store_ops
+    targets = requests, requests_with_metrics, store_ops
 }
 criterion_main!(benches);
