@@ -428,3 +428,74 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 }
+
+/// A Redis Sentinel (`redis-server <config> --sentinel`) watching the master on `master_port`
+/// under `name`: quorum 2, the master judged down after 1 s. Killed on drop.
+pub struct RedisSentinel {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisSentinel {
+    pub fn start(master_port: u16, name: &str) -> Self {
+        require("redis-server");
+        let dir = temp_dir("sentinel");
+        for _ in 0..20 {
+            let port = free_port();
+            let config = dir.join(format!("sentinel-{port}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
+                 sentinel resolve-hostnames no\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 4000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display()
+            );
+            std::fs::write(&config, text).expect("write the sentinel config");
+            let mut child = Command::new("redis-server")
+                .arg(&config)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server --sentinel");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if raw_command(port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+                    return Self {
+                        child: Some(child),
+                        port,
+                        dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start a sentinel; logs in {}", dir.display());
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn command(&self, args: &[&str]) -> String {
+        raw_command(self.port, args).expect("sentinel command")
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -3,6 +3,7 @@
 //! `layout.rs` says where a session lives and in what form, `scripts.rs` holds the few writes
 //! that need a script; this module runs the operations.
 
+mod connection;
 mod layout;
 mod scripts;
 #[cfg(feature = "redis-tls")]
@@ -14,6 +15,8 @@ use redis::{
     aio::ConnectionManager, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisWrite,
     ServerErrorKind, Value,
 };
+
+use self::connection::{Conn, Connection};
 use time::OffsetDateTime;
 
 #[cfg(feature = "redis-tls")]
@@ -101,13 +104,6 @@ pub struct RedisStore<T> {
     retention: Duration,
     scripts: Scripts,
     session: std::marker::PhantomData<fn() -> T>,
-}
-
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 /// Room reserved in a command for the record's JSON: enough for a small session without
@@ -237,14 +233,7 @@ impl<T> Clone for RedisStore<T> {
 impl<T> fmt::Debug for RedisStore<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field(
-                "connection",
-                &match self.connection {
-                    Connection::Single(_) => "single",
-                    #[cfg(feature = "cluster")]
-                    Connection::Cluster(_) => "cluster",
-                },
-            )
+            .field("connection", &self.connection.kind())
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
             .field("expired_retention", &self.retention)
@@ -336,6 +325,36 @@ impl<T: Session> RedisStore<T> {
         let client = builder.build().map_err(backend)?;
         let connection = client.get_async_connection().await.map_err(backend)?;
         Self::from_cluster_connection(connection).await
+    }
+
+    /// Connects to the master that Redis Sentinel names `master_name`, through any of
+    /// `sentinels` (`redis://host:26379` each). The store keeps one multiplexed connection to
+    /// that master; when an operation fails in a way that may mean a failover (the connection
+    /// broke or timed out, or the node answers `READONLY`), the next one asks the sentinels
+    /// again, so the store follows a failover by itself: requests in between get the layer's
+    /// error response, with no Set-Cookie. Fails if no sentinel names a reachable master now.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel(
+        sentinels: &[&str],
+        master_name: &str,
+    ) -> Result<Self, StoreError> {
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels.to_vec(),
+            // A String: the redis crate takes one without its TLS feature (and any
+            // `AsRef<str>` with it).
+            String::from(master_name),
+            None,
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(backend)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
+            .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT));
+        let master = connection::sentinel::Master::new(client, config);
+        let store = Self::with_connection(Connection::Sentinel(std::sync::Arc::new(master)));
+        store.load_scripts().await?;
+        Ok(store)
     }
 
     /// Uses an existing cluster connection.
@@ -431,34 +450,43 @@ impl<T: Session> RedisStore<T> {
         format!("{}owner:{owner}", self.prefix)
     }
 
+    /// Runs `f` within the command timeout; a failure is reported to the connection (behind
+    /// Sentinel it may mean a failover).
     async fn timed<V>(
         &self,
         f: impl Future<Output = Result<V, RedisError>>,
     ) -> Result<V, StoreError> {
         match tokio::time::timeout(self.command_timeout, f).await {
-            Ok(result) => result.map_err(backend),
-            Err(_) => Err(StoreError::Timeout),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                self.connection.failed(Some(&err));
+                Err(backend(err))
+            }
+            Err(_) => {
+                self.connection.failed(None);
+                Err(StoreError::Timeout)
+            }
         }
     }
 
+    /// A connection for one operation (behind Sentinel, found through the sentinels when the
+    /// last one failed), within the command timeout.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.timed(self.connection.get()).await
+    }
+
     async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
         for lua in self.scripts.all() {
             let load = lua.script.prepare_invoke();
-            match self.connection.clone() {
-                Connection::Single(mut conn) => self.timed(load.load_async(&mut conn)).await?,
-                #[cfg(feature = "cluster")]
-                Connection::Cluster(mut conn) => self.timed(load.load_async(&mut conn)).await?,
-            };
+            self.timed(load.load_async(&mut conn)).await?;
         }
         Ok(())
     }
 
     async fn query<V: FromRedisValue + Send>(&self, cmd: Cmd) -> Result<V, StoreError> {
-        match self.connection.clone() {
-            Connection::Single(mut conn) => self.timed(cmd.query_async(&mut conn)).await,
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(mut conn) => self.timed(cmd.query_async(&mut conn)).await,
-        }
+        let mut conn = self.conn().await?;
+        self.timed(cmd.query_async(&mut conn)).await
     }
 
     /// Sends the pipeline (all on one session's keys, so one slot) in one round trip. A
@@ -466,14 +494,13 @@ impl<T: Session> RedisStore<T> {
     /// key is foreign data, not an outage).
     async fn pipeline(&self, mut pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
         pipe.ignore_errors();
-        let replies: Vec<Value> = match self.connection.clone() {
-            Connection::Single(mut conn) => self.timed(pipe.query_async(&mut conn)).await,
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(mut conn) => self.timed(pipe.query_async(&mut conn)).await,
-        }?;
+        let mut conn = self.conn().await?;
+        let replies: Vec<Value> = self.timed(pipe.query_async(&mut conn)).await?;
         for reply in &replies {
             if let Value::ServerError(err) = reply {
-                return Err(backend(err.clone().into()));
+                let err: RedisError = err.clone().into();
+                self.connection.failed(Some(&err));
+                return Err(backend(err));
             }
         }
         Ok(replies)
@@ -484,16 +511,19 @@ impl<T: Session> RedisStore<T> {
         &self,
         cmd: &Cmd,
     ) -> Result<redis::RedisResult<V>, StoreError> {
-        let sent = async {
-            match self.connection.clone() {
-                Connection::Single(mut conn) => cmd.query_async(&mut conn).await,
-                #[cfg(feature = "cluster")]
-                Connection::Cluster(mut conn) => cmd.query_async(&mut conn).await,
+        let mut conn = self.conn().await?;
+        match tokio::time::timeout(self.command_timeout, cmd.query_async(&mut conn)).await {
+            Ok(result) => {
+                if let Err(err) = &result {
+                    self.connection.failed(Some(err));
+                }
+                Ok(result)
             }
-        };
-        tokio::time::timeout(self.command_timeout, sent)
-            .await
-            .map_err(|_| StoreError::Timeout)
+            Err(_) => {
+                self.connection.failed(None);
+                Err(StoreError::Timeout)
+            }
+        }
     }
 
     /// Runs `lua` on `keys` with the arguments `args` writes: one `EVALSHA`, built in one
@@ -915,7 +945,10 @@ impl<T: Session> Store<T> for RedisStore<T> {
 
     async fn count(&self) -> Result<usize, StoreError> {
         match self.connection.clone() {
-            Connection::Single(mut conn) => {
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut conn) => self.count_cluster(&mut conn).await,
+            _ => {
+                let mut conn = self.conn().await?;
                 let pattern = self.live_pattern();
                 let mut total = 0;
                 let mut cursor: u64 = 0;
@@ -930,8 +963,6 @@ impl<T: Session> Store<T> for RedisStore<T> {
                     }
                 }
             }
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(mut conn) => self.count_cluster(&mut conn).await,
         }
     }
 

@@ -1,0 +1,182 @@
+//! How the store reaches Redis: one server through a reconnecting `ConnectionManager`, a
+//! Cluster, or the master that Redis Sentinel names, re-asked after every failure.
+
+use redis::{
+    aio::{ConnectionLike, ConnectionManager},
+    Cmd, Pipeline, RedisError, RedisFuture, Value,
+};
+
+/// Where the store's commands go.
+#[derive(Clone)]
+pub(super) enum Connection {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+    #[cfg(feature = "sentinel")]
+    Sentinel(std::sync::Arc<sentinel::Master>),
+}
+
+impl Connection {
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Connection::Single(_) => "single",
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(_) => "cluster",
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(_) => "sentinel",
+        }
+    }
+
+    /// A connection for one operation's commands.
+    pub(super) async fn get(&self) -> Result<Conn, RedisError> {
+        match self {
+            Connection::Single(manager) => Ok(Conn::Single(manager.clone())),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(cluster) => Ok(Conn::Cluster(cluster.clone())),
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(master) => master.connection().await.map(Conn::Sentinel),
+        }
+    }
+
+    /// An operation failed with `error` (`None`: it timed out). Behind Sentinel, a failure that
+    /// may mean the master went away or was demoted makes the next operation ask the sentinels
+    /// again; the other connections reconnect by themselves.
+    pub(super) fn failed(&self, error: Option<&RedisError>) {
+        #[cfg(feature = "sentinel")]
+        if let Connection::Sentinel(master) = self {
+            master.failed(error);
+        }
+        let _ = error;
+    }
+}
+
+/// One operation's connection: a cheap clone of a multiplexed one.
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+    #[cfg(feature = "sentinel")]
+    Sentinel(redis::aio::MultiplexedConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => conn.get_db(),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(conn) => conn.get_db(),
+        }
+    }
+}
+
+#[cfg(feature = "sentinel")]
+pub(super) mod sentinel {
+    use std::sync::RwLock;
+
+    use redis::{
+        aio::MultiplexedConnection, sentinel::SentinelClient, AsyncConnectionConfig, RedisError,
+    };
+
+    /// The master a Sentinel deployment names, and one multiplexed connection to it while it
+    /// works. Any failure that may mean a failover drops the connection, so that the next
+    /// operation asks the sentinels who the master is now: requests fail (the layer's error
+    /// response, no cookie) only until the sentinels have promoted a replica.
+    pub(crate) struct Master {
+        sentinels: tokio::sync::Mutex<SentinelClient>,
+        current: RwLock<Option<MultiplexedConnection>>,
+        config: AsyncConnectionConfig,
+    }
+
+    impl Master {
+        pub(crate) fn new(sentinels: SentinelClient, config: AsyncConnectionConfig) -> Self {
+            Self {
+                sentinels: tokio::sync::Mutex::new(sentinels),
+                current: RwLock::new(None),
+                config,
+            }
+        }
+
+        fn current(&self) -> Option<MultiplexedConnection> {
+            self.current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        }
+
+        pub(crate) async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+            if let Some(connection) = self.current() {
+                return Ok(connection);
+            }
+            // One operation asks the sentinels; the others wait for its answer.
+            let mut sentinels = self.sentinels.lock().await;
+            if let Some(connection) = self.current() {
+                return Ok(connection);
+            }
+            // The redis crate asks the sentinels for the master's address and that node for its
+            // ROLE, so a master the sentinels still name after its demotion is not taken.
+            let master = sentinels.async_get_client().await?;
+            let connection = master
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await?;
+            *self
+                .current
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
+            tracing::info!("redis sentinel: connected to the current master");
+            Ok(connection)
+        }
+
+        pub(crate) fn failed(&self, error: Option<&RedisError>) {
+            let failover = match error {
+                None => true,
+                Some(error) => {
+                    error.is_io_error()
+                        || error.is_connection_dropped()
+                        || error.is_connection_refusal()
+                        || error.is_timeout()
+                        || error.is_unrecoverable_error()
+                        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+                }
+            };
+            if failover {
+                let dropped = self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                if dropped.is_some() {
+                    tracing::warn!(
+                        "redis sentinel: the master failed; the next operation asks the sentinels again"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `RedisStore` behind Redis Sentinel (feature `sentinel`): a master, a replica and three
+//! sentinels the test starts; the master is killed under load and the store follows the
+//! failover by itself.
+#![cfg(all(feature = "sentinel", feature = "axum"))]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+mod support;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::http::StatusCode;
+use redis_server::{RedisSentinel, RedisServer};
+use support::{Client, Counter};
+use tower_typed_sessions::{RedisStore, SessionLayer};
+
+const MASTER: &str = "sessions";
+
+/// Waits until `done` holds, polling; panics after `limit`.
+fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One reply seen by the load: when, its status, whether it set a cookie.
+struct Seen {
+    at: Instant,
+    status: StatusCode,
+    set_cookie: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_follow_a_failover_of_the_master_under_load() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_for("the replica syncs", Duration::from_secs(20), || {
+        replica
+            .command(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let sentinels: Vec<RedisSentinel> = (0..3)
+        .map(|_| RedisSentinel::start(master.port, MASTER))
+        .collect();
+    wait_for(
+        "the sentinels see each other and the replica",
+        Duration::from_secs(30),
+        || {
+            sentinels.iter().all(|s| {
+                let info = s.command(&["SENTINEL", "MASTER", MASTER]);
+                info.contains("num-other-sentinels\r\n$1\r\n2")
+                    && info.contains("num-slaves\r\n$1\r\n1")
+            })
+        },
+    );
+
+    let urls: Vec<String> = sentinels.iter().map(RedisSentinel::url).collect();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = RedisStore::<Counter>::connect_sentinel(&nodes, MASTER)
+        .await
+        .expect("connect through the sentinels");
+    let app = support::routes().layer(SessionLayer::new(store));
+
+    // Eight users, each with a session of their own, incrementing without pause.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, stop, seen) = (app.clone(), Arc::clone(&stop), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let mut client = Client::new(app);
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = client.get("/incr").await;
+                    seen.lock().unwrap().push(Seen {
+                        at: Instant::now(),
+                        status: reply.status,
+                        set_cookie: !reply.set_cookies().is_empty(),
+                    });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = Instant::now();
+    master.stop();
+    // Until a second of successes after the failover, or 30 s.
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let recovered = {
+            let seen = seen.lock().unwrap();
+            let last_failure = seen
+                .iter()
+                .filter(|s| s.status != StatusCode::OK)
+                .map(|s| s.at)
+                .max();
+            last_failure.is_some_and(|at| at.elapsed() > Duration::from_secs(1))
+                && seen.last().is_some_and(|s| s.status == StatusCode::OK)
+        };
+        if recovered || killed.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let seen = seen.lock().unwrap();
+    let total = seen.len();
+    let failures: Vec<&Seen> = seen.iter().filter(|s| s.status != StatusCode::OK).collect();
+    for reply in seen.iter() {
+        assert!(
+            reply.status == StatusCode::OK || reply.status == StatusCode::INTERNAL_SERVER_ERROR,
+            "every request is answered with success or the error response: {}",
+            reply.status
+        );
+    }
+    assert!(
+        failures.iter().all(|f| !f.set_cookie),
+        "no Set-Cookie on a failed request"
+    );
+    let first_failure = failures.first().map(|f| f.at.duration_since(killed));
+    let last_failure = failures.last().map(|f| f.at.duration_since(killed));
+    let first_success_after = seen
+        .iter()
+        .filter(|s| s.at > killed && s.status == StatusCode::OK)
+        .find(|s| failures.last().is_none_or(|f| s.at > f.at))
+        .map(|s| s.at.duration_since(killed));
+    println!(
+        "{total} requests, {} answered with the error response; after the kill: first error \
+         {first_failure:?}, last error {last_failure:?}, service back {first_success_after:?}",
+        failures.len()
+    );
+    let back = first_success_after.expect("service came back without restarting the app");
+    assert!(back < Duration::from_secs(20), "back after {back:?}");
+    let successes_after = seen
+        .iter()
+        .filter(|s| s.at > killed + back && s.status == StatusCode::OK)
+        .count();
+    assert!(
+        successes_after > 8,
+        "steady successes after the failover: {successes_after}"
+    );
+}
