@@ -43,23 +43,6 @@ fn moved_key(id: &SessionId) -> String {
     format!("{}:moved", redis_key(id))
 }
 
-/// The value of a bulk-string reply (`$n\r\nvalue\r\n`), or `None` for a nil reply.
-fn bulk(reply: &str) -> Option<String> {
-    if reply.starts_with("$-1") {
-        return None;
-    }
-    reply.split("\r\n").nth(1).map(str::to_owned)
-}
-
-/// The value of an integer reply (`:n\r\n`).
-fn integer(reply: &str) -> i64 {
-    reply
-        .trim_start_matches(':')
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not an integer reply: {reply:?}"))
-}
-
 fn now_ms() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
 }
@@ -98,13 +81,16 @@ fn digits<N: std::str::FromStr>(value: &str, from: usize, len: usize) -> N {
 /// The session whose cookie carries `id`, which must be live.
 fn stored_session(server: &RedisServer, id: &SessionId) -> StoredSession {
     let key = redis_key(id);
-    let value = bulk(&server.command(&["GET", &key])).unwrap_or_else(|| panic!("nothing at {key}"));
+    let value = server
+        .command::<Option<String>>(&["GET", &key])
+        .unwrap_or_else(|| panic!("nothing at {key}"));
     assert!(value.starts_with('S'), "not a session: {value}");
-    let flash = bulk(&server.command(&["GET", &live_key(id)]))
+    let flash = server
+        .command::<Option<String>>(&["GET", &live_key(id)])
         .unwrap_or_else(|| panic!("{key} is not live"));
     StoredSession {
         revision: digits(&value, 1, 20),
-        expiry: integer(&server.command(&["PEXPIRETIME", &live_key(id)])),
+        expiry: server.command::<i64>(&["PEXPIRETIME", &live_key(id)]),
         deadline: digits(&value, 21, 15),
         record: value[36..].to_owned(),
         flash: (!flash.is_empty()).then_some(flash),
@@ -114,7 +100,9 @@ fn stored_session(server: &RedisServer, id: &SessionId) -> StoredSession {
 /// The forwarding pointer the session whose cookie carried `id` left.
 fn stored_pointer(server: &RedisServer, id: &SessionId) -> StoredPointer {
     let key = moved_key(id);
-    let value = bulk(&server.command(&["GET", &key])).unwrap_or_else(|| panic!("nothing at {key}"));
+    let value = server
+        .command::<Option<String>>(&["GET", &key])
+        .unwrap_or_else(|| panic!("nothing at {key}"));
     assert!(value.starts_with('P'), "not a pointer: {value}");
     StoredPointer {
         to: value[1..44].to_owned(),
@@ -227,7 +215,7 @@ async fn a_session_is_a_record_and_a_live_key_whose_ttl_is_its_expiry() {
             "{label}: expiry in {} ms",
             session.expiry - now_ms()
         );
-        let ttl = integer(&server.command(&["PTTL", &redis_key(&id)]));
+        let ttl = server.command::<i64>(&["PTTL", &redis_key(&id)]);
         let retention_ms = retention.map_or(3_600_000, |r| r.as_millis() as i64) + 1_000;
         assert!(
             (retention_ms + 295_000..=retention_ms + 300_000).contains(&ttl),
@@ -285,8 +273,8 @@ async fn an_idle_expired_session_fires_expired_until_its_retention_ends() {
         let wait = if retention.is_some() { 1_600 } else { 600 };
         tokio::time::sleep(Duration::from_millis(wait)).await;
         assert_eq!(
-            server.command(&["EXISTS", &live_key(&id)]),
-            ":0\r\n",
+            server.command::<i64>(&["EXISTS", &live_key(&id)]),
+            0,
             "Redis ended the live key at the idle timeout"
         );
         events.take();
@@ -308,13 +296,13 @@ async fn an_idle_expired_session_fires_expired_until_its_retention_ends() {
         if expected == "expired" {
             // It stays for the retention (every load until then says "expired"), then its
             // TTL removes it; no write reaches it meanwhile.
-            let ttl = integer(&server.command(&["PTTL", &redis_key(&id)]));
+            let ttl = server.command::<i64>(&["PTTL", &redis_key(&id)]);
             assert!(
                 (3_000_000..=3_602_000).contains(&ttl),
                 "the rest of the 1 h retention: {ttl}"
             );
         } else {
-            assert_eq!(server.command(&["EXISTS", &redis_key(&id)]), ":0\r\n");
+            assert_eq!(server.command::<i64>(&["EXISTS", &redis_key(&id)]), 0);
         }
     }
 }
@@ -344,8 +332,8 @@ async fn regenerate_leaves_a_forwarding_pointer_under_the_old_key() {
     );
     for gone in [redis_key(&old), live_key(&old)] {
         assert_eq!(
-            server.command(&["EXISTS", &gone]),
-            ":0\r\n",
+            server.command::<i64>(&["EXISTS", &gone]),
+            0,
             "the old record and live key go in the same step: {gone}"
         );
     }
@@ -356,7 +344,7 @@ async fn regenerate_leaves_a_forwarding_pointer_under_the_old_key() {
         pointer.until, moved.expiry,
         "the pointer lasts as long as the moved session"
     );
-    let ttl = integer(&server.command(&["PTTL", &moved_key(&old)]));
+    let ttl = server.command::<i64>(&["PTTL", &moved_key(&old)]);
     assert!(ttl > 0 && ttl <= pointer.until - before, "{ttl}");
 }
 
@@ -455,7 +443,7 @@ async fn a_hung_redis_times_out_instead_of_hanging_the_request() {
     let mut client = Client::new(app(store, &events));
     client.get("/incr").await;
     events.take();
-    server.command(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    server.command::<()>(&["CLIENT", "PAUSE", "2000", "ALL"]);
     let started = Instant::now();
     let reply = client.get("/read").await;
     let took = started.elapsed();
@@ -499,7 +487,7 @@ async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() 
             .iter()
             .map(|a| if *a == "{key}" { key.as_str() } else { a })
             .collect();
-        server.command(&args);
+        server.command::<redis::Value>(&args);
         let reply = send(&app, get_with_id("/incr", &id)).await;
         assert_eq!(reply.status, StatusCode::OK, "{label}");
         assert_eq!(reply.body, "1", "{label}: a fresh session");
@@ -512,8 +500,8 @@ async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() 
             "{label}: {seen:?}"
         );
         assert_eq!(
-            server.command(&["EXISTS", &key]),
-            if removed { ":0\r\n" } else { ":1\r\n" },
+            server.command::<i64>(&["EXISTS", &key]),
+            if removed { 0 } else { 1 },
             "{label}"
         );
     }
@@ -528,9 +516,11 @@ async fn a_record_under_another_sessions_key_is_not_adopted() {
     let real = client.id().unwrap();
     let forged = SessionId::generate().unwrap();
     // A copy of the real session, live key and all, under the forged ID's keys.
-    let value = bulk(&server.command(&["GET", &redis_key(&real)])).expect("the real session");
-    server.command(&["SET", &redis_key(&forged), &value]);
-    server.command(&["SET", &live_key(&forged), "", "PX", "60000"]);
+    let value = server
+        .command::<Option<String>>(&["GET", &redis_key(&real)])
+        .expect("the real session");
+    server.command::<()>(&["SET", &redis_key(&forged), &value]);
+    server.command::<()>(&["SET", &live_key(&forged), "", "PX", "60000"]);
     events.take();
     let reply = send(&client.app, get_with_id("/read", &forged)).await;
     assert_eq!(reply.body, "0 new=true");
@@ -557,19 +547,17 @@ async fn owner_index_on_one_redis() {
     use tower_typed_sessions::Store;
     let mut device = owner_suite::Device::new(&owner_suite::app(SessionLayer::new(store.clone())));
     device.get("/login?user=carol&agent=x").await;
-    assert_eq!(server.command(&["TYPE", "session:owner:carol"]), "+set\r\n");
-    let members = server.command(&["SMEMBERS", "session:owner:carol"]);
+    assert_eq!(
+        server.command::<String>(&["TYPE", "session:owner:carol"]),
+        "set"
+    );
+    let members: Vec<String> = server.command(&["SMEMBERS", "session:owner:carol"]);
     let carol = SessionKey::hashed(&device.id().unwrap());
     assert!(
-        members.contains(carol.as_str()),
-        "the index holds the session's key: {members}"
+        members.iter().any(|m| m == carol.as_str()),
+        "the index holds the session's key: {members:?}"
     );
-    let ttl: i64 = server
-        .command(&["PTTL", "session:owner:carol"])
-        .trim_start_matches(':')
-        .trim()
-        .parse()
-        .unwrap();
+    let ttl: i64 = server.command(&["PTTL", "session:owner:carol"]);
     assert!(ttl > 0, "the owner set expires too: {ttl}");
     assert_eq!(store.count().await.unwrap(), 1);
 }
@@ -603,11 +591,13 @@ async fn a_dump_of_redis_holds_no_live_cookie() {
     // A login leaves a forwarding pointer: it names the new key, never the new cookie.
     client.get("/login").await;
     let new = client.id().unwrap();
-    let keys = server.command(&["KEYS", "*"]);
-    let mut dump = keys.clone();
+    let keys: Vec<String> = server.command(&["KEYS", "*"]);
+    let mut dump = keys.join("\n");
     for id in [old, new] {
         for key in [redis_key(&id), live_key(&id), moved_key(&id)] {
-            dump.push_str(&server.command(&["GET", &key]));
+            if let Some(value) = server.command::<Option<String>>(&["GET", &key]) {
+                dump.push_str(&value);
+            }
         }
     }
     for id in [old, new] {
@@ -637,7 +627,7 @@ async fn a_record_of_a_newer_format_is_not_guessed_at() {
     let session = stored_session(&server, &id);
     let newer = session.record.replacen("\"v\":2", "\"v\":3", 1);
     assert_ne!(newer, session.record);
-    server.command(&[
+    server.command::<()>(&[
         "SET",
         &redis_key(&id),
         &session_value(session.revision, session.deadline, &newer),

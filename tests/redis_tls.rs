@@ -11,7 +11,7 @@ use std::{net::TcpListener, path::PathBuf};
 
 use axum::http::StatusCode;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use redis_server::{raw_command, RedisServer};
+use redis_server::{query, RedisServer};
 use support::{Client, Counter};
 use tower_typed_sessions::{store::redis::RedisTls, RedisStore, SessionLayer, StoreError};
 
@@ -264,7 +264,7 @@ async fn a_cluster_over_tls_serves_sessions_across_its_masters() {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !nodes.iter().all(|n| {
-        raw_command(n.port, &["CLUSTER", "INFO"]).is_ok_and(|r| r.contains("cluster_state:ok"))
+        query::<String>(n.port, &["CLUSTER", "INFO"]).is_ok_and(|r| r.contains("cluster_state:ok"))
     }) {
         assert!(
             std::time::Instant::now() < deadline,

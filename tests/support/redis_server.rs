@@ -1,7 +1,7 @@
 //! Redis servers that a test starts and stops itself: on free 127.0.0.1 ports, with
 //! `--save "" --appendonly no`, logging into a temporary directory, killed on drop. A
-//! three-master Cluster, a MONITOR-based counter of the commands clients send, and a relay that
-//! counts round trips.
+//! three-master Cluster, sentinels, a MONITOR-based counter of the commands clients send, and a
+//! relay that counts round trips. Commands to them go through the redis crate.
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
@@ -53,44 +53,22 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Sends one command in RESP and returns the raw reply text.
-pub fn raw_command(port: u16, args: &[&str]) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{}\r\n", arg.len(), arg));
+/// Sends one command to the server on `port` through the redis crate (a connection of its own,
+/// 2 s timeouts) and reads the reply as `V`.
+pub fn query<V: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<V> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
     }
-    stream.write_all(request.as_bytes())?;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = stream.read(&mut buf)?;
-        reply.extend_from_slice(&buf[..n]);
-        if n == 0 || reply_complete(&reply) {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&reply).into_owned())
+    cmd.query(&mut connection)
 }
 
-fn reply_complete(reply: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(reply);
-    match text.chars().next() {
-        Some('$') => {
-            let Some((len, rest)) = text[1..].split_once("\r\n") else {
-                return false;
-            };
-            match len.parse::<i64>() {
-                Ok(n) if n < 0 => true,
-                Ok(n) => rest.len() >= n as usize + 2,
-                Err(_) => true,
-            }
-        }
-        Some('*') => text.ends_with("\r\n") && text.lines().count() > 1,
-        Some(_) => text.ends_with("\r\n"),
-        None => false,
-    }
+/// Whether the server on `port` answers PING.
+fn answers(port: u16) -> bool {
+    query::<String>(port, &["PING"]).is_ok_and(|reply| reply == "PONG")
 }
 
 pub struct RedisServer {
@@ -164,7 +142,7 @@ impl RedisServer {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if raw_command(self.port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+            if answers(self.port) {
                 self.child = Some(child);
                 return true;
             }
@@ -203,8 +181,9 @@ impl RedisServer {
         self.port
     }
 
-    pub fn command(&self, args: &[&str]) -> String {
-        raw_command(self.port, args).expect("redis command")
+    /// One command, its reply read as `V` (`String`, `Option<String>` for a nil, `i64`, `()`…).
+    pub fn command<V: redis::FromRedisValue>(&self, args: &[&str]) -> V {
+        query(self.port, args).unwrap_or_else(|err| panic!("redis {args:?}: {err}"))
     }
 
     /// Counts the commands clients send from now on, MONITOR-style: one line per command a
@@ -266,7 +245,7 @@ impl Monitor {
     pub fn commands_since_last_call(&mut self) -> Vec<String> {
         self.markers += 1;
         let marker = format!("tts-monitor-marker-{}", self.markers);
-        raw_command(self.port, &["ECHO", &marker]).expect("send marker");
+        query::<String>(self.port, &["ECHO", &marker]).expect("send marker");
         let mut seen = Vec::new();
         loop {
             let line = self
@@ -410,7 +389,7 @@ impl RedisCluster {
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 let ok = nodes.iter().all(|n| {
-                    raw_command(n.port, &["CLUSTER", "INFO"])
+                    query::<String>(n.port, &["CLUSTER", "INFO"])
                         .is_ok_and(|r| r.contains("cluster_state:ok"))
                 });
                 if ok {
@@ -466,7 +445,7 @@ impl RedisSentinel {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if raw_command(port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+                if answers(port) {
                     return Self {
                         child: Some(child),
                         port,
@@ -485,8 +464,8 @@ impl RedisSentinel {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    pub fn command(&self, args: &[&str]) -> String {
-        raw_command(self.port, args).expect("sentinel command")
+    pub fn command<V: redis::FromRedisValue>(&self, args: &[&str]) -> V {
+        query(self.port, args).unwrap_or_else(|err| panic!("sentinel {args:?}: {err}"))
     }
 }
 
