@@ -329,7 +329,9 @@ async fn replay(browser: &Browser, base: &str, label: &str, value: &str, cleared
         name: COOKIE.into(),
         value: value.into(),
         path: Some("/".into()),
-        domain: None,
+        // fantoccini (through the webdriver crate) sends a missing domain as `null`, which
+        // chromedriver refuses: name the page's host, as the browser reports the server's cookie.
+        domain: Some("localhost".into()),
         secure: true,
         http_only: true,
         same_site: Some("Lax".into()),
