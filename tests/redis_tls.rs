@@ -69,6 +69,30 @@ struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The certificate, key and CA of `pki`, written into a temporary directory of their own.
+    fn write(pki: &Pki) -> (Self, TempDir) {
+        let dir = std::env::temp_dir().join(format!(
+            "tts-redis-tls-{}-{}",
+            std::process::id(),
+            tower_typed_sessions::SessionId::generate()
+                .unwrap()
+                .fingerprint()
+                .replace(':', "")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let files = Self {
+            cert: write("server.pem", &pki.server_pem),
+            key: write("server.key", &pki.server_key_pem),
+            ca: write("ca.pem", &pki.ca_pem),
+        };
+        (files, TempDir(dir))
+    }
+
     /// redis-server's arguments for a TLS port (its plain port only serves the harness's
     /// readiness check) and TLS on the cluster bus and between nodes.
     fn args(&self, tls_port: u16) -> Vec<String> {
@@ -109,25 +133,7 @@ impl Drop for TempDir {
 impl TlsRedis {
     fn start() -> Self {
         let pki = pki();
-        let dir = std::env::temp_dir().join(format!(
-            "tts-redis-tls-{}-{}",
-            std::process::id(),
-            tower_typed_sessions::SessionId::generate()
-                .unwrap()
-                .fingerprint()
-                .replace(':', "")
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, pem: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, pem).unwrap();
-            path.to_str().unwrap().to_owned()
-        };
-        let files = TlsFiles {
-            cert: write("server.pem", &pki.server_pem),
-            key: write("server.key", &pki.server_key_pem),
-            ca: write("ca.pem", &pki.ca_pem),
-        };
+        let (files, dir) = TlsFiles::write(&pki);
         let tls_port = free_port();
         let args = files.args(tls_port);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -136,7 +142,7 @@ impl TlsRedis {
             _server: server,
             tls_port,
             ca_pem: pki.ca_pem,
-            _dir: TempDir(dir),
+            _dir: dir,
         }
     }
 
@@ -204,26 +210,7 @@ async fn a_wrong_ca_the_system_roots_and_plain_text_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_over_tls_serves_sessions_across_its_masters() {
     let certificates = pki();
-    let dir = std::env::temp_dir().join(format!(
-        "tts-redis-tls-cluster-{}-{}",
-        std::process::id(),
-        tower_typed_sessions::SessionId::generate()
-            .unwrap()
-            .fingerprint()
-            .replace(':', "")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = TempDir(dir.clone());
-    let write = |name: &str, pem: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    let files = TlsFiles {
-        cert: write("server.pem", &certificates.server_pem),
-        key: write("server.key", &certificates.server_key_pem),
-        ca: write("ca.pem", &certificates.ca_pem),
-    };
+    let (files, _dir) = TlsFiles::write(&certificates);
     // Three masters whose bus and client ports speak only TLS (the plain port answers the
     // harness's readiness check), joined by redis-cli over TLS.
     let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();

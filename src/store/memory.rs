@@ -4,16 +4,15 @@ use std::{
     collections::{HashMap, HashSet},
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
+        atomic::{AtomicI64, AtomicUsize, Ordering},
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
     },
     time::Duration,
 };
 
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
-use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
+use super::{sweeper::Sweeper, Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
 use crate::{error::StoreError, id::SessionKey, record::Record, session::Session};
 
 const SHARDS: usize = 64;
@@ -81,9 +80,7 @@ struct Inner<T> {
     last_purge_ms: AtomicI64,
     max_sessions: Option<usize>,
     sweep_interval: Duration,
-    sweeper_started: AtomicBool,
-    /// Dropped with the store, which tells the sweeper to stop.
-    sweeper_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    sweeper: Sweeper,
 }
 
 impl<T> Clone for MemoryStore<T> {
@@ -152,8 +149,7 @@ impl<T: Session> MemoryStoreBuilder<T> {
                 last_purge_ms: AtomicI64::new(i64::MIN),
                 max_sessions: self.max_sessions,
                 sweep_interval: self.sweep_interval,
-                sweeper_started: AtomicBool::new(false),
-                sweeper_stop: std::sync::Mutex::new(None),
+                sweeper: Sweeper::default(),
             }),
         }
     }
@@ -185,39 +181,15 @@ impl<T: Session> MemoryStore<T> {
     }
 
     fn ensure_sweeper(&self) {
-        if self.inner.sweeper_started.load(Ordering::Relaxed)
-            || self.inner.sweeper_started.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        // Outside a Tokio runtime there is no sweeper: expired sessions are still never
-        // returned, and `purge_expired` frees them.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        *lock_mutex(&self.inner.sweeper_stop) = Some(stop_tx);
         let weak: Weak<Inner<T>> = Arc::downgrade(&self.inner);
-        let interval = self.inner.sweep_interval;
-        runtime.spawn(sweep(weak, interval, stop_rx));
-    }
-}
-
-async fn sweep<T: Session>(
-    weak: Weak<Inner<T>>,
-    interval: Duration,
-    mut stop: oneshot::Receiver<()>,
-) {
-    loop {
-        // The sender lives in the store: once the store is dropped, `stop` resolves at once.
-        if tokio::time::timeout(interval, &mut stop).await.is_ok() {
-            return;
-        }
-        let Some(inner) = weak.upgrade() else { return };
-        let removed = inner.purge_expired(OffsetDateTime::now_utc());
-        if removed > 0 {
-            tracing::debug!(removed, "memory store swept expired sessions");
-        }
+        self.inner
+            .sweeper
+            .start_once(weak, self.inner.sweep_interval, |inner| async move {
+                let removed = inner.purge_expired(OffsetDateTime::now_utc());
+                if removed > 0 {
+                    tracing::debug!(removed, "memory store swept expired sessions");
+                }
+            });
     }
 }
 

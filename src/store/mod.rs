@@ -33,6 +33,7 @@ pub mod redis;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod sql;
+mod sweeper;
 
 /// What [`Store::load`] found.
 #[derive(Debug)]

@@ -12,18 +12,9 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-use std::{
-    fmt,
-    future::Future,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, Weak,
-    },
-    time::Duration,
-};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -32,7 +23,7 @@ pub use self::postgres::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
 use self::statements::{Name, Tables};
-use super::{Expect, Forward, LoadOptions, Loaded, WriteOutcome};
+use super::{sweeper::Sweeper, Expect, Forward, LoadOptions, Loaded, WriteOutcome};
 use crate::{
     error::StoreError, flash::Flash, id::SessionKey, record::unix_ms as millis, record::Record,
 };
@@ -341,9 +332,7 @@ impl Default for Settings {
 struct Core<D> {
     db: D,
     settings: Settings,
-    sweeper_started: AtomicBool,
-    /// Dropped with the store, which tells the sweeper to stop.
-    sweeper_stop: Mutex<Option<oneshot::Sender<()>>>,
+    sweeper: Sweeper,
 }
 
 fn expect_column(expect: Expect) -> Option<i64> {
@@ -458,8 +447,7 @@ impl<D: Database> Core<D> {
         Self {
             db,
             settings,
-            sweeper_started: AtomicBool::new(false),
-            sweeper_stop: Mutex::new(None),
+            sweeper: Sweeper::default(),
         }
     }
 
@@ -621,39 +609,14 @@ impl<D: Database> Core<D> {
         let Some(interval) = self.settings.sweep_interval else {
             return;
         };
-        if self.sweeper_started.load(Ordering::Relaxed)
-            || self.sweeper_started.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        *self
-            .sweeper_stop
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stop_tx);
-        runtime.spawn(sweep(Arc::downgrade(self), interval, stop_rx));
-    }
-}
-
-async fn sweep<D: Database>(
-    weak: Weak<Core<D>>,
-    interval: Duration,
-    mut stop: oneshot::Receiver<()>,
-) {
-    loop {
-        // The sender lives in the store: once the store is dropped, `stop` resolves at once.
-        if tokio::time::timeout(interval, &mut stop).await.is_ok() {
-            return;
-        }
-        let Some(core) = weak.upgrade() else { return };
-        match core.delete_expired().await {
-            Ok(0) => {}
-            Ok(removed) => tracing::debug!(removed, "SQL session store swept expired rows"),
-            Err(error) => tracing::warn!(%error, "SQL session store sweep failed"),
-        }
+        self.sweeper
+            .start_once(Arc::downgrade(self), interval, |core| async move {
+                match core.delete_expired().await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "SQL session store swept expired rows"),
+                    Err(error) => tracing::warn!(%error, "SQL session store sweep failed"),
+                }
+            });
     }
 }
 
