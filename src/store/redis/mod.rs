@@ -469,10 +469,15 @@ impl<T: Session> RedisStore<T> {
         }
     }
 
-    /// A connection for one operation (behind Sentinel, found through the sentinels when the
-    /// last one failed), within the command timeout.
+    /// A connection for one operation. Behind Sentinel it may first have to be found through the
+    /// sentinels (when the last one failed), within the command timeout; the other kinds hand
+    /// out a clone at once, with no timer on the request's path.
     async fn conn(&self) -> Result<Conn, StoreError> {
-        self.timed(self.connection.get()).await
+        match &self.connection {
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(_) => self.timed(self.connection.get()).await,
+            other => other.get().await.map_err(backend),
+        }
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
