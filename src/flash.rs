@@ -51,6 +51,13 @@ impl Flash {
         }
     }
 
+    /// Removes the message under `key`; whether there was one.
+    pub(crate) fn remove(&mut self, key: &str) -> bool {
+        let before = self.messages.len();
+        self.messages.retain(|m| m.key != key);
+        self.messages.len() != before
+    }
+
     pub(crate) fn clear(&mut self) {
         self.messages.clear();
     }

@@ -392,6 +392,87 @@ impl<T: Session> SessionHandle<T> {
         true
     }
 
+    /// Keeps every message from the previous request for one more request (a message set for
+    /// the next request under the same key wins over the kept one only if it is set after this
+    /// call, as with [`SessionHandle::keep_flash`]). Returns how many were kept.
+    ///
+    /// ```
+    /// # use tower_typed_sessions::{Session, SessionHandle};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// // A page that redirects on: the messages it did not show reach the next page.
+    /// async fn step(session: SessionHandle<Data>) -> &'static str {
+    ///     session.keep_all_flash();
+    ///     "redirecting"
+    /// }
+    /// ```
+    pub fn keep_all_flash(&self) -> usize {
+        let Some(mut state) = self.write() else {
+            return 0;
+        };
+        if !state.may_write() {
+            return 0;
+        }
+        let incoming: Vec<FlashMessage> = state.incoming_flash.iter().cloned().collect();
+        for message in &incoming {
+            state
+                .outgoing_flash
+                .insert(message.key.clone(), message.message.clone());
+        }
+        incoming.len()
+    }
+
+    /// Takes back the message queued under `key` for the next request (set with
+    /// [`SessionHandle::flash`] or kept with [`SessionHandle::keep_flash`] on this request).
+    /// Returns whether there was one.
+    ///
+    /// ```
+    /// # use tower_typed_sessions::{Session, SessionHandle};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// async fn save(session: SessionHandle<Data>) -> &'static str {
+    ///     session.flash("notice", "Saved.");
+    ///     let failed = true;
+    ///     if failed {
+    ///         session.discard_flash("notice");
+    ///         session.flash("error", "Not saved.");
+    ///     }
+    ///     "done"
+    /// }
+    /// ```
+    pub fn discard_flash(&self, key: &str) -> bool {
+        let Some(mut state) = self.write() else {
+            return false;
+        };
+        state.may_write() && state.outgoing_flash.remove(key)
+    }
+
+    /// Takes back every message queued for the next request.
+    pub fn discard_all_flash(&self) {
+        if let Some(mut state) = self.write() {
+            if state.may_write() {
+                state.outgoing_flash.clear();
+            }
+        }
+    }
+
+    /// The messages queued for the next request so far (set with [`SessionHandle::flash`] or
+    /// kept on this request), in the order they were first queued.
+    ///
+    /// ```
+    /// # use tower_typed_sessions::{Session, SessionHandle};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// async fn handler(session: SessionHandle<Data>) -> String {
+    ///     session.flash("notice", "Saved.");
+    ///     let queued = session.queued_flash();
+    ///     format!("{} message(s) for the next page", queued.len())
+    /// }
+    /// ```
+    pub fn queued_flash(&self) -> Vec<FlashMessage> {
+        self.lock().outgoing_flash.iter().cloned().collect()
+    }
+
     /// The flash message under `key` visible on this request (set by `flash_now` on this request,
     /// or by `flash` on the previous one).
     pub fn flash_message(&self, key: &str) -> Option<String> {
