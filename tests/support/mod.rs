@@ -436,3 +436,31 @@ pub fn get_with_cookie(path: &str, cookie: &str) -> Request<Body> {
 pub fn get_with_id(path: &str, id: &SessionId) -> Request<Body> {
     get_with_cookie(path, &format!("id={}", id.expose_secret()))
 }
+
+/// While the store is down: `/read`, `/incr`, `/login` and `/logout` each answer 500 within 3 s,
+/// with no Set-Cookie and one `error` event; a request that needs no store is still served.
+pub async fn requests_during_an_outage(client: &mut Client, events: &Events) {
+    for path in ["/read", "/incr", "/login", "/logout"] {
+        let started = std::time::Instant::now();
+        let reply = client.get(path).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert!(
+            reply.set_cookies().is_empty(),
+            "{path}: no Set-Cookie during an outage"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{path} answered in {:?}",
+            started.elapsed()
+        );
+        let seen = events.take();
+        assert!(matches!(&seen[..], [Event::Error(_)]), "{path}: {seen:?}");
+    }
+    // A request with no cookie and no write needs no store: it is still served.
+    let reply = send(
+        &client.app,
+        Request::get("/nothing").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
