@@ -1,20 +1,23 @@
-//! An audit log of the session lifecycle: every callback writes one JSON line to stdout.
+//! An audit log of the session lifecycle: one `SessionEvents` listener writes one JSON line to
+//! stdout per event.
 //!
 //! The app is the counter with a login: `GET /` counts visits, `GET /login?name=alice` moves the
-//! session to a new ID and records the user, `GET /logout` deletes the session. The layer is built
-//! from a [`SessionConfig`] with a 15-minute idle timeout, an 8-hour absolute lifetime, a custom
-//! error response and all eight callbacks:
+//! session to a new ID and records the user, `GET /logout` deletes the session. The layer has a
+//! 15-minute idle timeout, an 8-hour absolute lifetime, a custom error response and one listener,
+//! `AuditLog`, which implements every event it logs:
 //!
 //! | event | when |
 //! |---|---|
 //! | `started` | a new session was first stored |
 //! | `loaded` | a request's cookie loaded a live session |
-//! | `client` | a response set the session cookie |
+//! | `cookie_sent` | a response set the session cookie |
 //! | `regenerated` | the session moved to a new ID (`old`, `new`) |
 //! | `deleted` | a logout ended a live session |
 //! | `expired` | a request presented a session past its idle timeout or lifetime |
 //! | `rejected` | a cookie was not used (`malformed`, `unknown` ID, `regenerated` away, `undecodable` record) |
+//! | `conflict` | a write from a stale copy was refused (a 409) |
 //! | `error` | the store failed; the client got the error response |
+//! | `state` | every change of state, `from` and `to` (`new`, `active`, `regenerated`, `expired`, `deleted`, `revoked`, `rejected`) |
 //!
 //! Sessions are logged by the fingerprint of their store key (`sid:` and 8 hex digits, the
 //! `Display` of [`SessionKey`]), never by the cookie value: a log line must not be enough to
@@ -29,13 +32,13 @@
 //! Then, in another terminal:
 //!
 //! ```text
-//! curl -c jar -b jar http://localhost:3000/               # started, client
+//! curl -c jar -b jar http://localhost:3000/               # started, state, cookie_sent
 //! curl -c jar -b jar http://localhost:3000/               # loaded
 //! cp jar old-jar
-//! curl -c jar -b jar 'http://localhost:3000/login?name=alice'   # loaded, regenerated, client
-//! curl -b old-jar http://localhost:3000/                  # rejected (regenerated), then 409
-//! curl -b 'id=forged' http://localhost:3000/              # rejected (malformed), started, client
-//! curl -c jar -b jar http://localhost:3000/logout         # loaded, deleted
+//! curl -c jar -b jar 'http://localhost:3000/login?name=alice'   # loaded, regenerated, state, cookie_sent
+//! curl -b old-jar http://localhost:3000/                  # rejected (regenerated), state, conflict: a 409
+//! curl -b 'id=forged' http://localhost:3000/              # rejected (malformed), state, started, state, cookie_sent
+//! curl -c jar -b jar http://localhost:3000/logout         # loaded, deleted, state
 //! ```
 //!
 //! To watch `expired` and `error` without waiting, shorten the idle timeout and cap the store:
@@ -47,7 +50,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::{extract::Query, http::StatusCode, routing::get, Router};
 use serde::{Deserialize, Serialize};
 use tower_typed_sessions::{
-    MemoryStore, Session, SessionConfig, SessionHandle, SessionKey, SessionLayer,
+    MemoryStore, RejectReason, Session, SessionError, SessionEvents, SessionHandle, SessionKey,
+    SessionLayer, StateChange,
 };
 
 /// What this app keeps per session.
@@ -74,7 +78,7 @@ struct Line {
 enum Event {
     Started(Subject),
     Loaded(Subject),
-    Client(Subject),
+    CookieSent(Subject),
     Deleted(Subject),
     Expired(Subject),
     Regenerated {
@@ -86,9 +90,17 @@ enum Event {
         reason: String,
         id: Option<String>,
     },
+    Conflict {
+        id: String,
+    },
     Error {
         operation: Option<String>,
         error: String,
+    },
+    State {
+        id: Option<String>,
+        from: String,
+        to: String,
     },
 }
 
@@ -111,7 +123,7 @@ impl Subject {
     }
 }
 
-/// Writes one JSON line. Callbacks run on the request's task, so they must stay this cheap; hand
+/// Writes one JSON line. Events run on the request's task, so they must stay this cheap; hand
 /// slow sinks (a database, a remote log) to a channel instead.
 fn audit(event: Event) {
     let ts = SystemTime::now()
@@ -162,40 +174,70 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The audit log: one listener for every event the layer reports.
+struct AuditLog;
+
+impl SessionEvents<Visit> for AuditLog {
+    fn started(&self, key: &SessionKey, data: &Visit) {
+        audit(Event::Started(Subject::new(key, data)));
+    }
+
+    fn loaded(&self, key: &SessionKey, data: &Visit) {
+        audit(Event::Loaded(Subject::new(key, data)));
+    }
+
+    fn cookie_sent(&self, key: &SessionKey, data: &Visit) {
+        audit(Event::CookieSent(Subject::new(key, data)));
+    }
+
+    fn deleted(&self, key: &SessionKey, data: &Visit) {
+        audit(Event::Deleted(Subject::new(key, data)));
+    }
+
+    fn expired(&self, key: &SessionKey, data: &Visit) {
+        audit(Event::Expired(Subject::new(key, data)));
+    }
+
+    fn regenerated(&self, old: &SessionKey, new: &SessionKey, data: &Visit) {
+        audit(Event::Regenerated {
+            old: old.to_string(),
+            new: new.to_string(),
+            user: data.user.clone(),
+        });
+    }
+
+    fn rejected(&self, reason: RejectReason, key: Option<&SessionKey>) {
+        audit(Event::Rejected {
+            reason: reason.to_string(),
+            id: key.map(SessionKey::fingerprint),
+        });
+    }
+
+    fn conflict(&self, key: &SessionKey) {
+        audit(Event::Conflict {
+            id: key.to_string(),
+        });
+    }
+
+    fn error(&self, error: &SessionError) {
+        audit(Event::Error {
+            operation: error.operation().map(|op| op.to_string()),
+            error: error.to_string(),
+        });
+    }
+
+    fn state_changed(&self, change: &StateChange<'_, Visit>) {
+        audit(Event::State {
+            id: change.key.map(SessionKey::fingerprint),
+            from: change.from.to_string(),
+            to: change.to.to_string(),
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let idle_timeout = Duration::from_secs(env_or("IDLE_TIMEOUT_SECS", 15 * 60).max(1));
-    let config = SessionConfig::<Visit>::new()
-        // An unused session dies after 15 minutes; any session dies 8 hours after it started,
-        // however busy it is.
-        .with_idle_timeout(idle_timeout)
-        .with_absolute_lifetime(Duration::from_secs(8 * 60 * 60))
-        // What a client sees when the store fails (it keeps its cookie: no Set-Cookie is sent).
-        .with_error_response(StatusCode::SERVICE_UNAVAILABLE, "sessions unavailable\n")
-        .on_started(|key, data| audit(Event::Started(Subject::new(key, data))))
-        .on_loaded(|key, data| audit(Event::Loaded(Subject::new(key, data))))
-        .on_client(|key, data| audit(Event::Client(Subject::new(key, data))))
-        .on_deleted(|key, data| audit(Event::Deleted(Subject::new(key, data))))
-        .on_expired(|key, data| audit(Event::Expired(Subject::new(key, data))))
-        .on_regenerated(|old, new, data| {
-            audit(Event::Regenerated {
-                old: old.to_string(),
-                new: new.to_string(),
-                user: data.user.clone(),
-            })
-        })
-        .on_rejected(|reason, key| {
-            audit(Event::Rejected {
-                reason: reason.to_string(),
-                id: key.map(SessionKey::fingerprint),
-            })
-        })
-        .on_error(|err| {
-            audit(Event::Error {
-                operation: err.operation().map(|op| op.to_string()),
-                error: err.to_string(),
-            })
-        });
 
     // A cap on live sessions protects memory from clients that never send the cookie back; going
     // over it is a store error (the `error` event).
@@ -203,7 +245,14 @@ async fn main() {
     let store = MemoryStore::<Visit>::builder()
         .with_max_sessions(max_sessions)
         .build();
-    let layer = SessionLayer::from_config(store, config).expect("invalid session configuration");
+    let layer = SessionLayer::new(store)
+        // An unused session dies after 15 minutes; any session dies 8 hours after it started,
+        // however busy it is.
+        .with_idle_timeout(idle_timeout)
+        .with_absolute_lifetime(Duration::from_secs(8 * 60 * 60))
+        // What a client sees when the store fails (it keeps its cookie: no Set-Cookie is sent).
+        .with_error_response(StatusCode::SERVICE_UNAVAILABLE, "sessions unavailable\n")
+        .with_events(AuditLog);
 
     let app = Router::new()
         .route("/", get(index))

@@ -2,9 +2,11 @@
 //!
 //! The layer is an ordinary Tower layer: wrap a `tower::service_fn` with it, adapt the result to
 //! hyper with `TowerToHyperService`, and serve each connection with hyper's HTTP/1 builder. The
-//! handler finds its `SessionHandle<T>` in the request extensions.
+//! handler finds a `LazySession<T>` in the request extensions and loads the session from it only
+//! on the routes that need one.
 //!
-//! `GET /` counts visits per session, `GET /reset` deletes the session; anything else is a 404.
+//! `GET /` counts visits per session, `GET /reset` deletes the session; anything else is a 404
+//! that never touches the store.
 //!
 //! Run it (set `PORT` to use another port than 3000):
 //!
@@ -35,7 +37,7 @@ use hyper::{
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
-use tower_typed_sessions::{MemoryStore, Session, SessionHandle, SessionLayer};
+use tower_typed_sessions::{LazySession, MemoryStore, Session, SessionLayer};
 
 /// What this app keeps per session.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -48,15 +50,28 @@ impl Session for Visits {}
 /// The application: a plain async function from request to response. The response body must
 /// implement `From<Bytes>` (the layer builds its error response from bytes); `Full<Bytes>` does.
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    // The layer put the handle in the extensions. It is missing only if the layer is not in
-    // front of this service (or was built for another session type): a server bug, so a 500.
-    let Some(session) = req.extensions().get::<SessionHandle<Visits>>() else {
+    let path = req.uri().path();
+    if path != "/" && path != "/reset" {
+        // Never loaded: no store call, and this answer works while the store is down.
+        return Ok(text(StatusCode::NOT_FOUND, "Not found.\n".to_owned()));
+    }
+    // The layer put the lazy session in the extensions. It is missing only if the layer is not
+    // in front of this service (or was built for another session type): a server bug, so a 500.
+    let Some(lazy) = req.extensions().get::<LazySession<Visits>>() else {
         return Ok(text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "session layer missing".to_owned(),
         ));
     };
-    let response = match req.uri().path() {
+    // One store call. On a store failure the layer replaces whatever we answer with its error
+    // response (500, no Set-Cookie).
+    let Ok(session) = lazy.load().await else {
+        return Ok(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "session unavailable".to_owned(),
+        ));
+    };
+    let response = match path {
         "/" => {
             // Marks the session changed: the layer saves it (and sets the cookie the first time)
             // once this function has returned its response.

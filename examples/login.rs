@@ -5,7 +5,9 @@
 //! - `GET /login` shows the login form and any flash message (a failed login, "logged out").
 //! - `POST /login` checks the form. **Demo rule:** any non-empty username is accepted with the
 //!   password `password`. On success the session gets a new ID (`regenerate`, against session
-//!   fixation), remembers the user, flashes a welcome and redirects to `/`.
+//!   fixation), remembers the user, flashes a welcome and redirects to `/`. With "keep me signed
+//!   in" ticked, this one session gets a lifetime of its own (30 days idle, 90 at most) and a
+//!   persistent cookie; other sessions keep the layer's (a browser-session cookie, 1 hour idle).
 //! - `POST /logout` deletes the session, flashes "You have been logged out" (which lands in a new,
 //!   flash-only session) and redirects to `/login`.
 //!
@@ -35,7 +37,11 @@ use axum::{
     Form, Router,
 };
 use serde::{Deserialize, Serialize};
-use tower_typed_sessions::{MemoryStore, Session, SessionHandle, SessionLayer};
+use std::time::Duration;
+
+use tower_typed_sessions::{Lifetime, MemoryStore, Session, SessionHandle, SessionLayer};
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What this app keeps per session: who is logged in, if anyone.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -53,6 +59,9 @@ struct Credentials {
     username: String,
     #[serde(default)]
     password: String,
+    /// The "keep me signed in" checkbox: present only when ticked.
+    #[serde(default)]
+    remember: Option<String>,
 }
 
 /// The protected page.
@@ -80,6 +89,7 @@ async fn login_form(session: SessionHandle<Auth>) -> Html<String> {
          <label>Username <input name=\"username\" autocomplete=\"username\"></label>\
          <label>Password <input name=\"password\" type=\"password\" \
          autocomplete=\"current-password\"></label>\
+         <label><input name=\"remember\" type=\"checkbox\" value=\"1\"> Keep me signed in</label>\
          <button type=\"submit\">Log in</button>\
          </form>\
          <p>Demo: any username, password <code>password</code>.</p>",
@@ -100,6 +110,10 @@ async fn login(session: SessionHandle<Auth>, Form(form): Form<Credentials>) -> R
     // login (session fixation) is worthless. The data is kept.
     session.regenerate();
     session.update(|auth| auth.user = Some(name.to_owned()));
+    if form.remember.is_some() {
+        // This session only: 30 days without use, 90 at most, and a cookie the browser keeps.
+        session.remember(Lifetime::new(30 * DAY, 90 * DAY));
+    }
     session.flash("notice", format!("Welcome, {name}!"));
     Redirect::to("/")
 }

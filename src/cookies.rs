@@ -27,15 +27,15 @@ pub(crate) enum Incoming {
 /// Finds the session cookie. Several cookies may carry the name (set for different paths or
 /// domains); browsers send the most specific first, so the first valid one wins. The scan is
 /// linear in the header size and never allocates.
-pub(crate) fn find_session_id(
-    headers: &HeaderMap,
+pub(crate) fn find_session_id<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a HeaderValue>,
     name: &str,
     signer: Option<&Signer>,
 ) -> Incoming {
     let name = name.as_bytes();
     let mut seen = false;
     let mut bad_signature = false;
-    for value in headers.get_all(header::COOKIE) {
+    for value in cookie_headers {
         for pair in value.as_bytes().split(|b| *b == b';') {
             // `name` is a token (no `=`, no whitespace), so a pair is ours exactly when it reads
             // `name`, optional whitespace, `=`: checked without searching other pairs for `=`.
@@ -132,6 +132,10 @@ pub(crate) fn vary_on_cookie(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn find_session_id(map: &HeaderMap, name: &str, signer: Option<&Signer>) -> Incoming {
+        super::find_session_id(map.get_all(header::COOKIE), name, signer)
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();

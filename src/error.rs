@@ -117,7 +117,7 @@ impl fmt::Display for StoreOperation {
 }
 
 /// A failure of the session layer while handling one request. The layer reports it to the
-/// `error` callback and answers with its configured error response, without any Set-Cookie.
+/// `error` event and answers with its configured error response, without any Set-Cookie.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionError {

@@ -1,6 +1,7 @@
-//! The Axum extractor for [`SessionHandle`].
+//! The Axum extractors: [`SessionHandle`], which loads the session, and [`LazySession`], which
+//! leaves loading to the handler.
 
-use std::{convert::Infallible, fmt};
+use std::fmt;
 
 use axum_core::{
     extract::{FromRequestParts, OptionalFromRequestParts},
@@ -8,9 +9,13 @@ use axum_core::{
 };
 use http::{request::Parts, StatusCode};
 
-use crate::{handle::SessionHandle, session::Session};
+use crate::{
+    handle::SessionHandle,
+    lazy::{LazySession, SessionUnavailable},
+    session::Session,
+};
 
-/// Why a [`SessionHandle`] could not be extracted.
+/// Why a [`SessionHandle`] or [`LazySession`] could not be extracted.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionRejection {
@@ -20,17 +25,24 @@ pub enum SessionRejection {
         /// The session type the handler asked for.
         type_name: &'static str,
     },
+    /// The store failed while loading the session. The layer replaces this rejection's response
+    /// with its configured error response (without Set-Cookie).
+    Unavailable(SessionUnavailable),
 }
 
 impl SessionRejection {
-    /// The status of the rejection's response (500: a server misconfiguration).
+    /// The status of the rejection's response (500).
     pub fn status(&self) -> StatusCode {
         StatusCode::INTERNAL_SERVER_ERROR
     }
 
     /// The body text of the rejection's response.
     pub fn body_text(&self) -> String {
-        self.to_string()
+        match self {
+            SessionRejection::MissingLayer { .. } => self.to_string(),
+            // The details go to the `error` event and the log, not to the client.
+            SessionRejection::Unavailable(_) => "session unavailable".to_owned(),
+        }
     }
 }
 
@@ -39,21 +51,42 @@ impl fmt::Display for SessionRejection {
         match self {
             SessionRejection::MissingLayer { type_name } => write!(
                 f,
-                "missing request extension SessionHandle<{type_name}>: is SessionLayer<{type_name}, _> added to the router?"
+                "missing request extension LazySession<{type_name}>: is SessionLayer<{type_name}, _> added to the router?"
             ),
+            SessionRejection::Unavailable(unavailable) => unavailable.fmt(f),
         }
     }
 }
 
-impl std::error::Error for SessionRejection {}
+impl std::error::Error for SessionRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SessionRejection::MissingLayer { .. } => None,
+            SessionRejection::Unavailable(unavailable) => Some(unavailable),
+        }
+    }
+}
 
 impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
-        tracing::error!(rejection = %self, "session extractor rejected the request");
+        if let SessionRejection::MissingLayer { .. } = self {
+            tracing::error!(rejection = %self, "session extractor rejected the request");
+        }
         (self.status(), self.body_text()).into_response()
     }
 }
 
+fn lazy<T: Session>(parts: &Parts) -> Option<LazySession<T>> {
+    parts.extensions.get::<LazySession<T>>().cloned()
+}
+
+fn missing<T>() -> SessionRejection {
+    SessionRejection::MissingLayer {
+        type_name: std::any::type_name::<T>(),
+    }
+}
+
+/// Loads the session: one store call for a live session, none without a cookie.
 impl<S, T> FromRequestParts<S> for SessionHandle<T>
 where
     S: Send + Sync,
@@ -62,27 +95,43 @@ where
     type Rejection = SessionRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<SessionHandle<T>>()
-            .cloned()
-            .ok_or(SessionRejection::MissingLayer {
-                type_name: std::any::type_name::<T>(),
-            })
+        let lazy = lazy::<T>(parts).ok_or_else(missing::<T>)?;
+        lazy.load().await.map_err(SessionRejection::Unavailable)
     }
 }
 
+/// `None` without a layer for `T`; loads the session otherwise.
 impl<S, T> OptionalFromRequestParts<S> for SessionHandle<T>
 where
     S: Send + Sync,
     T: Session,
 {
-    type Rejection = Infallible;
+    type Rejection = SessionRejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<SessionHandle<T>>().cloned())
+        match lazy::<T>(parts) {
+            Some(lazy) => lazy
+                .load()
+                .await
+                .map(Some)
+                .map_err(SessionRejection::Unavailable),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The session unloaded, for a handler that decides itself whether to load it.
+impl<S, T> FromRequestParts<S> for LazySession<T>
+where
+    S: Send + Sync,
+    T: Session,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        lazy::<T>(parts).ok_or_else(missing::<T>)
     }
 }

@@ -11,14 +11,16 @@ use time::OffsetDateTime;
 use crate::{
     flash::{Flash, FlashMessage},
     id::{SessionId, SessionKey},
+    lifetime::Lifetime,
     record::Record,
     session::Session,
 };
 
 /// The current request's session, typed as the application's `T`.
 ///
-/// The layer puts one into each request's extensions; with the `axum` feature it is also an
-/// extractor (`SessionHandle<T>` or `Option<SessionHandle<T>>`). Clones share the same session.
+/// With the `axum` feature it is an extractor (`SessionHandle<T>` or `Option<SessionHandle<T>>`)
+/// that loads the session; without Axum, [`LazySession::load`](crate::LazySession::load) returns
+/// it. Clones share the same session.
 ///
 /// Reads are cheap (a lock, no store access). Writes only mark the session changed: the layer
 /// persists it once, after the handler returns, and only if something changed. A request that
@@ -108,11 +110,19 @@ pub(crate) struct Existing {
     pub(crate) revision: u64,
     /// The load slid the expiry.
     pub(crate) slid: bool,
+    /// The session's own idle timeout (a remembered session), or `None` for the layer's.
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Existing {
     pub(crate) fn effective_expiry(&self) -> OffsetDateTime {
         self.expires_at.min(self.deadline)
+    }
+
+    /// Whether the session's cookie carries a `Max-Age`: always for a remembered session,
+    /// otherwise as the layer says.
+    pub(crate) fn persistent(&self, layer_persistent: bool) -> bool {
+        layer_persistent || self.idle_timeout.is_some()
     }
 
     /// Whether the request came with the old cookie of a regenerated session (grace window): it
@@ -133,6 +143,14 @@ pub(crate) enum Intent<T> {
     Delete { data: Option<T> },
 }
 
+/// A lifetime change the handler asked for: written by moving the session to a new ID, where the
+/// store takes the new expiry as given.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LifetimeChange {
+    Remember(Lifetime),
+    LayerDefault,
+}
+
 /// One request's view of its session, shared by the handle's clones and taken back by the layer
 /// when the handler returns.
 pub(crate) struct State<T> {
@@ -151,6 +169,8 @@ pub(crate) struct State<T> {
     pub(crate) intent: Intent<T>,
     /// The handler tried to change a session it may only read (grace window).
     pub(crate) refused_write: bool,
+    /// The handler changed the session's lifetime.
+    pub(crate) lifetime: Option<LifetimeChange>,
     /// The request's cookie named no live session (unknown, expired, undecodable, malformed, or
     /// badly signed): clear it unless the response sets a session cookie anyway.
     pub(crate) stale_cookie: bool,
@@ -177,6 +197,7 @@ impl<T: Session> State<T> {
             now_flash: Flash::default(),
             intent: Intent::Keep,
             refused_write: false,
+            lifetime: None,
             stale_cookie: false,
             moved_from: None,
             // A fresh session has no index entry, whatever its default data would say.
@@ -219,6 +240,7 @@ impl<T: Session> State<T> {
                 deadline: record.deadline,
                 revision: record.revision,
                 slid,
+                idle_timeout: record.idle_timeout,
             }),
             has_data: record.has_data,
             loaded_owner: None,
@@ -495,6 +517,71 @@ impl<T: Session> SessionHandle<T> {
         visible.iter().cloned().collect()
     }
 
+    /// Gives this session a lifetime of its own ("remember me"): it lives `lifetime`'s idle
+    /// timeout without use and its absolute lifetime at most (counted from now), whatever the
+    /// layer's settings, and its cookie becomes persistent (`Max-Age`) so the browser keeps it
+    /// across restarts. Other sessions keep the layer's lifetime. The lifetime is stored with
+    /// the session, so it holds on every instance and after a restart.
+    ///
+    /// Like a login, it moves the session to a new ID when the response is sent (see
+    /// [`SessionHandle::regenerate`]): a longer-lived session gets a fresh ID, and the store
+    /// takes its new expiry in that one write.
+    ///
+    /// A remembered session's expiry slides as the layer's do, in steps: it moves forward once
+    /// the move is worth at least a thousandth of its idle timeout (at least a second, at most a
+    /// minute), so a session used at least once every idle timeout minus that step never
+    /// expires, and a session read many times a minute costs one extra store call a minute.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_typed_sessions::{Lifetime, Session, SessionHandle};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Account { user: Option<String> }
+    /// # impl Session for Account {}
+    /// const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    ///
+    /// async fn login(session: SessionHandle<Account>, remember_me: bool) -> &'static str {
+    ///     session.update(|a| a.user = Some("alice".into()));
+    ///     session.regenerate();
+    ///     if remember_me {
+    ///         session.remember(Lifetime::new(30 * DAY, 90 * DAY));
+    ///     }
+    ///     "welcome"
+    /// }
+    /// ```
+    pub fn remember(&self, lifetime: Lifetime) {
+        self.change_lifetime(LifetimeChange::Remember(lifetime));
+    }
+
+    /// Puts a remembered session back on the layer's lifetime: the layer's idle timeout from
+    /// now, the earlier of its deadline and the layer's absolute lifetime from now, and the
+    /// layer's kind of cookie (a browser-session cookie unless the layer is persistent). Like
+    /// [`SessionHandle::remember`], it moves the session to a new ID.
+    pub fn use_layer_lifetime(&self) {
+        self.change_lifetime(LifetimeChange::LayerDefault);
+    }
+
+    /// The session's own lifetime's idle timeout, if it has one (see
+    /// [`SessionHandle::remember`]), as of this request.
+    pub fn remembered_idle_timeout(&self) -> Option<Duration> {
+        let state = self.lock();
+        match state.lifetime {
+            Some(LifetimeChange::Remember(lifetime)) => Some(lifetime.idle_timeout()),
+            Some(LifetimeChange::LayerDefault) => None,
+            None => state.existing.as_ref().and_then(|e| e.idle_timeout),
+        }
+    }
+
+    fn change_lifetime(&self, change: LifetimeChange) {
+        if let Some(mut state) = self.write() {
+            if state.may_write() && !matches!(state.intent, Intent::Delete { .. }) {
+                state.capture_owner();
+                state.lifetime = Some(change);
+                state.intent = Intent::Regenerate;
+            }
+        }
+    }
+
     /// Moves the session to a new ID when the response is sent, keeping its data and killing the
     /// old ID. Call it whenever the privilege level changes (login, sudo) to defeat session
     /// fixation. The absolute deadline is not reset.
@@ -523,6 +610,7 @@ impl<T: Session> SessionHandle<T> {
             }
             state.changed = false;
             state.has_data = false;
+            state.lifetime = None;
             state.outgoing_flash.clear();
         }
     }

@@ -116,7 +116,7 @@ impl SessionId {
 /// cookie's [`SessionId`] (by default a SHA-256 digest of it, shaped like an ID).
 ///
 /// It is a separate type from [`SessionId`] so that an API can only hand out the one it means:
-/// handles, callbacks, [`SessionManager`](crate::SessionManager) and stores see keys, and only
+/// handles, events, [`SessionManager`](crate::SessionManager) and stores see keys, and only
 /// the cookie code sees IDs. A hashed key authenticates nothing when sent back as a cookie. With
 /// [`IdsAtRest::Plain`](crate::IdsAtRest::Plain) the key's text is the cookie's value, so
 /// `Debug` and `Display` print a fingerprint here too.

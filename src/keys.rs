@@ -15,10 +15,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// The fewest key bytes accepted: a key must carry at least 256 bits.
 const MIN_KEY_LEN: usize = 32;
 
-/// A secret key (at least 32 bytes) for [`SessionConfig::with_signing_keys`] and
+/// A secret key (at least 32 bytes) for [`SessionLayer::with_signing_keys`] and
 /// [`IdsAtRest::KeyedHash`]. `Debug` never prints it.
 ///
-/// [`SessionConfig::with_signing_keys`]: crate::SessionConfig::with_signing_keys
+/// [`SessionLayer::with_signing_keys`]: crate::SessionLayer::with_signing_keys
 ///
 /// ```
 /// use tower_typed_sessions::Key;

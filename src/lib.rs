@@ -1,10 +1,12 @@
 //! Typed, secure cookie sessions for Axum and Hyper, as one Tower layer.
 //!
 //! Your application defines its own session struct and implements [`Session`] for it in one
-//! line. [`SessionLayer`] reads the session cookie, loads the session from a [`Store`], slides its
-//! expiry, rotates flash messages, hands the handler a typed [`SessionHandle`], and on the
-//! response saves only what changed, sets the cookie, regenerates IDs and deletes on logout,
-//! firing lifecycle callbacks for audit logs.
+//! line. [`SessionLayer`] hands every request a [`LazySession`]; when the handler asks for its
+//! typed [`SessionHandle`] (the Axum extractor does), the layer reads the session cookie, loads
+//! the session from a [`Store`], slides its expiry and rotates flash messages, and on the
+//! response it saves only what changed, sets the cookie, regenerates IDs and deletes on logout,
+//! reporting every lifecycle event to [`SessionEvents`] listeners for audit logs. A route that
+//! never asks for the session costs no store call.
 //!
 //! # Example
 //!
@@ -48,11 +50,13 @@
 //! old ID, so a logout or revoke ends the session wherever it moved and a flash reaches exactly
 //! one request. The `testing` feature's conformance suite checks it for any [`Store`].
 //!
-//! Opt-in hardening: signed cookies with key rotation ([`SessionConfig::with_signing_keys`]),
+//! Opt-in hardening: signed cookies with key rotation ([`SessionLayer::with_signing_keys`]),
 //! optimistic concurrency ([`Concurrency`]), a regenerate grace window and a record size limit.
 //! Session IDs are hashed at rest ([`IdsAtRest`]) by default on every store whose contents leave
 //! the process. Several sessions per user are listed and revoked through [`SessionManager`].
-//! SECURITY.md maps each guarantee to the test that proves it.
+//! A handler can give one session a lifetime of its own, with a persistent cookie
+//! ([`SessionHandle::remember`], "remember me"), and [`Preset`]s set OWASP's timeouts for common
+//! kinds of application. SECURITY.md maps each guarantee to the test that proves it.
 //!
 //! # Deployment caveat
 //! `Secure` cookies are only sent over HTTPS (and to `http://localhost`). Behind a TLS-terminating
@@ -79,7 +83,7 @@
 //!
 //! | name | type | labels | counts |
 //! |---|---|---|---|
-//! | `typed_sessions_events_total` | counter | `event`: `started`, `loaded`, `cookie_sent`, `deleted`, `expired`, `regenerated`, `rejected`, `conflict`, `error`; with `rejected`, `reason`: `malformed`, `unknown`, `regenerated`, `undecodable`, `bad_signature` | lifecycle events, as the callbacks see them |
+//! | `typed_sessions_events_total` | counter | `event`: `started`, `loaded`, `cookie_sent`, `deleted`, `expired`, `regenerated`, `rejected`, `conflict`, `error`; with `rejected`, `reason`: `malformed`, `unknown`, `regenerated`, `undecodable`, `bad_signature` | lifecycle events, as [`SessionEvents`] sees them |
 //! | `typed_sessions_store_operations_total` | counter | `operation`: `load`, `create`, `save`, `regenerate`, `delete`, `index`; `outcome`: `active`, `expired`, `moved`, `missing`, `done`, `collision`, `conflict`, or an error: `backend`, `timeout`, `decode`, `encode`, `capacity`, `unsupported`, `too_many_forwards` | every store call the layer makes |
 //! | `typed_sessions_store_operation_seconds` | histogram | `operation` | each store call's latency, in seconds |
 #![deny(missing_docs)]
@@ -87,11 +91,11 @@
 #![warn(rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod callbacks;
 mod config;
 mod cookies;
 mod engine;
 mod error;
+mod events;
 #[cfg(feature = "axum")]
 mod extract;
 mod flash;
@@ -99,6 +103,8 @@ mod handle;
 mod id;
 mod keys;
 mod layer;
+mod lazy;
+mod lifetime;
 mod manager;
 mod record;
 mod service;
@@ -115,9 +121,11 @@ pub mod testing;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use callbacks::RejectReason;
-pub use config::{Concurrency, SameSite, SessionConfig};
+#[allow(deprecated)]
+pub use config::SessionConfig;
+pub use config::{Concurrency, Preset, SameSite};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};
+pub use events::{RejectReason, SessionEvents, SessionState, StateChange};
 #[cfg(feature = "axum")]
 pub use extract::SessionRejection;
 pub use flash::{Flash, FlashMessage};
@@ -125,6 +133,8 @@ pub use handle::SessionHandle;
 pub use id::{SessionId, SessionKey, SessionTag};
 pub use keys::{IdsAtRest, Key};
 pub use layer::SessionLayer;
+pub use lazy::{LazySession, SessionUnavailable};
+pub use lifetime::Lifetime;
 pub use manager::{SessionInfo, SessionManager};
 pub use record::{Record, RECORD_FORMAT};
 pub use service::{ResponseFuture, SessionService};

@@ -34,7 +34,8 @@ pub struct SessionInfo<T> {
 /// your application state.
 ///
 /// Revoking ends a session the way a logout does: it is deleted wherever it moved (a session
-/// regenerated while the revoke runs is caught under its new ID), the `deleted` callback fires,
+/// regenerated while the revoke runs is caught under its new ID), the `deleted` event fires (its
+/// state change says [`Revoked`](crate::SessionState::Revoked)),
 /// and its next request is anonymous. A request of that session already in flight cannot bring
 /// it back. It needs a store with an owner index ([`Store::supports_owner_index`]); on others
 /// every method answers [`StoreError::Unsupported`](crate::StoreError::Unsupported).

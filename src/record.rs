@@ -51,6 +51,16 @@ pub struct Record<T> {
     /// Absolute deadline: the session is dead after this whatever happens.
     #[serde(with = "unix_millis")]
     pub deadline: OffsetDateTime,
+    /// The session's own idle timeout, when a handler gave it a lifetime of its own
+    /// ([`SessionHandle::remember`](crate::SessionHandle::remember)); `None` for the layer's.
+    /// The layer slides such a session by it and sends it a persistent cookie.
+    #[serde(
+        rename = "idle_ms",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_millis"
+    )]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl<T> Record<T> {
@@ -73,6 +83,7 @@ impl<T> Record<T> {
             last_seen: now,
             expires_at: (now + idle).min(deadline),
             deadline,
+            idle_timeout: None,
         }
     }
 
@@ -160,7 +171,7 @@ impl<T: Serialize> Serialize for WithoutFlash<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let r = self.0;
-        let mut out = s.serialize_struct("Record", 9)?;
+        let mut out = s.serialize_struct("Record", 10)?;
         out.serialize_field("v", &r.format)?;
         out.serialize_field("key", &r.key)?;
         out.serialize_field("data", &r.data)?;
@@ -170,6 +181,10 @@ impl<T: Serialize> Serialize for WithoutFlash<'_, T> {
         out.serialize_field("last_seen", &Millis(r.last_seen))?;
         out.serialize_field("expires_at", &Millis(r.expires_at))?;
         out.serialize_field("deadline", &Millis(r.deadline))?;
+        match r.idle_timeout {
+            Some(idle) => out.serialize_field("idle_ms", &optional_millis::whole_ms(idle))?,
+            None => out.skip_field("idle_ms")?,
+        }
         out.end()
     }
 }
@@ -196,6 +211,30 @@ mod unix_millis {
         let millis = i64::deserialize(d)?;
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
             .map_err(de::Error::custom)
+    }
+}
+
+/// A duration as whole milliseconds, or nothing.
+mod optional_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn whole_ms(duration: Duration) -> u64 {
+        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(duration) => s.serialize_some(&whole_ms(*duration)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 
@@ -234,6 +273,16 @@ mod tests {
         assert!(back.flash.is_empty());
         assert_eq!(back.deadline, record.deadline);
         let other = SessionKey::generate().unwrap();
+        let mut remembered = record.clone();
+        remembered.idle_timeout = Some(Duration::from_secs(30 * 24 * 60 * 60));
+        for bytes in [
+            remembered.encode().unwrap(),
+            remembered.encode_without_flash().unwrap(),
+        ] {
+            let back: Record<u32> = Record::decode(&key, &bytes).unwrap();
+            assert_eq!(back.idle_timeout, remembered.idle_timeout);
+        }
+        assert!(!json.contains("idle_ms"), "absent unless set: {json}");
         assert!(Record::<u32>::decode(&other, &flash_free)
             .unwrap_err()
             .is_decode());

@@ -1,4 +1,5 @@
-//! The service the layer wraps around the application: load, run the handler, write.
+//! The service the layer wraps around the application: hand the request a lazy session, run the
+//! handler, and write what it left in the session if it loaded it.
 
 use std::{
     fmt,
@@ -12,7 +13,13 @@ use bytes::Bytes;
 use http::{header, Request, Response};
 use tower_service::Service;
 
-use crate::{cookies, engine::Engine, handle::SessionHandle, session::Session, store::Store};
+use crate::{
+    cookies,
+    engine::{self, Engine},
+    lazy::{Finished, LazySession},
+    session::Session,
+    store::Store,
+};
 
 /// The middleware built by [`SessionLayer`](crate::SessionLayer).
 pub struct SessionService<S, T, St> {
@@ -100,17 +107,28 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let engine = Arc::clone(&self.engine);
+        // Only the cookie headers are kept (reference-counted, not copied): the store is asked
+        // when, and if, the handler loads the session.
+        let cookie_headers = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        let session = LazySession::new(engine::loader(&engine), cookie_headers);
+        req.extensions_mut().insert(session.clone());
         ResponseFuture {
             inner: Box::pin(async move {
-                let state = match engine.load(req.headers()).await {
-                    Ok(state) => state,
-                    Err(err) => return Ok(engine.error_response(&err)),
+                let mut response = inner.call(req).await?;
+                let state = match session.finish() {
+                    Finished::NotLoaded => return Ok(response),
+                    Finished::Failed(unavailable) => {
+                        return Ok(engine.error_response(unavailable.error()))
+                    }
+                    Finished::Loaded(state) => state,
                 };
                 let loaded = state.existing.is_some();
-                let handle = SessionHandle::new(state);
-                req.extensions_mut().insert(handle.clone());
-                let mut response = inner.call(req).await?;
-                match engine.write(handle.close()).await {
+                match engine.write(state).await {
                     Ok(Some(cookie)) => {
                         let headers = response.headers_mut();
                         headers.append(header::SET_COOKIE, cookie);

@@ -11,8 +11,8 @@ use std::future::Future;
 use time::OffsetDateTime;
 
 use crate::{
-    callbacks::RejectReason,
     error::StoreError,
+    events::RejectReason,
     id::SessionKey,
     record::Record,
     session::Session,

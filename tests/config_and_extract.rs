@@ -6,17 +6,182 @@ use std::time::Duration;
 
 use axum::{body::Body, http::Request, http::StatusCode, routing::get, Router};
 use support::{send, Client, Counter, TestStore};
+#[allow(deprecated)]
+use tower_typed_sessions::SessionConfig;
 use tower_typed_sessions::{
-    ConfigError, MemoryStore, SameSite, Session, SessionConfig, SessionHandle, SessionId,
-    SessionLayer,
+    ConfigError, MemoryStore, Preset, SameSite, Session, SessionHandle, SessionId, SessionLayer,
 };
 
-fn build(config: SessionConfig<Counter>) -> Result<(), ConfigError> {
-    SessionLayer::from_config(MemoryStore::<Counter>::new(), config).map(|_| ())
+type Layer = SessionLayer<Counter, MemoryStore<Counter>>;
+
+fn layer() -> Layer {
+    SessionLayer::new(MemoryStore::new())
+}
+
+fn refused(result: Result<Layer, ConfigError>) -> ConfigError {
+    match result {
+        Ok(_) => panic!("the setting was accepted"),
+        Err(err) => err,
+    }
 }
 
 #[test]
-fn cookie_prefix_misuse_is_refused_when_the_layer_is_built() {
+fn the_builder_refuses_each_impossible_setting_where_it_is_set() {
+    let host = || layer().try_with_cookie_name("__Host-sid").unwrap();
+    assert_eq!(
+        refused(host().try_with_domain("example.com")),
+        ConfigError::HostPrefixWithDomain
+    );
+    assert_eq!(
+        refused(host().try_with_path("/app")),
+        ConfigError::HostPrefixWithPath
+    );
+    assert_eq!(
+        refused(host().try_with_secure(false)),
+        ConfigError::PrefixWithoutSecure
+    );
+    let secure = layer().try_with_cookie_name("__Secure-sid").unwrap();
+    assert_eq!(
+        refused(secure.try_with_secure(false)),
+        ConfigError::PrefixWithoutSecure
+    );
+    // The order does not matter: a Domain first, then the prefix.
+    let with_domain = layer().try_with_domain("example.com").unwrap();
+    assert_eq!(
+        refused(with_domain.try_with_cookie_name("__Host-sid")),
+        ConfigError::HostPrefixWithDomain
+    );
+    for bad in ["", "a b", "a;b", "a=b"] {
+        assert_eq!(
+            refused(layer().try_with_cookie_name(bad)),
+            ConfigError::InvalidCookieName,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        refused(layer().try_with_path("app")),
+        ConfigError::InvalidPath
+    );
+    assert_eq!(
+        refused(layer().try_with_path("/a;Domain=evil")),
+        ConfigError::InvalidPath
+    );
+    assert_eq!(
+        refused(layer().try_with_domain("evil.com; x")),
+        ConfigError::InvalidDomain
+    );
+    let insecure = layer().try_with_secure(false).unwrap();
+    assert_eq!(
+        refused(insecure.try_with_same_site(SameSite::None)),
+        ConfigError::SameSiteNoneWithoutSecure
+    );
+    let none = layer().try_with_same_site(SameSite::None).unwrap();
+    assert_eq!(
+        refused(none.try_with_secure(false)),
+        ConfigError::SameSiteNoneWithoutSecure
+    );
+}
+
+/// Reads the session's remaining lifetime and sends the cookie, for the timeout checks below.
+fn timing_app(layer: Layer) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|s: SessionHandle<Counter>| async move {
+                s.update(|c| c.count += 1);
+                "ok"
+            }),
+        )
+        .route(
+            "/left",
+            get(|s: SessionHandle<Counter>| async move {
+                s.expires_in().map_or(0, |d| d.as_secs()).to_string()
+            }),
+        )
+        .layer(layer)
+}
+
+/// The Set-Cookie of a new session, and its seconds left as the next request sees them.
+async fn first_cookie_and_lifetime(layer: Layer) -> (String, u64) {
+    let app = timing_app(layer);
+    let reply = send(&app, Request::get("/").body(Body::empty()).unwrap()).await;
+    let cookie = reply.set_cookie().expect("a cookie");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let left = send(&app, support::get_with_cookie("/left", &pair)).await;
+    (cookie, left.body.parse().unwrap())
+}
+
+#[tokio::test]
+async fn durations_are_infallible_and_kept_in_range() {
+    // Longer than a timestamp can hold: kept at 100 years instead of panicking per request.
+    let (_, left) = first_cookie_and_lifetime(
+        layer()
+            .with_idle_timeout(Duration::MAX)
+            .with_absolute_lifetime(Duration::MAX)
+            .with_regenerate_grace(Duration::MAX),
+    )
+    .await;
+    let century = 100 * 365 * 24 * 60 * 60;
+    assert!((century - 5..=century).contains(&left), "{left}");
+    // Zero: a millisecond, so the session is dead by the next request, never a panic.
+    let mut client = Client::new(timing_app(layer().with_idle_timeout(Duration::ZERO)));
+    client.get("/").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(client.get("/left").await.body, "0");
+}
+
+#[tokio::test]
+async fn presets_follow_owasp_timeouts_with_a_host_only_strict_cookie() {
+    let (cookie, left) = first_cookie_and_lifetime(SessionLayer::from_preset(
+        MemoryStore::new(),
+        Preset::OfficeApplication,
+    ))
+    .await;
+    assert!(cookie.starts_with("__Host-id="), "{cookie}");
+    assert!(
+        cookie.contains("SameSite=Strict") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert!(
+        cookie.contains("Path=/") && !cookie.contains("Domain"),
+        "{cookie}"
+    );
+    assert!(
+        (30 * 60 - 5..=30 * 60).contains(&left),
+        "idle 30 minutes: {left}"
+    );
+
+    let (cookie, left) = first_cookie_and_lifetime(SessionLayer::from_preset(
+        MemoryStore::new(),
+        Preset::HighValue,
+    ))
+    .await;
+    assert!(cookie.starts_with("__Host-id="), "{cookie}");
+    assert!(
+        (5 * 60 - 5..=5 * 60).contains(&left),
+        "idle 5 minutes: {left}"
+    );
+
+    // The absolute lifetime caps the idle one: 8 hours for an office application.
+    let (_, left) = first_cookie_and_lifetime(
+        SessionLayer::from_preset(MemoryStore::new(), Preset::OfficeApplication)
+            .with_idle_timeout(Duration::from_secs(24 * 60 * 60)),
+    )
+    .await;
+    assert!((8 * 3600 - 5..=8 * 3600).contains(&left), "{left}");
+
+    // A preset's settings bind what comes after it.
+    let office =
+        SessionLayer::<Counter, _>::from_preset(MemoryStore::new(), Preset::OfficeApplication);
+    assert_eq!(
+        refused(office.try_with_domain("example.com")),
+        ConfigError::HostPrefixWithDomain
+    );
+}
+
+#[test]
+#[allow(deprecated)]
+fn deprecated_config_still_refuses_prefix_misuse() {
     let host = || SessionConfig::<Counter>::new().with_cookie_name("__Host-sid");
     assert_eq!(build(host()), Ok(()));
     assert_eq!(
@@ -40,7 +205,8 @@ fn cookie_prefix_misuse_is_refused_when_the_layer_is_built() {
 }
 
 #[test]
-fn impossible_settings_are_refused() {
+#[allow(deprecated)]
+fn deprecated_config_still_refuses_impossible_settings() {
     let base = SessionConfig::<Counter>::new;
     // Durations that would overflow a timestamp are refused instead of panicking per request.
     assert_eq!(
@@ -91,9 +257,15 @@ fn impossible_settings_are_refused() {
 }
 
 #[test]
+#[allow(deprecated)]
 fn defaults_build() {
     assert_eq!(build(SessionConfig::new()), Ok(()));
     let _ = SessionLayer::new(MemoryStore::<Counter>::new());
+}
+
+#[allow(deprecated)]
+fn build(config: SessionConfig<Counter>) -> Result<(), ConfigError> {
+    SessionLayer::from_config(MemoryStore::<Counter>::new(), config).map(|_| ())
 }
 
 #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -13,7 +13,7 @@ use axum::{
 };
 use proptest::prelude::*;
 use support::{send, Client, TestStore};
-use tower_typed_sessions::{Key, SessionConfig, SessionId, SessionLayer};
+use tower_typed_sessions::{Key, SessionId, SessionLayer};
 
 static CASES: AtomicUsize = AtomicUsize::new(0);
 
@@ -37,12 +37,11 @@ fn fixture(signed: bool) -> &'static Fixture {
     let cell = if signed { &SIGNED } else { &PLAIN };
     cell.get_or_init(|| {
         let store = TestStore::new();
-        let mut config = SessionConfig::new();
+        let mut layer = SessionLayer::new(store.clone());
         if signed {
-            config = config.with_signing_keys([Key::from_bytes(&[3u8; 32]).unwrap()]);
+            layer = layer.with_signing_keys([Key::from_bytes(&[3u8; 32]).unwrap()]);
         }
-        let app =
-            support::routes().layer(SessionLayer::from_config(store.clone(), config).unwrap());
+        let app = support::routes().layer(layer);
         Fixture {
             rt: runtime(),
             store,

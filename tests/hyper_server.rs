@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_typed_sessions::{MemoryStore, Session, SessionHandle, SessionLayer};
+use tower_typed_sessions::{LazySession, MemoryStore, Session, SessionLayer};
 
 #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Visits {
@@ -18,8 +18,13 @@ struct Visits {
 impl Session for Visits {}
 
 async fn handler(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Some(session) = req.extensions().get::<SessionHandle<Visits>>() else {
+    let Some(lazy) = req.extensions().get::<LazySession<Visits>>() else {
         let mut response = Response::new(Full::from("no session layer"));
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return Ok(response);
+    };
+    let Ok(session) = lazy.load().await else {
+        let mut response = Response::new(Full::from("session unavailable"));
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         return Ok(response);
     };

@@ -9,16 +9,17 @@ use axum::http::{header, StatusCode};
 use support::{
     app, get_with_cookie, get_with_id, key, send, Client, Counter, Event, Events, TestStore,
 };
-use tower_typed_sessions::{Loaded, RejectReason, SessionConfig, SessionId};
+use tower_typed_sessions::{Loaded, RejectReason, SessionId, SessionLayer};
 
-fn config() -> SessionConfig<Counter> {
-    SessionConfig::new()
+/// A layer with the default settings on `store`.
+fn layer(store: &TestStore) -> SessionLayer<Counter, TestStore> {
+    SessionLayer::new(store.clone())
 }
 
 #[tokio::test]
 async fn request_that_only_reads_an_empty_session_touches_no_store_and_sets_no_cookie() {
     let store = TestStore::new();
-    let mut client = Client::new(app(store.clone(), config()));
+    let mut client = Client::new(app(layer(&store)));
     for path in ["/read", "/nothing", "/show", "/expires-in"] {
         let reply = client.get(path).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -33,7 +34,7 @@ async fn request_that_only_reads_an_empty_session_touches_no_store_and_sets_no_c
 async fn first_write_creates_the_session_and_sets_a_secure_cookie() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     let reply = client.get("/incr").await;
     assert_eq!(reply.body, "1");
     assert_eq!(store.take_calls(), ["create"]);
@@ -60,7 +61,7 @@ async fn first_write_creates_the_session_and_sets_a_secure_cookie() {
 async fn existing_session_is_loaded_saved_only_when_changed_and_the_cookie_is_not_resent() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     client.get("/incr").await;
     let key = client.key().unwrap();
     store.take_calls();
@@ -91,16 +92,21 @@ async fn existing_session_is_loaded_saved_only_when_changed_and_the_cookie_is_no
 #[tokio::test]
 async fn custom_cookie_attributes_are_written_and_persistent_cookies_carry_max_age() {
     let store = TestStore::new();
-    let config = config()
-        .with_cookie_name("sid")
-        .with_path("/app")
-        .with_domain("example.com")
-        .with_secure(false)
+    let layer = layer(&store)
+        .try_with_cookie_name("sid")
+        .expect("a valid cookie name")
+        .try_with_path("/app")
+        .expect("a valid path")
+        .try_with_domain("example.com")
+        .expect("a valid domain")
+        .try_with_secure(false)
+        .expect("an unprefixed Lax cookie may drop Secure")
         .with_http_only(false)
-        .with_same_site(tower_typed_sessions::SameSite::Strict)
+        .try_with_same_site(tower_typed_sessions::SameSite::Strict)
+        .expect("Strict is always valid")
         .with_persistent(true)
         .with_idle_timeout(Duration::from_secs(600));
-    let app = app(store, config);
+    let app = app(layer);
     let reply = send(
         &app,
         axum::http::Request::get("/incr")
@@ -144,7 +150,7 @@ async fn custom_cookie_attributes_are_written_and_persistent_cookies_carry_max_a
 async fn malformed_cookies_are_cleared_without_a_store_lookup() {
     let store = TestStore::new();
     let events = Events::default();
-    let app = app(store.clone(), events.attach(config()));
+    let app = app(events.attach(layer(&store)));
     let good = SessionId::generate().unwrap();
     let mut bad_alphabet = good.expose_secret().to_owned();
     bad_alphabet.replace_range(0..1, "+");
@@ -190,7 +196,7 @@ async fn malformed_cookies_are_cleared_without_a_store_lookup() {
 async fn strict_mode_never_adopts_a_thousand_unknown_well_formed_ids() {
     let store = TestStore::new();
     let events = Events::default();
-    let app = app(store.clone(), events.attach(config()));
+    let app = app(events.attach(layer(&store)));
     let mut adopted = 0;
     for _ in 0..1_000 {
         let forged = SessionId::generate().unwrap();
@@ -224,7 +230,7 @@ async fn strict_mode_never_adopts_a_thousand_unknown_well_formed_ids() {
 async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     client.get("/incr").await;
     let old_id = client.id().unwrap();
     let old = key(&old_id);
@@ -286,7 +292,7 @@ async fn regenerate_keeps_the_data_moves_to_a_new_id_and_kills_the_old_one() {
 async fn regenerating_a_new_session_just_creates_it() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     let reply = client.get("/login").await;
     let key = reply.issued_key().unwrap();
     assert_eq!(store.take_calls(), ["create"]);
@@ -297,8 +303,12 @@ async fn regenerating_a_new_session_just_creates_it() {
 async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
     let store = TestStore::new();
     let events = Events::default();
-    let config = config().with_path("/").with_domain("example.com");
-    let mut client = Client::new(app(store.clone(), events.attach(config)));
+    let layer = layer(&store)
+        .try_with_path("/")
+        .expect("a valid path")
+        .try_with_domain("example.com")
+        .expect("a valid domain");
+    let mut client = Client::new(app(events.attach(layer)));
     client.get("/login").await;
     let id = client.id().unwrap();
     let key = key(&id);
@@ -378,7 +388,7 @@ async fn logout_deletes_server_side_and_sends_a_matching_removal_cookie() {
 #[tokio::test]
 async fn logout_then_flash_starts_a_new_session_for_the_flash() {
     let store = TestStore::new();
-    let mut client = Client::new(app(store.clone(), config()));
+    let mut client = Client::new(app(layer(&store)));
     client.get("/login").await;
     let old = client.key().unwrap();
     let reply = client.get("/logout-with-flash").await;
@@ -393,7 +403,7 @@ async fn logout_then_flash_starts_a_new_session_for_the_flash() {
 #[tokio::test]
 async fn flash_is_seen_on_the_next_request_and_gone_after_it_whether_read_or_not() {
     let store = TestStore::new();
-    let mut client = Client::new(app(store.clone(), config()));
+    let mut client = Client::new(app(layer(&store)));
     client.get("/incr").await;
     let key = client.key().unwrap();
 
@@ -423,7 +433,7 @@ async fn flash_is_seen_on_the_next_request_and_gone_after_it_whether_read_or_not
 #[tokio::test]
 async fn flash_now_is_never_stored_and_keep_carries_one_more_request() {
     let store = TestStore::new();
-    let mut client = Client::new(app(store.clone(), config()));
+    let mut client = Client::new(app(layer(&store)));
     let reply = client.get("/flash-now").await;
     assert_eq!(reply.body, "right now");
     assert_eq!(reply.set_cookie(), None, "a now-flash needs no session");
@@ -444,7 +454,7 @@ async fn flash_now_is_never_stored_and_keep_carries_one_more_request() {
 #[tokio::test]
 async fn flash_is_per_user() {
     let store = TestStore::new();
-    let app = app(store.clone(), config());
+    let app = app(layer(&store));
     let mut alice = Client::new(app.clone());
     let mut bob = Client::new(app);
     alice.get("/incr").await;
@@ -458,7 +468,7 @@ async fn flash_is_per_user() {
 async fn a_session_that_only_carried_a_flash_is_removed_once_the_flash_is_consumed() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     let reply = client.get("/flash?msg=hello").await;
     let key = reply.issued_key().expect("a session to carry the flash");
     assert_eq!(store.count().await, 1);
@@ -479,7 +489,7 @@ async fn a_session_that_only_carried_a_flash_is_removed_once_the_flash_is_consum
 async fn store_failure_while_loading_answers_500_without_set_cookie() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     client.get("/incr").await;
     let id = client.id().unwrap();
     events.take();
@@ -510,10 +520,10 @@ async fn store_failure_while_loading_answers_500_without_set_cookie() {
 async fn store_failure_while_saving_or_creating_answers_the_configured_error_without_set_cookie() {
     let store = TestStore::new();
     let events = Events::default();
-    let config = events
-        .attach(config())
+    let layer = events
+        .attach(layer(&store))
         .with_error_response(StatusCode::SERVICE_UNAVAILABLE, "try again later");
-    let mut client = Client::new(app(store.clone(), config));
+    let mut client = Client::new(app(layer));
 
     store.set_failing(true);
     let reply = client.get("/incr").await;
@@ -542,13 +552,7 @@ async fn store_failure_while_saving_or_creating_answers_the_configured_error_wit
                 },
             ),
         )
-        .layer(
-            tower_typed_sessions::SessionLayer::from_config(
-                store.clone(),
-                events.attach(config_503()),
-            )
-            .unwrap(),
-        );
+        .layer(events.attach(layer_503(&store)));
     let reply = send(&app, get_with_id("/login-then-break", &id)).await;
     store.set_failing(false);
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -568,15 +572,16 @@ async fn store_failure_while_saving_or_creating_answers_the_configured_error_wit
     );
 }
 
-fn config_503() -> SessionConfig<Counter> {
-    config().with_error_response(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+/// [`layer`] answering store failures with 503 and `try again later`.
+fn layer_503(store: &TestStore) -> SessionLayer<Counter, TestStore> {
+    layer(store).with_error_response(StatusCode::SERVICE_UNAVAILABLE, "try again later")
 }
 
 #[tokio::test]
 async fn undecodable_record_becomes_a_fresh_session_with_an_event_not_a_500() {
     let store = TestStore::new();
     let events = Events::default();
-    let mut client = Client::new(app(store.clone(), events.attach(config())));
+    let mut client = Client::new(app(events.attach(layer(&store))));
     client.get("/incr").await;
     let id = client.key().unwrap();
     events.take();
@@ -616,7 +621,7 @@ async fn undecodable_record_becomes_a_fresh_session_with_an_event_not_a_500() {
 async fn sliding_expiry_keeps_a_used_session_alive_past_its_idle_timeout() {
     let store = TestStore::new();
     let idle = Duration::from_millis(600);
-    let mut client = Client::new(app(store.clone(), config().with_idle_timeout(idle)));
+    let mut client = Client::new(app(layer(&store).with_idle_timeout(idle)));
     client.get("/incr").await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -637,11 +642,11 @@ async fn sliding_expiry_keeps_a_used_session_alive_past_its_idle_timeout() {
 async fn without_sliding_the_session_dies_its_idle_timeout_after_creation() {
     let store = TestStore::new();
     let events = Events::default();
-    let config = events
-        .attach(config())
+    let layer = events
+        .attach(layer(&store))
         .with_idle_timeout(Duration::from_millis(600))
         .with_sliding_expiration(false);
-    let mut client = Client::new(app(store.clone(), config));
+    let mut client = Client::new(app(layer));
     client.get("/incr").await;
     let id = client.key().unwrap();
     let expires_at = store.get(&id).await.unwrap().expires_at;
@@ -673,11 +678,11 @@ async fn without_sliding_the_session_dies_its_idle_timeout_after_creation() {
 async fn absolute_deadline_holds_even_when_sliding_keeps_the_session_busy() {
     let store = TestStore::new();
     let events = Events::default();
-    let config = events
-        .attach(config())
+    let layer = events
+        .attach(layer(&store))
         .with_idle_timeout(Duration::from_millis(500))
         .with_absolute_lifetime(Duration::from_millis(900));
-    let mut client = Client::new(app(store.clone(), config));
+    let mut client = Client::new(app(layer));
     let start = std::time::Instant::now();
     client.get("/incr").await;
     let id = client.key().unwrap();
@@ -703,10 +708,10 @@ async fn absolute_deadline_holds_even_when_sliding_keeps_the_session_busy() {
 async fn idle_timeout_is_enforced_on_read_before_any_sweep() {
     let store = TestStore::new();
     let events = Events::default();
-    let config = events
-        .attach(config())
+    let layer = events
+        .attach(layer(&store))
         .with_idle_timeout(Duration::from_millis(300));
-    let mut client = Client::new(app(store.clone(), config));
+    let mut client = Client::new(app(layer));
     client.get("/incr").await;
     let id = client.key().unwrap();
     events.take();
@@ -751,7 +756,7 @@ async fn handler_cache_control_is_kept_and_existing_vary_is_extended() {
 #[tokio::test]
 async fn duplicate_session_cookies_use_the_first_well_formed_one() {
     let store = TestStore::new();
-    let mut client = Client::new(app(store.clone(), config()));
+    let mut client = Client::new(app(layer(&store)));
     client.get("/incr").await;
     let id = client.id().unwrap();
     let header = format!(
@@ -766,7 +771,7 @@ async fn duplicate_session_cookies_use_the_first_well_formed_one() {
 #[tokio::test]
 async fn concurrent_clients_each_keep_their_own_count() {
     let store = TestStore::new();
-    let app = app(store.clone(), config());
+    let app = app(layer(&store));
     let mut tasks = Vec::new();
     for n in 0..32u32 {
         let app = app.clone();
@@ -788,7 +793,7 @@ async fn concurrent_clients_each_keep_their_own_count() {
 async fn a_slow_write_racing_a_logout_does_not_resurrect_the_session() {
     let store = TestStore::new();
     let events = Events::default();
-    let (app, loaded_rx, go_tx) = gated_app(store.clone(), events.attach(config()), |s| {
+    let (app, loaded_rx, go_tx) = gated_app(events.attach(layer(&store)), |s| {
         s.update(|c| c.count += 100);
     });
     let mut client = Client::new(app.clone());
@@ -818,8 +823,7 @@ async fn a_slow_write_racing_a_logout_does_not_resurrect_the_session() {
 /// An app whose `/gated` route loads the session, tells the test, waits for its go, then runs
 /// `then` on the handle: the test completes another request in between.
 fn gated_app(
-    store: TestStore,
-    config: SessionConfig<Counter>,
+    layer: SessionLayer<Counter, TestStore>,
     then: fn(&tower_typed_sessions::SessionHandle<Counter>),
 ) -> (
     axum::Router,
@@ -843,7 +847,7 @@ fn gated_app(
                 }
             }),
         )
-        .layer(tower_typed_sessions::SessionLayer::from_config(store, config).unwrap());
+        .layer(layer);
     (app, loaded_rx, go_tx)
 }
 
@@ -860,11 +864,10 @@ async fn a_regenerate_of_a_session_another_request_already_regenerated_is_a_conf
         ),
     ] {
         let store = TestStore::new();
-        let (app, loaded, go) =
-            gated_app(store.clone(), config().with_concurrency(concurrency), |s| {
-                s.update(|c| c.user = Some("mallory".into()));
-                s.regenerate();
-            });
+        let (app, loaded, go) = gated_app(layer(&store).with_concurrency(concurrency), |s| {
+            s.update(|c| c.user = Some("mallory".into()));
+            s.regenerate();
+        });
         let mut client = Client::new(app.clone());
         client.get("/incr").await;
         let cookie = format!("id={}", client.id().unwrap().expose_secret());
@@ -896,8 +899,8 @@ async fn a_regenerate_of_a_session_another_request_already_regenerated_is_a_conf
 #[tokio::test]
 async fn in_optimistic_mode_a_save_that_finds_the_session_deleted_is_a_conflict() {
     let store = TestStore::new();
-    let config = config().with_concurrency(tower_typed_sessions::Concurrency::optimistic());
-    let (app, loaded, go) = gated_app(store.clone(), config, |s| s.update(|c| c.count += 100));
+    let layer = layer(&store).with_concurrency(tower_typed_sessions::Concurrency::optimistic());
+    let (app, loaded, go) = gated_app(layer, |s| s.update(|c| c.count += 100));
     let mut client = Client::new(app.clone());
     client.get("/incr").await;
     let cookie = format!("id={}", client.id().unwrap().expose_secret());
@@ -926,8 +929,8 @@ async fn in_optimistic_mode_a_save_that_finds_the_session_deleted_is_a_conflict(
 async fn stale_cookies_are_cleared_once() {
     let store = TestStore::new();
     let events = Events::default();
-    let short = config().with_idle_timeout(Duration::from_millis(100));
-    let app = app(store.clone(), events.attach(short));
+    let short = layer(&store).with_idle_timeout(Duration::from_millis(100));
+    let app = app(events.attach(short));
 
     // Three cookies that name no live session: never issued, expired, and undecodable.
     let unknown = SessionId::generate().unwrap();
@@ -983,10 +986,7 @@ async fn stale_cookies_are_cleared_once() {
 #[tokio::test]
 async fn a_read_with_the_old_cookie_in_the_grace_window_never_changes_the_moved_session() {
     let store = TestStore::new();
-    let app = app(
-        store.clone(),
-        config().with_regenerate_grace(Duration::from_secs(30)),
-    );
+    let app = app(layer(&store).with_regenerate_grace(Duration::from_secs(30)));
     // A session that holds only a flash, regenerated by a request that leaves another flash.
     let mut client = Client::new(app.clone());
     client.get("/flash?msg=hi").await;

@@ -7,7 +7,7 @@ mod support;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use support::{get_with_cookie, send, Client, TestStore};
-use tower_typed_sessions::{SessionConfig, SessionId};
+use tower_typed_sessions::{SessionId, SessionLayer};
 
 /// The value of the sample `name{labels}` with exactly those labels, or 0 if there is none.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -35,7 +35,7 @@ async fn events_and_store_operations_are_counted_and_timed() {
         .install_recorder()
         .expect("install the recorder");
     let store = TestStore::new();
-    let app = support::app(store.clone(), SessionConfig::new());
+    let app = support::app(SessionLayer::new(store.clone()));
     let mut client = Client::new(app.clone());
 
     client.get("/incr").await; // started, cookie sent; create

@@ -14,7 +14,7 @@ mod support;
 
 use redis_server::RedisCluster;
 use support::{Client, Counter, Event, Events};
-use tower_typed_sessions::{RedisStore, RejectReason, SessionConfig, SessionKey, SessionLayer};
+use tower_typed_sessions::{RedisStore, RejectReason, SessionKey, SessionLayer};
 
 async fn store_with_prefix(cluster: &RedisCluster, prefix: &str) -> RedisStore<Counter> {
     let urls = cluster.urls();
@@ -34,9 +34,7 @@ async fn layer_flow_on_a_three_master_cluster() {
     // The layer on the cluster: counts are spread over the masters, count() sees them all.
     let events = Events::default();
     let store = store_with_prefix(&cluster, "layer").await;
-    let app = support::routes().layer(
-        SessionLayer::from_config(store.clone(), events.attach(SessionConfig::new())).unwrap(),
-    );
+    let app = support::routes().layer(events.attach(SessionLayer::new(store.clone())));
     let mut clients: Vec<Client> = (0..24).map(|_| Client::new(app.clone())).collect();
     for client in &mut clients {
         assert_eq!(client.get("/incr").await.body, "1");

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use redis_server::RedisServer;
 use support::{get_with_cookie, get_with_id, send, Client, Counter, Event, Events};
 use tower_typed_sessions::{
-    RedisStore, RejectReason, SessionConfig, SessionId, SessionKey, SessionLayer, StoreError,
+    RedisStore, RejectReason, SessionId, SessionKey, SessionLayer, StoreError,
 };
 
 async fn store_on(server: &RedisServer) -> RedisStore<Counter> {
@@ -117,8 +117,7 @@ fn session_value(revision: u64, deadline: i64, record: &str) -> String {
 }
 
 fn app(store: RedisStore<Counter>, events: &Events) -> axum::Router {
-    support::routes()
-        .layer(SessionLayer::from_config(store, events.attach(SessionConfig::new())).unwrap())
+    support::routes().layer(events.attach(SessionLayer::new(store)))
 }
 
 /// Names of the commands in MONITOR lines (`"EVALSHA" "..."` -> `EVALSHA`).
@@ -188,9 +187,6 @@ async fn round_trips_and_commands_per_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_a_record_and_a_live_key_whose_ttl_is_its_expiry() {
     let server = RedisServer::start();
-    let config = SessionConfig::new()
-        .with_idle_timeout(Duration::from_secs(600))
-        .with_absolute_lifetime(Duration::from_secs(300));
     for (retention, label) in [
         (None, "default retention of 1 h"),
         (Some(Duration::ZERO), "no retention"),
@@ -199,8 +195,10 @@ async fn a_session_is_a_record_and_a_live_key_whose_ttl_is_its_expiry() {
         if let Some(retention) = retention {
             store = store.with_expired_retention(retention);
         }
-        let app =
-            support::routes().layer(SessionLayer::from_config(store, config.clone()).unwrap());
+        let layer = SessionLayer::new(store)
+            .with_idle_timeout(Duration::from_secs(600))
+            .with_absolute_lifetime(Duration::from_secs(300));
+        let app = support::routes().layer(layer);
         let mut client = Client::new(app);
         client.get("/incr").await;
         // IDs are hashed at rest on Redis: the keys hold a digest of the cookie's ID.
@@ -260,10 +258,10 @@ async fn an_idle_expired_session_fires_expired_until_its_retention_ends() {
         if let Some(retention) = retention {
             store = store.with_expired_retention(retention);
         }
-        let config = events
-            .attach(SessionConfig::new())
+        let layer = events
+            .attach(SessionLayer::new(store))
             .with_idle_timeout(Duration::from_millis(300));
-        let app = support::routes().layer(SessionLayer::from_config(store, config).unwrap());
+        let app = support::routes().layer(layer);
         let mut client = Client::new(app);
         client.get("/incr").await;
         let id = client.id().unwrap();
@@ -310,9 +308,9 @@ async fn an_idle_expired_session_fires_expired_until_its_retention_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regenerate_leaves_a_forwarding_pointer_under_the_old_key() {
     let server = RedisServer::start();
-    let config = SessionConfig::new().with_regenerate_grace(Duration::from_secs(5));
-    let app = support::routes()
-        .layer(SessionLayer::from_config(store_on(&server).await, config).unwrap());
+    let layer =
+        SessionLayer::new(store_on(&server).await).with_regenerate_grace(Duration::from_secs(5));
+    let app = support::routes().layer(layer);
     let mut client = Client::new(app);
     client.get("/incr").await;
     let old = client.id().unwrap();

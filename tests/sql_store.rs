@@ -26,7 +26,7 @@ use sqlx::{
 };
 use support::{send, Client, Counter, Event, Events};
 use tower_typed_sessions::{
-    PostgresStore, RejectReason, SessionConfig, SessionKey, SessionLayer, SqliteStore, Store,
+    PostgresStore, RejectReason, SessionKey, SessionLayer, SqliteStore, Store,
 };
 
 async fn pg_pool(server: &PostgresServer) -> PgPool {
@@ -98,8 +98,8 @@ macro_rules! raw_for {
 raw_for!(PgPool);
 raw_for!(SqlitePool);
 
-fn app<St: Store<Counter> + Clone>(store: St, config: SessionConfig<Counter>) -> axum::Router {
-    support::routes().layer(SessionLayer::from_config(store, config).unwrap())
+fn app<St: Store<Counter> + Clone>(layer: SessionLayer<Counter, St>) -> axum::Router {
+    support::routes().layer(layer)
 }
 
 /// The first word of each statement, with the first expression's name after `WITH`.
@@ -125,7 +125,7 @@ async fn statements_per_request_on_postgres() {
     let server = PostgresServer::start();
     let pool = pg_pool(&server).await;
     let store = pg_store(&pool, "sessions").await;
-    let mut client = Client::new(app(store, SessionConfig::new()));
+    let mut client = Client::new(app(SessionLayer::new(store)));
     let (_, mut mark) = server.statements_since(0);
     let mut check = |label: &str, expected: &[&str]| {
         let (statements, now) = server.statements_since(mark);
@@ -167,7 +167,7 @@ async fn slides_at_most_once_a_second<St: Store<Counter> + Clone>(
     table: &str,
 ) {
     let idle = Duration::from_secs(60);
-    let mut client = Client::new(app(store, SessionConfig::new().with_idle_timeout(idle)));
+    let mut client = Client::new(app(SessionLayer::new(store).with_idle_timeout(idle)));
     client.get("/incr").await;
     let expiry = format!("SELECT expires_ms FROM {table}");
     let written = raw.scalar(&expiry).await;
@@ -192,8 +192,8 @@ async fn slides_at_most_once_a_second<St: Store<Counter> + Clone>(
 /// With an idle timeout under two seconds the step is half of it, so reads keep a session alive
 /// however short the timeout.
 async fn short_idle_timeouts_still_slide<St: Store<Counter> + Clone>(label: &str, store: St) {
-    let config = SessionConfig::new().with_idle_timeout(Duration::from_millis(400));
-    let mut client = Client::new(app(store, config));
+    let layer = SessionLayer::new(store).with_idle_timeout(Duration::from_millis(400));
+    let mut client = Client::new(app(layer));
     client.get("/incr").await;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -242,7 +242,7 @@ async fn sweep_many_and_odd_owners<St: Store<Counter> + Clone + SqlExtras>(
     table: &str,
     series: &str,
 ) {
-    let mut client = Client::new(app(store.clone(), SessionConfig::new()));
+    let mut client = Client::new(app(SessionLayer::new(store.clone())));
     client.get("/incr").await;
     let added = raw
         .execute(&format!(
@@ -307,7 +307,7 @@ async fn postgres_outage_answers_500_without_set_cookie_and_recovers_by_itself()
         .await
         .with_operation_timeout(Duration::from_millis(500));
     let events = Events::default();
-    let mut client = Client::new(app(store, events.attach(SessionConfig::new())));
+    let mut client = Client::new(app(events.attach(SessionLayer::new(store))));
     client.get("/incr").await;
     let id = client.id().unwrap();
     events.take();
@@ -349,10 +349,10 @@ async fn expired_until_swept<St: Store<Counter> + Clone + SqlExtras>(
     table: &str,
 ) {
     let events = Events::default();
-    let config = events
-        .attach(SessionConfig::new())
+    let layer = events
+        .attach(SessionLayer::new(keeping.clone()))
         .with_idle_timeout(Duration::from_millis(300));
-    let mut client = Client::new(app(keeping.clone(), config));
+    let mut client = Client::new(app(layer));
     client.get("/incr").await;
     let id = client.id().unwrap();
     let key = SessionKey::hashed(&id);
@@ -418,7 +418,7 @@ async fn migrate_concurrently_then_write<St: Store<Counter> + Clone + SqlExtras>
         run.await.unwrap();
     }
     store.migrate_tables().await;
-    let mut client = Client::new(app(store, SessionConfig::new()));
+    let mut client = Client::new(app(SessionLayer::new(store)));
     client.get("/incr").await;
 }
 
@@ -448,9 +448,9 @@ async fn background_sweep<St: Store<Counter> + Clone>(
     raw: impl Raw,
     table: &str,
 ) {
-    let config = SessionConfig::new().with_idle_timeout(Duration::from_millis(100));
+    let short = |store: St| SessionLayer::new(store).with_idle_timeout(Duration::from_millis(100));
     let rows = format!("SELECT COUNT(*) FROM {table}");
-    let mut client = Client::new(app(sweeping.clone(), config.clone()));
+    let mut client = Client::new(app(short(sweeping.clone())));
     client.get("/incr").await;
     assert_eq!(raw.scalar(&rows).await, 1, "{label}");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -466,7 +466,7 @@ async fn background_sweep<St: Store<Counter> + Clone>(
     // afterwards stays.
     drop(client);
     drop(sweeping);
-    let mut client = Client::new(app(passive, config));
+    let mut client = Client::new(app(short(passive)));
     client.get("/incr").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -513,7 +513,7 @@ async fn undecodable_and_hashed<St: Store<Counter> + Clone>(
     table: &str,
 ) {
     let events = Events::default();
-    let mut client = Client::new(app(store, events.attach(SessionConfig::new())));
+    let mut client = Client::new(app(events.attach(SessionLayer::new(store))));
     client.get("/incr").await;
     let id = client.id().unwrap();
     let keys = raw.texts(&format!("SELECT key FROM {table}")).await;
@@ -620,7 +620,7 @@ async fn sqlite_sessions_survive_a_restart_of_the_application() {
     let cookie = {
         let pool = sqlite_pool(&file).await;
         let store: SqliteStore<Counter> = sqlite_store(&pool, "sessions").await;
-        let mut client = Client::new(app(store, SessionConfig::new()));
+        let mut client = Client::new(app(SessionLayer::new(store)));
         client.get("/incr").await;
         client.get("/incr").await;
         pool.close().await;
@@ -628,7 +628,7 @@ async fn sqlite_sessions_survive_a_restart_of_the_application() {
     };
     let pool = sqlite_pool(&file).await;
     let store: SqliteStore<Counter> = sqlite_store(&pool, "sessions").await;
-    let app = app(store, SessionConfig::new());
+    let app = app(SessionLayer::new(store));
     let reply = send(&app, support::get_with_id("/read", &cookie)).await;
     assert_eq!(reply.body, "2 new=false");
 }

@@ -1,5 +1,6 @@
-//! The apps under test. Every app serves the same three routes:
-//! `/read` (read the typed counter), `/incr` (increment it), `/login` (regenerate the session ID).
+//! The apps under test. Every app serves the same four routes:
+//! `/read` (read the typed counter), `/incr` (increment it), `/login` (regenerate the session ID),
+//! and `/plain` (never asks for the session).
 
 use std::{
     net::SocketAddr,
@@ -63,6 +64,12 @@ pub fn bare() -> Router {
             }),
         )
         .route("/login", get(|| async { "welcome" }))
+        .route("/plain", get(plain))
+}
+
+/// The same in every app: a page that never asks for the session.
+async fn plain() -> &'static str {
+    "no session needed"
 }
 
 mod ours {
@@ -93,6 +100,7 @@ fn ours_router() -> Router {
         .route("/read", get(ours::read))
         .route("/incr", get(ours::incr))
         .route("/login", get(ours::login))
+        .route("/plain", get(plain))
 }
 
 pub fn ours_memory(store: MemoryStore<Counter>) -> Router {
@@ -157,6 +165,7 @@ macro_rules! tower_sessions_app {
                     .route("/read", get(read))
                     .route("/incr", get(incr))
                     .route("/login", get(login))
+                    .route("/plain", get(super::plain))
                     .layer(
                         SessionManagerLayer::new(store)
                             .with_expiry(Expiry::OnInactivity(time::Duration::seconds(

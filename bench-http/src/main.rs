@@ -60,7 +60,8 @@ options:
   --client-threads N    worker threads of the load generator's runtime (default 2)
   --apps a,b,...        subset of: bare,ours-mem,ours-redis,ours-pg,ts-mem,ts-redis,ts-pg
                         (default all)
-  --routes r,...        subset of: read,incr,login (default all)
+  --routes r,...        read, incr, login (the default), and plain (a route that never asks
+                        for the session, each connection still sending its cookie)
   --ts-pool N           fred pool size of the tower-sessions Redis app (default 1: one
                         auto-pipelined connection, its fastest setting here; the
                         tower-sessions-redis-store example uses 6)
@@ -153,7 +154,7 @@ fn parse_args() -> Opts {
         }
     }
     for route in &opts.routes {
-        if !["read", "incr", "login"].contains(&route.as_str()) {
+        if !["read", "incr", "login", "plain"].contains(&route.as_str()) {
             die(&format!("unknown route {route}"));
         }
     }
@@ -200,6 +201,7 @@ fn route_path(route: &str) -> &'static str {
     match route {
         "read" => "/read",
         "incr" => "/incr",
+        "plain" => "/plain",
         _ => "/login",
     }
 }
@@ -797,6 +799,16 @@ fn report_http(
         "memory, /incr (write): req/s vs bare axum",
         ratio("ours-mem", "bare", "incr"),
         0.85,
+    );
+    target(
+        "memory, /plain (session never asked for): req/s vs bare axum",
+        ratio("ours-mem", "bare", "plain"),
+        0.97,
+    );
+    target(
+        "Redis, /plain (session never asked for): req/s vs bare axum",
+        ratio("ours-redis", "bare", "plain"),
+        0.97,
     );
     target(
         "Redis, /read: req/s vs tower-sessions Redis",

@@ -1,12 +1,15 @@
 //! Step 3: what the handler left in the session state, turned into the one write the request
 //! makes. Each arm of [`Change`] is written by one function in `write.rs`.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 use crate::{
     flash::Flash,
-    handle::{Existing, Intent, State},
+    handle::{Existing, Intent, LifetimeChange, State},
     id::{SessionId, SessionKey},
+    lifetime::Lifetime,
     record::{Record, RECORD_FORMAT},
     session::Session,
 };
@@ -21,6 +24,7 @@ pub(crate) enum Change<T> {
         key: SessionKey,
         cookie_id: SessionId,
         expiry: OffsetDateTime,
+        persistent: bool,
         data: T,
     },
     /// A new session: the first write of a request that had none.
@@ -61,12 +65,22 @@ pub(crate) struct Fresh<T> {
     pub(crate) data: T,
     pub(crate) has_data: bool,
     pub(crate) flash: Flash,
+    /// A lifetime of its own (a session remembered on the request that created it).
+    pub(crate) lifetime: Option<Lifetime>,
+}
+
+/// The layer's settings a decision needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Defaults {
+    /// The layer sends persistent cookies (`Max-Age`).
+    pub(crate) persistent: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_lifetime: Duration,
 }
 
 impl<T: Session> Change<T> {
-    /// Decides the request's write. `persistent`: the cookie carries a `Max-Age`, so a slid
-    /// expiry must be announced.
-    pub(crate) fn decide(state: State<T>, now: OffsetDateTime, persistent: bool) -> Self {
+    /// Decides the request's write.
+    pub(crate) fn decide(state: State<T>, now: OffsetDateTime, defaults: Defaults) -> Self {
         let State {
             data,
             existing,
@@ -77,14 +91,20 @@ impl<T: Session> Change<T> {
             refused_write,
             loaded_owner,
             moved_from,
+            lifetime,
             ..
         } = state;
-        let writes = changed || !outgoing_flash.is_empty();
+        let writes = changed || !outgoing_flash.is_empty() || lifetime.is_some();
+        let remembered = match lifetime {
+            Some(LifetimeChange::Remember(lifetime)) => Some(lifetime),
+            _ => None,
+        };
         let fresh = |data, has_data, flash| {
             writes.then_some(Fresh {
                 data,
                 has_data,
                 flash,
+                lifetime: remembered,
             })
         };
         let Some(loaded) = existing else {
@@ -105,6 +125,7 @@ impl<T: Session> Change<T> {
                     data,
                     has_data,
                     flash: outgoing_flash,
+                    lifetime: remembered,
                 })
             } else {
                 Change::Nothing
@@ -141,7 +162,12 @@ impl<T: Session> Change<T> {
             },
             true => Change::Regenerate {
                 owner_was: owner_was(&data),
-                record: record(&loaded, data, outgoing_flash, has_data, now),
+                record: with_lifetime(
+                    record(&loaded, data, outgoing_flash, has_data, now),
+                    lifetime,
+                    now,
+                    defaults,
+                ),
                 loaded,
             },
             false if writes => Change::Save {
@@ -150,11 +176,14 @@ impl<T: Session> Change<T> {
                 loaded,
             },
             false => match loaded.cookie_id {
-                Some(cookie_id) if (persistent && loaded.slid) || loaded.resign => {
+                Some(cookie_id)
+                    if (loaded.persistent(defaults.persistent) && loaded.slid) || loaded.resign =>
+                {
                     Change::Announce {
                         key: loaded.key,
                         cookie_id,
                         expiry: loaded.effective_expiry(),
+                        persistent: loaded.persistent(defaults.persistent),
                         data,
                     }
                 }
@@ -183,5 +212,31 @@ fn record<T>(
         last_seen: now,
         expires_at: loaded.expires_at,
         deadline: loaded.deadline,
+        idle_timeout: loaded.idle_timeout,
     }
+}
+
+/// `record` with the lifetime the handler gave it, if it changed: its own bounds from now, or
+/// the layer's (never past the deadline it had).
+fn with_lifetime<T>(
+    mut record: Record<T>,
+    change: Option<LifetimeChange>,
+    now: OffsetDateTime,
+    defaults: Defaults,
+) -> Record<T> {
+    let (idle, deadline) = match change {
+        None => return record,
+        Some(LifetimeChange::Remember(lifetime)) => (
+            Some(lifetime.idle_timeout()),
+            now + lifetime.absolute_lifetime(),
+        ),
+        Some(LifetimeChange::LayerDefault) => {
+            (None, record.deadline.min(now + defaults.absolute_lifetime))
+        }
+    };
+    record.idle_timeout = idle;
+    record.deadline = deadline;
+    record.expires_at = (now + idle.unwrap_or(defaults.idle_timeout)).min(deadline);
+    record.last_seen = now;
+    record
 }

@@ -1,15 +1,18 @@
 //! Step 1: from the request's cookie to the session state the handler sees.
 
-use http::HeaderMap;
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use http::HeaderValue;
 use time::OffsetDateTime;
 
 use super::{store_error, Engine};
 use crate::{
-    callbacks::RejectReason,
     cookies::{self, Incoming},
     error::{SessionError, StoreOperation},
+    events::RejectReason,
     handle::State,
     id::SessionKey,
+    lazy::Loader,
     record::Record,
     session::Session,
     store::{Expect, Forward, LoadOptions, Loaded, Store},
@@ -19,21 +22,24 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     /// Reads the session cookie and loads the session it names. One store call for a live
     /// session (sliding and flash taking included); a request without a cookie, or with one
     /// that cannot be an ID we issued, costs none.
-    pub(crate) async fn load(&self, headers: &HeaderMap) -> Result<State<T>, SessionError> {
+    pub(crate) async fn load(
+        &self,
+        cookie_headers: &[HeaderValue],
+    ) -> Result<State<T>, SessionError> {
         let settings = &self.settings;
-        let callbacks = &settings.callbacks;
+        let events = &settings.events;
         let (cookie_id, resign) = match cookies::find_session_id(
-            headers,
+            cookie_headers,
             &settings.cookie.name,
             settings.signer.as_ref(),
         ) {
             Incoming::Absent => return Ok(State::fresh()),
             Incoming::Malformed => {
-                callbacks.rejected(RejectReason::Malformed, None);
+                events.rejected(RejectReason::Malformed, None);
                 return Ok(State::replacing_stale_cookie());
             }
             Incoming::BadSignature => {
-                callbacks.rejected(RejectReason::BadSignature, None);
+                events.rejected(RejectReason::BadSignature, None);
                 return Ok(State::replacing_stale_cookie());
             }
             Incoming::Id { id, resign } => (id, resign),
@@ -45,32 +51,60 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             .taking_flash(true);
         match self.store.load(&key, options).await {
             Ok(Loaded::Active(record)) if record.key == key && !record.is_expired(now) => {
-                callbacks.loaded(&key, &record.data);
-                Ok(State::loaded(
-                    record,
-                    settings.sliding,
-                    Some(cookie_id),
-                    resign,
-                ))
+                let (record, slid) = match record.idle_timeout {
+                    Some(idle) if settings.sliding => self.slide_own(record, idle, now).await?,
+                    _ => (record, settings.sliding),
+                };
+                events.loaded(&key, &record.data);
+                Ok(State::loaded(record, slid, Some(cookie_id), resign))
             }
             Ok(Loaded::Active(record)) => self.dead_record(&key, record).await,
             Ok(Loaded::Expired(record)) => {
-                callbacks.expired(&key, &record.data);
+                events.expired(&key, &record.data);
                 Ok(State::replacing_stale_cookie())
             }
             Ok(Loaded::Moved(forward)) => self.through_grace(&key, forward, now).await,
             Ok(Loaded::Missing) => {
-                callbacks.rejected(RejectReason::Unknown, Some(&key));
+                events.rejected(RejectReason::Unknown, Some(&key));
                 Ok(State::replacing_stale_cookie())
             }
             Err(err) if err.is_decode() => {
                 tracing::warn!(session = %key, error = %err, "stored session is undecodable; starting a fresh one");
-                callbacks.rejected(RejectReason::Undecodable, Some(&key));
+                events.rejected(RejectReason::Undecodable, Some(&key));
                 if let Err(err) = self.store.delete(&key, Expect::Any).await {
                     tracing::warn!(session = %key, error = %err, "could not delete the undecodable session");
                 }
                 Ok(State::replacing_stale_cookie())
             }
+            Err(err) => Err(store_error(StoreOperation::Load)(err)),
+        }
+    }
+
+    /// Slides a remembered session by its own idle timeout, which the store's load (sliding by
+    /// the layer's) does not know: a second load, only when that moves the expiry by a step (see
+    /// `lifetime::slide_step`). Returns the record with its expiry now, and whether it moved.
+    async fn slide_own(
+        &self,
+        mut record: Record<T>,
+        idle: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<(Record<T>, bool), SessionError> {
+        // Enough when it lives at least `idle - step` more (or to its deadline). Not "moves by a
+        // step": a store whose load sets the expiry outright (Redis) may have just moved it
+        // back to the layer's idle timeout, and near the deadline that is less than a step.
+        let enough = (now + idle - crate::lifetime::slide_step(idle)).min(record.deadline);
+        if record.expires_at >= enough {
+            return Ok((record, false));
+        }
+        let options = LoadOptions::at(now).sliding(Some(idle));
+        match self.store.load(&record.key, options).await {
+            Ok(Loaded::Active(slid)) if slid.key == record.key => {
+                record.expires_at = slid.expires_at;
+                Ok((record, true))
+            }
+            // Ended or moved since the first load: this request keeps the copy it read, as any
+            // request does that loaded just before a logout.
+            Ok(_) => Ok((record, false)),
             Err(err) => Err(store_error(StoreOperation::Load)(err)),
         }
     }
@@ -89,7 +123,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     ) -> Result<State<T>, SessionError> {
         if record.key != *key {
             self.settings
-                .callbacks
+                .events
                 .rejected(RejectReason::Undecodable, Some(key));
             return Ok(State::replacing_stale_cookie());
         }
@@ -97,7 +131,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             .delete(key, Expect::Any)
             .await
             .map_err(store_error(StoreOperation::Delete))?;
-        self.settings.callbacks.expired(key, &record.data);
+        self.settings.events.expired(key, &record.data);
         Ok(State::replacing_stale_cookie())
     }
 
@@ -120,7 +154,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                     tracing::debug!(old = %key, new = %record.key, "request with a regenerated id served read-only within the grace window");
                     // The flash belongs to the request that carries the new cookie.
                     record.flash.clear();
-                    self.settings.callbacks.loaded(&record.key, &record.data);
+                    self.settings.events.loaded(&record.key, &record.data);
                     return Ok(State::loaded(record, false, None, false));
                 }
                 Ok(None) => {}
@@ -131,8 +165,22 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             }
         }
         self.settings
-            .callbacks
+            .events
             .rejected(RejectReason::Regenerated, Some(key));
         Ok(State::moved_away(*key))
     }
+}
+
+impl<T: Session, St: Store<T>> Loader<T> for Engine<T, St> {
+    fn load<'a>(
+        &'a self,
+        cookie_headers: &'a [HeaderValue],
+    ) -> Pin<Box<dyn Future<Output = Result<State<T>, SessionError>> + Send + 'a>> {
+        Box::pin(Engine::load(self, cookie_headers))
+    }
+}
+
+/// Lets the layer hand an engine to a request as a [`Loader`] without its store type.
+pub(crate) fn loader<T: Session, St: Store<T>>(engine: &Arc<Engine<T, St>>) -> Arc<dyn Loader<T>> {
+    Arc::clone(engine) as Arc<dyn Loader<T>>
 }

@@ -1,7 +1,8 @@
 //! The request path, in the order a request meets it:
 //!
-//! 1. [`load`]: the cookie is parsed and the session loaded (sliding its expiry and taking its
-//!    flash in the same store step), or refused with a reason;
+//! 1. [`load`]: when the handler first asks for the session (`lazy.rs`), the cookie is parsed
+//!    and the session loaded (sliding its expiry and taking its flash in the same store step),
+//!    or refused with a reason;
 //! 2. the handler works on a [`SessionHandle`](crate::SessionHandle) (`handle.rs`);
 //! 3. [`change`]: what the handler left is turned into one [`Change`](change::Change), the one
 //!    write the request makes;
@@ -15,6 +16,10 @@ mod change;
 mod load;
 mod owners;
 mod write;
+
+pub(crate) use load::loader;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -39,14 +44,22 @@ const ID_ATTEMPTS: usize = 3;
 
 /// A store and the checked settings of one layer: everything a request needs.
 pub(crate) struct Engine<T, St> {
-    store: Measured<St>,
+    store: Arc<Measured<St>>,
     settings: Settings<T>,
 }
 
 impl<T, St> Engine<T, St> {
     pub(crate) fn new(store: St, settings: Settings<T>) -> Self {
         Self {
-            store: Measured::new(store),
+            store: Arc::new(Measured::new(store)),
+            settings,
+        }
+    }
+
+    /// The same store with other settings (the layer's builder methods).
+    pub(crate) fn with_settings(&self, settings: Settings<T>) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
             settings,
         }
     }
@@ -73,6 +86,14 @@ impl<T, St> Engine<T, St> {
 }
 
 impl<T: Session, St: Store<T>> Engine<T, St> {
+    /// Whether [`IdsAtRest::StoreDefault`](crate::IdsAtRest::StoreDefault) hashes IDs on this
+    /// store: unless its contents stay in the process.
+    pub(crate) fn hashes_ids_by_default(&self) -> bool {
+        !self.store.inner().contents_stay_in_process()
+    }
+}
+
+impl<T: Session, St: Store<T>> Engine<T, St> {
     /// The error response: never a Set-Cookie, so the client keeps its cookie through an outage.
     pub(crate) fn error_response<B: From<Bytes>>(&self, err: &SessionError) -> Response<B> {
         let (status, body) = match err {
@@ -81,7 +102,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 Bytes::from_static(b"the session changed concurrently; retry"),
             ),
             _ => {
-                self.settings.callbacks.error(err);
+                self.settings.events.error(err);
                 (self.settings.error_status, self.settings.error_body.clone())
             }
         };

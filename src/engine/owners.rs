@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use super::{store_error, Engine};
 use crate::{
     error::{SessionError, StoreOperation},
+    events::Ending,
     id::SessionKey,
     record::Record,
     session::Session,
@@ -67,7 +68,9 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         let mut revoked = 0;
         for Indexed { indexed, record } in self.live_sessions(owner).await? {
             if select(&indexed, &record.key)
-                && self.end(indexed, Some(&record.data), Some(owner)).await?
+                && self
+                    .end(indexed, Some(&record.data), Some(owner), Ending::Revoke)
+                    .await?
             {
                 revoked += 1;
             }

@@ -7,12 +7,13 @@ use http::HeaderValue;
 use time::OffsetDateTime;
 
 use super::{
-    change::{Change, Fresh},
+    change::{Change, Defaults, Fresh},
     store_error, Engine, ID_ATTEMPTS, MAX_FORWARDS,
 };
 use crate::{
     cookies,
     error::{SessionError, StoreError, StoreOperation},
+    events::Ending,
     handle::{Existing, State},
     id::{SessionId, SessionKey},
     record::Record,
@@ -26,16 +27,17 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     pub(crate) async fn write(&self, state: State<T>) -> Result<Option<HeaderValue>, SessionError> {
         let stale_cookie = state.stale_cookie;
         let now = OffsetDateTime::now_utc();
-        let cookie = match Change::decide(state, now, self.settings.persistent) {
+        let cookie = match Change::decide(state, now, self.defaults()) {
             Change::Nothing => None,
             Change::Announce {
                 key,
                 cookie_id,
                 expiry,
+                persistent,
                 data,
             } => {
-                self.settings.callbacks.client(&key, &data);
-                Some(self.cookie(&cookie_id, expiry, now))
+                self.settings.events.cookie_sent(&key, &data);
+                Some(self.cookie(&cookie_id, persistent.then_some(expiry), now))
             }
             Change::Create(fresh) => Some(self.create(fresh, now).await?),
             Change::Save {
@@ -58,7 +60,8 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                     Some(data) => Some(data),
                     None => self.peek(key, now).await?,
                 };
-                self.end(key, data.as_ref(), owner_was.as_deref()).await?;
+                self.end(key, data.as_ref(), owner_was.as_deref(), Ending::Logout)
+                    .await?;
                 match then {
                     Some(fresh) => Some(self.create(fresh, now).await?),
                     None => Some(self.settings.cookie.removal.clone()),
@@ -70,7 +73,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 owner_was,
             } => self.discard(key, revision, owner_was).await?,
             Change::Refuse { key } => {
-                self.settings.callbacks.conflict(&key);
+                self.settings.events.conflict(&key);
                 return Err(SessionError::ReadOnly);
             }
         };
@@ -84,6 +87,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         key: SessionKey,
         data: Option<&T>,
         owner: Option<&str>,
+        how: Ending,
     ) -> Result<bool, SessionError> {
         let (outcome, ended) = self.delete_following(key).await?;
         let owner = owner.map(str::to_owned).or_else(|| data.and_then(T::owner));
@@ -92,8 +96,8 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             self.unindex(owner.as_deref(), &ended).await;
         }
         let live = outcome == WriteOutcome::Done;
-        if let (true, Some(data)) = (live, data) {
-            self.settings.callbacks.deleted(&ended, data);
+        if live {
+            self.settings.events.ended(&ended, data, how);
         }
         Ok(live)
     }
@@ -163,11 +167,13 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 if owner_changed {
                     self.unindex(owner_was.as_deref(), &loaded.key).await;
                 }
-                let announce = (self.settings.persistent && loaded.slid) || loaded.resign;
+                let persistent = loaded.persistent(self.settings.persistent);
+                let announce = (persistent && loaded.slid) || loaded.resign;
                 Ok(match loaded.cookie_id {
                     Some(cookie_id) if announce => {
-                        self.settings.callbacks.client(&record.key, &record.data);
-                        Some(self.cookie(&cookie_id, record.effective_expiry(), now))
+                        self.settings.events.cookie_sent(&record.key, &record.data);
+                        let expiry = persistent.then(|| record.effective_expiry());
+                        Some(self.cookie(&cookie_id, expiry, now))
                     }
                     _ => None,
                 })
@@ -220,14 +226,10 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             match outcome {
                 WriteOutcome::Done => {
                     self.unindex(owner_was.as_deref(), &loaded.key).await;
-                    let callbacks = &self.settings.callbacks;
-                    callbacks.regenerated(&loaded.key, &record.key, &record.data);
-                    callbacks.client(&record.key, &record.data);
-                    return Ok(Some(self.cookie(
-                        &cookie_id,
-                        record.effective_expiry(),
-                        now,
-                    )));
+                    let events = &self.settings.events;
+                    events.regenerated(&loaded.key, &record.key, &record.data);
+                    events.cookie_sent(&record.key, &record.data);
+                    return Ok(Some(self.record_cookie(&cookie_id, &record, now)));
                 }
                 WriteOutcome::Collision => {
                     tracing::warn!("session id collision; drawing another");
@@ -258,6 +260,11 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         );
         record.flash = fresh.flash;
         record.has_data = fresh.has_data;
+        if let Some(lifetime) = fresh.lifetime {
+            record.idle_timeout = Some(lifetime.idle_timeout());
+            record.deadline = now + lifetime.absolute_lifetime();
+            record.expires_at = (now + lifetime.idle_timeout()).min(record.deadline);
+        }
         self.check_size(&record)?;
         let owner = record.data.owner();
         for attempt in 0..ID_ATTEMPTS {
@@ -273,10 +280,10 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 .map_err(store_error(StoreOperation::Create))?
             {
                 WriteOutcome::Done => {
-                    let callbacks = &self.settings.callbacks;
-                    callbacks.started(&record.key, &record.data);
-                    callbacks.client(&record.key, &record.data);
-                    return Ok(self.cookie(&cookie_id, record.effective_expiry(), now));
+                    let events = &self.settings.events;
+                    events.started(&record.key, &record.data);
+                    events.cookie_sent(&record.key, &record.data);
+                    return Ok(self.record_cookie(&cookie_id, &record, now));
                 }
                 _ => {
                     self.unindex(owner.as_deref(), &record.key).await;
@@ -311,7 +318,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     }
 
     fn conflict(&self, key: &SessionKey) -> SessionError {
-        self.settings.callbacks.conflict(key);
+        self.settings.events.conflict(key);
         SessionError::Conflict
     }
 
@@ -365,18 +372,44 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         })
     }
 
-    /// The Set-Cookie carrying `cookie_id`, with a `Max-Age` up to `expiry` when the cookie is
-    /// persistent.
+    /// The layer's settings a decision needs.
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            persistent: self.settings.persistent,
+            idle_timeout: self.settings.idle_timeout,
+            absolute_lifetime: self.settings.absolute_lifetime,
+        }
+    }
+
+    /// The Set-Cookie of `record`, just written under `cookie_id`: persistent if the layer's
+    /// cookies are or the session has a lifetime of its own.
+    fn record_cookie(
+        &self,
+        cookie_id: &SessionId,
+        record: &Record<T>,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
+        let persistent = self.settings.persistent || record.idle_timeout.is_some();
+        self.cookie(
+            cookie_id,
+            persistent.then(|| record.effective_expiry()),
+            now,
+        )
+    }
+
+    /// The Set-Cookie carrying `cookie_id`, with a `Max-Age` up to `expiry` if given (a
+    /// persistent cookie).
     fn cookie(
         &self,
         cookie_id: &SessionId,
-        expiry: OffsetDateTime,
+        expiry: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> HeaderValue {
-        let max_age = self
-            .settings
-            .persistent
-            .then(|| u64::try_from((expiry - now).whole_seconds()).unwrap_or(0));
+        // Rounded up: a live session's cookie must never say `Max-Age=0`, which deletes it.
+        let max_age = expiry.map(|expiry| {
+            let millis = u64::try_from((expiry - now).whole_milliseconds()).unwrap_or(0);
+            millis.max(1).div_ceil(1000)
+        });
         cookies::live_cookie(
             &self.settings.cookie,
             self.settings.signer.as_ref(),

@@ -2,7 +2,8 @@
 
 use std::{
     convert::Infallible,
-    future::{ready, Ready},
+    future::Future,
+    pin::Pin,
     task::{Context, Poll},
 };
 
@@ -11,7 +12,7 @@ use http::{header, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
-use crate::{handle::SessionHandle, session::Session};
+use crate::{lazy::LazySession, session::Session};
 
 /// The session the suite stores: a counter and an owner.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,53 +39,65 @@ pub(crate) struct ProbeApp;
 impl Service<Request<Bytes>> for ProbeApp {
     type Response = Response<Bytes>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<Bytes>, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let Some(session) = req.extensions().get::<SessionHandle<Probe>>().cloned() else {
-            let mut response = Response::new(Bytes::from_static(b"no session layer"));
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            return ready(Ok(response));
-        };
-        let body = match req.uri().path() {
-            "/read" => {
-                let new = session.is_new();
-                session.read(|p| format!("{new}|{}|{}", p.user.as_deref().unwrap_or(""), p.count))
-            }
-            "/incr" => session.update(|p| {
-                p.count += 1;
-                p.count.to_string()
-            }),
-            "/login" => {
-                session.update(|p| p.user = Some("alice".to_owned()));
-                session.regenerate();
-                String::new()
-            }
-            "/regenerate" => {
-                session.regenerate();
-                String::new()
-            }
-            "/logout" => {
-                session.delete();
-                String::new()
-            }
-            "/flash" => {
-                session.update(|p| p.count += 1);
-                session.flash("notice", "hello");
-                String::new()
-            }
-            "/show" => session.flash_message("notice").unwrap_or_default(),
-            _ => String::new(),
-        };
-        let mut response = Response::new(Bytes::from(body));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain"),
-        );
-        ready(Ok(response))
+        Box::pin(answer(req))
     }
+}
+
+fn failure(body: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+async fn answer(req: Request<Bytes>) -> Result<Response<Bytes>, Infallible> {
+    let Some(lazy) = req.extensions().get::<LazySession<Probe>>().cloned() else {
+        return Ok(failure("no session layer"));
+    };
+    let Ok(session) = lazy.load().await else {
+        // The layer answers with its error response.
+        return Ok(failure("session unavailable"));
+    };
+    let body = match req.uri().path() {
+        "/read" => {
+            let new = session.is_new();
+            session.read(|p| format!("{new}|{}|{}", p.user.as_deref().unwrap_or(""), p.count))
+        }
+        "/incr" => session.update(|p| {
+            p.count += 1;
+            p.count.to_string()
+        }),
+        "/login" => {
+            session.update(|p| p.user = Some("alice".to_owned()));
+            session.regenerate();
+            String::new()
+        }
+        "/regenerate" => {
+            session.regenerate();
+            String::new()
+        }
+        "/logout" => {
+            session.delete();
+            String::new()
+        }
+        "/flash" => {
+            session.update(|p| p.count += 1);
+            session.flash("notice", "hello");
+            String::new()
+        }
+        "/show" => session.flash_message("notice").unwrap_or_default(),
+        _ => String::new(),
+    };
+    let mut response = Response::new(Bytes::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    Ok(response)
 }

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use super::{probe::ProbeApp, Factory, Probe};
 use crate::{
-    config::{Concurrency, SessionConfig},
+    config::Concurrency,
     error::StoreError,
     id::{SessionId, SessionKey},
     keys::IdsAtRest,
@@ -258,15 +258,22 @@ struct Rig<St> {
 }
 
 impl<St: Store<Probe> + Clone> Rig<St> {
-    fn new(store: St, config: SessionConfig<Probe>) -> Self {
+    fn new(store: St, concurrency: Concurrency) -> Self {
+        Self::with_grace(store, concurrency, Duration::ZERO)
+    }
+
+    /// A rig whose layer has a regenerate grace window of `grace` (zero: none).
+    fn with_grace(store: St, concurrency: Concurrency, grace: Duration) -> Self {
         let gate = Arc::new(Gate::default());
         let owner_index = store.supports_owner_index();
         let gated = Gated {
             inner: store,
             gate: Arc::clone(&gate),
         };
-        let config = config.with_ids_at_rest(IdsAtRest::Hash);
-        let layer = SessionLayer::from_config(gated, config).expect("a valid race config");
+        let layer = SessionLayer::new(gated)
+            .with_concurrency(concurrency)
+            .with_ids_at_rest(IdsAtRest::Hash)
+            .with_regenerate_grace(grace);
         Self {
             app: layer.layer(ProbeApp),
             manager: layer.manager(),
@@ -431,12 +438,12 @@ where
     runs
 }
 
-fn lww() -> SessionConfig<Probe> {
-    SessionConfig::new()
+fn lww() -> Concurrency {
+    Concurrency::LastWriteWins
 }
 
-fn optimistic() -> SessionConfig<Probe> {
-    SessionConfig::new().with_concurrency(Concurrency::optimistic())
+fn optimistic() -> Concurrency {
+    Concurrency::optimistic()
 }
 
 /// The guarantees, in the order they run; each entry is (name, races run).
@@ -481,8 +488,8 @@ pub(crate) async fn logout_ends_the_session<St: Store<Probe> + Clone>(
     plan: &Plan,
 ) -> usize {
     let mut runs = 0;
-    for config in [lww(), optimistic()] {
-        let rig = Rig::new(make().await, config);
+    for concurrency in [lww(), optimistic()] {
+        let rig = Rig::new(make().await, concurrency);
         for other in ["/login", "/incr", "/regenerate", "/logout"] {
             runs += every_order(plan, |order, mode| {
                 let rig = rig.clone();
@@ -705,11 +712,8 @@ pub(crate) async fn grace_is_read_only<St: Store<Probe> + Clone>(
     plan: &Plan,
 ) -> usize {
     let mut runs = 0;
-    for config in [lww(), optimistic()] {
-        let rig = Rig::new(
-            make().await,
-            config.with_regenerate_grace(Duration::from_secs(30)),
-        );
+    for concurrency in [lww(), optimistic()] {
+        let rig = Rig::with_grace(make().await, concurrency, Duration::from_secs(30));
         for other in ["/regenerate", "/logout", "/incr", "/read"] {
             runs += every_order(plan, |order, mode| {
                 let rig = rig.clone();

@@ -12,19 +12,14 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tower_typed_sessions::{
     Concurrency, Expect, Forward, IdsAtRest, Key, LoadOptions, Loaded, Record, RejectReason,
-    SessionConfig, SessionHandle, SessionId, SessionKey, SessionLayer, Store, StoreError,
-    WriteOutcome,
+    SessionHandle, SessionId, SessionKey, SessionLayer, Store, StoreError, WriteOutcome,
 };
 
 use crate::support::{get_with_cookie, send, Client, Counter};
 
 type Gate = Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>;
 
-fn racing_app<St: Store<Counter> + Clone>(
-    store: St,
-    config: SessionConfig<Counter>,
-    gate: Gate,
-) -> Router {
+fn racing_app<St: Store<Counter> + Clone>(layer: SessionLayer<Counter, St>, gate: Gate) -> Router {
     crate::support::routes()
         .route(
             // Loads, tells the test it has loaded, waits for the test, then writes.
@@ -54,7 +49,7 @@ fn racing_app<St: Store<Counter> + Clone>(
             "/read-only",
             get(|s: SessionHandle<Counter>| async move { s.is_read_only().to_string() }),
         )
-        .layer(SessionLayer::from_config(store, config).unwrap())
+        .layer(layer)
 }
 
 /// The key `store` keeps the session with cookie ID `id` under, with the layer's default
@@ -82,7 +77,7 @@ pub async fn peek<St: Store<Counter>>(store: &St, key: &SessionKey) -> Loaded<Co
 /// login). Returns how many resurrections were seen (the caller asserts zero).
 pub async fn no_resurrection<St: Store<Counter> + Clone>(store: St, races: usize) -> usize {
     let gate: Gate = Arc::default();
-    let app = racing_app(store.clone(), SessionConfig::new(), gate.clone());
+    let app = racing_app(SessionLayer::new(store.clone()), gate.clone());
     let mut resurrections = 0;
     for race in 0..races {
         let mut client = Client::new(app.clone());
@@ -157,10 +152,10 @@ async fn successes(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
 pub async fn optimistic_increments<St: Store<Counter> + Clone>(store: St) -> (u32, usize, usize) {
     let conflicts = Arc::new(Mutex::new(0usize));
     let seen = conflicts.clone();
-    let config = SessionConfig::new()
+    let layer = SessionLayer::new(store)
         .with_concurrency(Concurrency::optimistic())
         .on_conflict(move |_| *seen.lock().unwrap() += 1);
-    let app = racing_app(store, config, Gate::default());
+    let app = racing_app(layer, Gate::default());
     let mut client = Client::new(app.clone());
     client.get("/incr").await;
     client.get("/read").await;
@@ -200,7 +195,7 @@ pub async fn optimistic_increments<St: Store<Counter> + Clone>(store: St) -> (u3
 /// The same 64 concurrent increments under last-write-wins (no retries needed: every response is
 /// 200). Returns (final value, successful responses).
 pub async fn last_write_wins_increments<St: Store<Counter> + Clone>(store: St) -> (u32, usize) {
-    let app = racing_app(store, SessionConfig::new(), Gate::default());
+    let app = racing_app(SessionLayer::new(store), Gate::default());
     let mut client = Client::new(app.clone());
     client.get("/incr").await;
     let cookie = format!("id={}", client.id().unwrap().expose_secret());
@@ -316,13 +311,9 @@ pub async fn signed_cookies_and_rotation<St: Store<Counter> + Clone>(store: St) 
     let signed_by = |keys: Vec<Key>| {
         let sink = sink.clone();
         crate::support::routes().layer(
-            SessionLayer::from_config(
-                store.clone(),
-                SessionConfig::new()
-                    .with_signing_keys(keys)
-                    .on_rejected(move |reason, _| sink.lock().unwrap().push(reason)),
-            )
-            .unwrap(),
+            SessionLayer::new(store.clone())
+                .with_signing_keys(keys)
+                .on_rejected(move |reason, _| sink.lock().unwrap().push(reason)),
         )
     };
     let old_app = signed_by(vec![key(1)]);
@@ -412,13 +403,8 @@ pub async fn hashed_ids_at_rest<St: Store<Counter> + Clone>(store: St) {
         ("hash", IdsAtRest::Hash),
         ("keyed", IdsAtRest::KeyedHash(key(5))),
     ] {
-        let app = crate::support::routes().layer(
-            SessionLayer::from_config(
-                store.clone(),
-                SessionConfig::new().with_ids_at_rest(mode.clone()),
-            )
-            .unwrap(),
-        );
+        let app = crate::support::routes()
+            .layer(SessionLayer::new(store.clone()).with_ids_at_rest(mode.clone()));
         let mut client = Client::new(app.clone());
         client.get("/incr").await;
         client.get("/incr").await;
@@ -475,8 +461,7 @@ pub async fn regenerate_grace_window<St: Store<Counter> + Clone>(store: St) {
     let (rejected_sink, deleted_sink) = (rejected.clone(), deleted.clone());
     let grace = Duration::from_millis(1000);
     let app = racing_app(
-        store.clone(),
-        SessionConfig::new()
+        SessionLayer::new(store.clone())
             .with_regenerate_grace(grace)
             .on_rejected(move |reason, _| rejected_sink.lock().unwrap().push(reason))
             .on_deleted(move |key, data: &Counter| {
@@ -585,13 +570,9 @@ pub async fn record_size_limit<St: Store<Counter> + Clone>(store: St) {
             ),
         )
         .layer(
-            SessionLayer::from_config(
-                store.clone(),
-                SessionConfig::new()
-                    .with_max_record_size(512)
-                    .on_error(move |e| sink.lock().unwrap().push(e.to_string())),
-            )
-            .unwrap(),
+            SessionLayer::new(store.clone())
+                .with_max_record_size(512)
+                .on_error(move |e| sink.lock().unwrap().push(e.to_string())),
         );
     let mut client = Client::new(app);
     assert_eq!(client.get("/grow?n=10").await.status, 200);

@@ -23,8 +23,7 @@ use time::OffsetDateTime;
 use tower::ServiceExt;
 use tower_typed_sessions::{
     Expect, Forward, LoadOptions, Loaded, MemoryStore, Record, RejectReason, Session,
-    SessionConfig, SessionHandle, SessionId, SessionKey, SessionLayer, Store, StoreError,
-    WriteOutcome,
+    SessionHandle, SessionId, SessionKey, SessionLayer, Store, StoreError, WriteOutcome,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -206,8 +205,11 @@ impl Events {
         self.0.lock().unwrap().push(event);
     }
 
-    /// Registers a recorder on every callback of `config`.
-    pub fn attach(&self, config: SessionConfig<Counter>) -> SessionConfig<Counter> {
+    /// Registers a recorder on every callback of `layer`.
+    pub fn attach<St: Store<Counter>>(
+        &self,
+        layer: SessionLayer<Counter, St>,
+    ) -> SessionLayer<Counter, St> {
         let (a, b, c, d, e, f, g, h) = (
             self.clone(),
             self.clone(),
@@ -218,10 +220,10 @@ impl Events {
             self.clone(),
             self.clone(),
         );
-        config
+        layer
             .on_started(move |id, _| a.push(Event::Started(*id)))
             .on_loaded(move |id, _| b.push(Event::Loaded(*id)))
-            .on_client(move |id, _| c.push(Event::Client(*id)))
+            .on_cookie_sent(move |id, _| c.push(Event::Client(*id)))
             .on_deleted(move |id, data| d.push(Event::Deleted(*id, data.clone())))
             .on_expired(move |id, _| e.push(Event::Expired(*id)))
             .on_regenerated(move |old, new, data| {
@@ -326,8 +328,9 @@ pub fn routes() -> Router {
         )
 }
 
-pub fn app(store: TestStore, config: SessionConfig<Counter>) -> Router {
-    routes().layer(SessionLayer::from_config(store, config).expect("valid config"))
+/// The lifecycle routes behind `layer`.
+pub fn app(layer: SessionLayer<Counter, TestStore>) -> Router {
+    routes().layer(layer)
 }
 
 /// One response, its body read.

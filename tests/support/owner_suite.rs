@@ -18,8 +18,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower_typed_sessions::{
-    Session, SessionConfig, SessionHandle, SessionId, SessionKey, SessionLayer, SessionManager,
-    SessionTag, Store,
+    Session, SessionHandle, SessionId, SessionKey, SessionLayer, SessionManager, SessionTag, Store,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -215,10 +214,9 @@ impl Device {
 pub async fn owner_index_flow<St: Store<Account> + Clone>(store: St) {
     let deleted: Arc<Mutex<Vec<SessionKey>>> = Arc::default();
     let sink = deleted.clone();
-    let config = SessionConfig::new()
+    let app = app(SessionLayer::new(store.clone())
         .with_idle_timeout(Duration::from_millis(1500))
-        .on_deleted(move |id, _| sink.lock().unwrap().push(*id));
-    let app = app(SessionLayer::from_config(store.clone(), config).unwrap());
+        .on_deleted(move |id, _| sink.lock().unwrap().push(*id)));
     let mut phone = Device::new(&app);
     let mut laptop = Device::new(&app);
 
