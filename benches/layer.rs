@@ -12,7 +12,10 @@
 //!   handlers without the layer; `layer_memory` adds `SessionLayer` on a `MemoryStore`. Paths:
 //!   `read` (existing session, sliding expiry: one `load`), `modify` (existing session changed:
 //!   `load` + `save`), `create` (no cookie, the handler writes: `create`), and `regenerate`
-//!   (existing session, new ID: `load` + `regenerate`; the next request uses the new cookie).
+//!   (existing session, new ID: `load` + `regenerate`; the next request uses the new cookie), and
+//!   `plain` (a route that never asks for the session, with a live session's cookie: no store
+//!   call), where `noop_layer` adds a layer that does nothing, to tell axum's cost of layering a
+//!   router from the session layer's own.
 //!   Both apps get the same Cookie header, so only the layer differs.
 //! - `metrics/<recorder>/<path>` (feature `metrics`): the layer on a `MemoryStore` with no
 //!   metrics recorder and with a Prometheus one, side by side.
@@ -78,15 +81,27 @@ async fn login(session: SessionHandle<Counter>) -> &'static str {
     "welcome"
 }
 
+/// A page that never asks for the session.
+async fn plain() -> &'static str {
+    "no session needed"
+}
+
 fn layered() -> Router {
     Router::new()
         .route("/read", get(read))
         .route("/incr", get(incr))
         .route("/login", get(login))
+        .route("/plain", get(plain))
         .layer(SessionLayer::new(MemoryStore::<Counter>::new()))
         // Turn handlers into routes once, as `axum::serve` does; a `Router` driven directly
         // would redo it (and re-apply the layer) on every request.
         .with_state(())
+}
+
+/// The bare routes behind a layer that does nothing: what axum's own `Router::layer` costs
+/// (every route boxed once more), apart from what the session layer does.
+fn noop_layered() -> Router {
+    bare().layer(tower::util::MapRequestLayer::new(|req: Request<Body>| req))
 }
 
 /// The same routes without sessions: a shared counter stands in for the session's.
@@ -109,6 +124,7 @@ fn bare() -> Router {
             }),
         )
         .route("/login", get(|| async { "welcome" }))
+        .route("/plain", get(plain))
         .with_state(())
 }
 
@@ -144,10 +160,17 @@ enum Path {
     Modify,
     Create,
     Regenerate,
+    Plain,
 }
 
 impl Path {
-    const ALL: [Path; 4] = [Path::Read, Path::Modify, Path::Create, Path::Regenerate];
+    const ALL: [Path; 5] = [
+        Path::Read,
+        Path::Modify,
+        Path::Create,
+        Path::Regenerate,
+        Path::Plain,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -155,6 +178,7 @@ impl Path {
             Path::Modify => "modify",
             Path::Create => "create",
             Path::Regenerate => "regenerate",
+            Path::Plain => "plain",
         }
     }
 
@@ -163,14 +187,18 @@ impl Path {
             Path::Read => "/read",
             Path::Modify | Path::Create => "/incr",
             Path::Regenerate => "/login",
+            Path::Plain => "/plain",
         }
     }
 }
 
 /// `iters` requests on `path`, timed; the app (and its store) is fresh for every sample, so that
 /// `create` does not grow one store without bound.
-async fn run_path(with_layer: bool, path: Path, iters: u64) -> Duration {
-    let app = if with_layer { layered() } else { bare() };
+/// Builds one of the apps above.
+type MakeApp = fn() -> Router;
+
+async fn run_path(app: MakeApp, path: Path, iters: u64) -> Duration {
+    let app = app();
     // A live session for the paths that need one (the bare app ignores the cookie).
     let mut cookie = match request(&app, "/incr", None).await {
         Some(cookie) => HeaderValue::from_str(&cookie).expect("cookie"),
@@ -184,7 +212,7 @@ async fn run_path(with_layer: bool, path: Path, iters: u64) -> Duration {
                 black_box(request(&app, route, None).await);
             }
         }
-        Path::Read | Path::Modify => {
+        Path::Read | Path::Modify | Path::Plain => {
             for _ in 0..iters {
                 black_box(request(&app, route, Some(&cookie)).await);
             }
@@ -207,10 +235,14 @@ fn requests(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("request");
     for path in Path::ALL {
-        for (name, with_layer) in [("bare", false), ("layer_memory", true)] {
+        let mut apps: Vec<(&str, MakeApp)> = vec![("bare", bare), ("layer_memory", layered)];
+        if let Path::Plain = path {
+            apps.insert(1, ("noop_layer", noop_layered));
+        }
+        for (name, app) in apps {
             group.bench_function(BenchmarkId::new(name, path.name()), |b| {
                 b.to_async(&rt)
-                    .iter_custom(|iters| run_path(with_layer, path, iters));
+                    .iter_custom(|iters| run_path(app, path, iters));
             });
         }
     }
@@ -230,12 +262,12 @@ fn requests_with_metrics(c: &mut Criterion) {
     let mut group = c.benchmark_group("metrics");
     for path in [Path::Read, Path::Modify, Path::Regenerate] {
         group.bench_function(BenchmarkId::new("no_recorder", path.name()), |b| {
-            b.iter_custom(|iters| rt.block_on(run_path(true, path, iters)));
+            b.iter_custom(|iters| rt.block_on(run_path(layered, path, iters)));
         });
         group.bench_function(BenchmarkId::new("prometheus", path.name()), |b| {
             b.iter_custom(|iters| {
                 metrics::with_local_recorder(&prometheus, || {
-                    rt.block_on(run_path(true, path, iters))
+                    rt.block_on(run_path(layered, path, iters))
                 })
             });
         });

@@ -1,15 +1,22 @@
-//! A login flow: a protected page, a login form, logout, and flash messages.
+//! A login flow: a guarded page, a login form, logout, flash messages, "keep me signed in" and
+//! CSRF tokens.
 //!
-//! - `GET /` is protected: logged in, it greets you (plus any flash message) and offers a logout
-//!   button; otherwise it redirects (303) to `/login`.
-//! - `GET /login` shows the login form and any flash message (a failed login, "logged out").
+//! - `GET /` is guarded by `RequireLogin`: logged in, it greets you (plus any flash message) and
+//!   offers a logout button; otherwise the guard redirects (303) to `/login?next=%2F`.
+//! - `GET /login` shows the login form (with the session's CSRF token in a hidden field, and the
+//!   `next` page to return to) and any flash message (a failed login, "logged out").
 //! - `POST /login` checks the form. **Demo rule:** any non-empty username is accepted with the
-//!   password `password`. On success the session gets a new ID (`regenerate`, against session
-//!   fixation), remembers the user, flashes a welcome and redirects to `/`. With "keep me signed
-//!   in" ticked, this one session gets a lifetime of its own (30 days idle, 90 at most) and a
-//!   persistent cookie; other sessions keep the layer's (a browser-session cookie, 1 hour idle).
-//! - `POST /logout` deletes the session, flashes "You have been logged out" (which lands in a new,
-//!   flash-only session) and redirects to `/login`.
+//!   password `password`. On success `log_in` records the user and moves the session to a new
+//!   ID (against session fixation; the CSRF token changes with it), a welcome is flashed, and
+//!   the browser goes back to `next` if `local_redirect` accepts it as a path on this site
+//!   (otherwise to `/`). With "keep me signed in" ticked, this one session gets a lifetime of
+//!   its own (30 days idle, 90 at most) and a persistent cookie; other sessions keep the
+//!   layer's (a browser-session cookie, 1 hour idle).
+//! - `POST /logout` (a form with the token) ends the session with `log_out`, flashes "You have
+//!   been logged out" and redirects to `/login`.
+//!
+//! Every `POST` goes through `CsrfLayer`: without this session's token, or from another origin,
+//! it is refused with 403, whatever cookies the browser sent.
 //!
 //! Run it (set `PORT` to use another port than 3000):
 //!
@@ -20,26 +27,30 @@
 //! Then open <http://localhost:3000>, or use curl with a cookie jar:
 //!
 //! ```text
-//! curl -i -c jar -b jar http://localhost:3000/                   # 303 to /login
-//! curl -i -c jar -b jar -d username=alice -d password=password http://localhost:3000/login
-//! curl -c jar -b jar http://localhost:3000/                      # Hello, alice + "Welcome, alice!"
-//! curl -c jar -b jar http://localhost:3000/                      # Hello, alice (the flash is gone)
-//! curl -i -c jar -b jar -X POST http://localhost:3000/logout     # 303 to /login
-//! curl -c jar -b jar http://localhost:3000/login                 # "You have been logged out"
+//! curl -i -c jar -b jar http://localhost:3000/                  # 303 to /login?next=%2F
+//! token=$(curl -s -c jar -b jar http://localhost:3000/login | grep -o 'csrf_token" value="[^"]*' | cut -d'"' -f3)
+//! curl -i -c jar -b jar -d username=alice -d password=password -d csrf_token=$token http://localhost:3000/login
+//! curl -c jar -b jar http://localhost:3000/                     # Hello, alice + "Welcome, alice!"
+//! curl -i -c jar -b jar -d username=alice -d password=password http://localhost:3000/login   # 403: no token
 //! ```
 //!
 //! The cookie is `Secure` by default; browsers and curl still accept it from `http://localhost`.
-//! It is also `SameSite=Lax`, so a cross-site form cannot post to `/logout` with it.
+//! It is also `SameSite=Lax`, so most cross-site forms cannot even send it; the CSRF token
+//! covers the rest (a page on another port of the same host, say).
+
+use std::time::Duration;
 
 use axum::{
+    extract::Query,
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
     Form, Router,
 };
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
-use tower_typed_sessions::{Lifetime, MemoryStore, Session, SessionHandle, SessionLayer};
+use tower_typed_sessions::{
+    local_redirect, Lifetime, MemoryStore, Session, SessionHandle, SessionLayer,
+};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -49,7 +60,12 @@ struct Auth {
     user: Option<String>,
 }
 
-impl Session for Auth {}
+impl Session for Auth {
+    /// The guard lets a session through when it has an owner.
+    fn owner(&self) -> Option<String> {
+        self.user.clone()
+    }
+}
 
 /// The login form. Missing fields become empty strings, so they fail like a wrong password
 /// instead of being rejected by the extractor.
@@ -62,30 +78,52 @@ struct Credentials {
     /// The "keep me signed in" checkbox: present only when ticked.
     #[serde(default)]
     remember: Option<String>,
+    /// Where to go after the login (from the guard's redirect), checked before use.
+    #[serde(default)]
+    next: String,
 }
 
-/// The protected page.
+#[derive(Deserialize)]
+struct Next {
+    #[serde(default)]
+    next: String,
+}
+
+/// The guarded page: the guard already checked that someone is logged in.
 async fn home(session: SessionHandle<Auth>) -> Response {
-    let Some(user) = session.read(|auth| auth.user.clone()) else {
-        return Redirect::to("/login").into_response(); // 303 See Other
+    let user = session.read(|auth| auth.user.clone()).unwrap_or_default();
+    let Ok(token) = session.csrf_token() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let body = format!(
         "<h1>Hello, {user}</h1>\
          {flash}\
          <form method=\"post\" action=\"/logout\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">\
          <button type=\"submit\" id=\"logout\">Log out</button>\
          </form>",
         user = escape(&user),
         flash = flash_html(&session),
+        token = token.as_str(),
     );
     page("Home", &body).into_response()
 }
 
-async fn login_form(session: SessionHandle<Auth>) -> Html<String> {
+async fn login_form(session: SessionHandle<Auth>, Query(query): Query<Next>) -> Response {
+    // Drawing the token stores it with the (possibly new) session: the form posts it back. A
+    // request with the outdated cookie of a session that a login moved may not write, so it
+    // gets no token: its post will be refused, and the browser's next request carries the new
+    // cookie anyway.
+    let token = session
+        .csrf_token()
+        .map(|token| token.as_str().to_owned())
+        .unwrap_or_default();
     let body = format!(
         "<h1>Log in</h1>\
          {flash}\
          <form method=\"post\" action=\"/login\" id=\"login-form\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">\
+         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
          <label>Username <input name=\"username\" autocomplete=\"username\"></label>\
          <label>Password <input name=\"password\" type=\"password\" \
          autocomplete=\"current-password\"></label>\
@@ -94,8 +132,9 @@ async fn login_form(session: SessionHandle<Auth>) -> Html<String> {
          </form>\
          <p>Demo: any username, password <code>password</code>.</p>",
         flash = flash_html(&session),
+        next = escape(&query.next),
     );
-    page("Log in", &body)
+    page("Log in", &body).into_response()
 }
 
 async fn login(session: SessionHandle<Auth>, Form(form): Form<Credentials>) -> Redirect {
@@ -106,23 +145,22 @@ async fn login(session: SessionHandle<Auth>, Form(form): Form<Credentials>) -> R
         session.flash("error", "Wrong username or password.");
         return Redirect::to("/login");
     }
-    // The privilege level changes: move the session to a new ID so that an ID planted before the
-    // login (session fixation) is worthless. The data is kept.
-    session.regenerate();
-    session.update(|auth| auth.user = Some(name.to_owned()));
+    // Records the user and moves the session to a new ID, so that an ID planted before the
+    // login (session fixation) is worthless; the data is kept and the CSRF token renewed.
+    session.log_in(|auth| auth.user = Some(name.to_owned()));
     if form.remember.is_some() {
         // This session only: 30 days without use, 90 at most, and a cookie the browser keeps.
         session.remember(Lifetime::new(30 * DAY, 90 * DAY));
     }
     session.flash("notice", format!("Welcome, {name}!"));
-    Redirect::to("/")
+    // Only back to a page of this site: `next` comes from a URL anyone can craft.
+    Redirect::to(local_redirect(&form.next).unwrap_or("/"))
 }
 
 async fn logout(session: SessionHandle<Auth>) -> Redirect {
     // Deletes the session from the store and sends a removal cookie. The handle then acts as a
-    // new, empty session, so this flash starts a new (flash-only) session that the login page
-    // consumes.
-    session.delete();
+    // new, empty session, so this flash starts a new session that the login page consumes.
+    session.log_out();
     session.flash("notice", "You have been logged out.");
     Redirect::to("/login")
 }
@@ -165,11 +203,16 @@ fn escape(text: &str) -> String {
 
 #[tokio::main]
 async fn main() {
+    let sessions = SessionLayer::new(MemoryStore::<Auth>::new());
     let app = Router::new()
         .route("/", get(home))
+        // Only `/` needs a login; the guard sends others to `/login?next=...`.
+        .route_layer(sessions.require_login())
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .layer(SessionLayer::new(MemoryStore::<Auth>::new()));
+        // Every POST needs this session's token and a same-origin `Origin`.
+        .layer(sessions.csrf())
+        .layer(sessions);
 
     let port: u16 = std::env::var("PORT")
         .ok()

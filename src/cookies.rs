@@ -8,6 +8,39 @@ use crate::{
     keys::{Signer, Verified},
 };
 
+/// A request's `Cookie` headers, kept for a load that may never come: one header (the usual case)
+/// without an allocation, several in a list. The values are reference-counted, not copied.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum CookieHeaders {
+    #[default]
+    None,
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl CookieHeaders {
+    pub(crate) fn from_request(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all(header::COOKIE).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Self::None,
+            (Some(one), None) => Self::One(one.clone()),
+            (Some(first), Some(second)) => {
+                let mut all = vec![first.clone(), second.clone()];
+                all.extend(values.cloned());
+                Self::Many(all)
+            }
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[HeaderValue] {
+        match self {
+            Self::None => &[],
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(all) => all,
+        }
+    }
+}
+
 /// What the request's cookies say about the session.
 pub(crate) enum Incoming {
     /// No cookie with the session cookie's name.

@@ -226,6 +226,9 @@ pub enum ConfigError {
     DurationTooLong,
     /// A secret key is shorter than 32 bytes.
     KeyTooShort,
+    /// The login path of [`RequireLogin`](crate::RequireLogin) is not a local path without a
+    /// query.
+    InvalidLoginPath,
 }
 
 impl fmt::Display for ConfigError {
@@ -241,6 +244,7 @@ impl fmt::Display for ConfigError {
             ConfigError::ZeroTimeout => "session timeouts must be greater than zero",
             ConfigError::DurationTooLong => "session timeouts must be at most 100 years",
             ConfigError::KeyTooShort => "secret keys must be at least 32 bytes",
+            ConfigError::InvalidLoginPath => "the login path must be a local path without a query",
         })
     }
 }

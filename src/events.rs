@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc};
 
-use crate::{error::SessionError, id::SessionKey};
+use crate::{csrf::CsrfRejection, error::SessionError, id::SessionKey};
 
 /// Why the session cookie a client sent was not used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +181,10 @@ pub trait SessionEvents<T>: Send + Sync + 'static {
 
     /// The layer failed (a store error), before it sends the error response.
     fn error(&self, error: &SessionError) {}
+
+    /// [`CsrfLayer`](crate::CsrfLayer) refused an unsafe request, with why and, when the
+    /// request's session was loaded, its key.
+    fn csrf_rejected(&self, reason: CsrfRejection, key: Option<&SessionKey>) {}
 
     /// A session changed state (see [`StateChange`]): one method that sees every change, for a
     /// listener that records them all the same way.
@@ -427,6 +431,17 @@ impl<T: 'static> Events<T> {
         }
         for listener in &self.listeners {
             listener.conflict(key);
+        }
+    }
+
+    pub(crate) fn csrf_rejected(&self, reason: CsrfRejection, key: Option<&SessionKey>) {
+        crate::telemetry::event("csrf_rejected");
+        match key {
+            Some(key) => tracing::info!(session = %key, %reason, "cross-site request refused"),
+            None => tracing::info!(%reason, "cross-site request refused"),
+        }
+        for listener in &self.listeners {
+            listener.csrf_rejected(reason, key);
         }
     }
 

@@ -10,6 +10,7 @@ use axum_core::{
 use http::{request::Parts, StatusCode};
 
 use crate::{
+    error::SessionError,
     handle::SessionHandle,
     lazy::{LazySession, SessionUnavailable},
     session::Session,
@@ -73,6 +74,20 @@ impl IntoResponse for SessionRejection {
             tracing::error!(rejection = %self, "session extractor rejected the request");
         }
         (self.status(), self.body_text()).into_response()
+    }
+}
+
+/// Lets a handler use `?` on the handle's fallible calls (`csrf_token()?`). A conflict (or a
+/// write refused to a read-only request) answers 409, anything else 500; the body never carries
+/// the error's details, which go to the log.
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            SessionError::Conflict | SessionError::ReadOnly => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        tracing::warn!(error = %self, "handler answered with a session error");
+        (status, "session unavailable").into_response()
     }
 }
 

@@ -9,6 +9,8 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
+    csrf::CsrfToken,
+    error::SessionError,
     flash::{Flash, FlashMessage},
     id::{SessionId, SessionKey},
     lifetime::Lifetime,
@@ -171,6 +173,10 @@ pub(crate) struct State<T> {
     pub(crate) refused_write: bool,
     /// The handler changed the session's lifetime.
     pub(crate) lifetime: Option<LifetimeChange>,
+    /// The session's CSRF token, if it has one.
+    pub(crate) csrf: Option<CsrfToken>,
+    /// The token is new on this request (first asked for, or rotated by a regenerate).
+    pub(crate) csrf_changed: bool,
     /// The request's cookie named no live session (unknown, expired, undecodable, malformed, or
     /// badly signed): clear it unless the response sets a session cookie anyway.
     pub(crate) stale_cookie: bool,
@@ -198,6 +204,8 @@ impl<T: Session> State<T> {
             intent: Intent::Keep,
             refused_write: false,
             lifetime: None,
+            csrf: None,
+            csrf_changed: false,
             stale_cookie: false,
             moved_from: None,
             // A fresh session has no index entry, whatever its default data would say.
@@ -244,6 +252,7 @@ impl<T: Session> State<T> {
             }),
             has_data: record.has_data,
             loaded_owner: None,
+            csrf: record.csrf_token,
             incoming_flash: record.flash,
             data: record.data,
             ..Self::fresh()
@@ -254,6 +263,15 @@ impl<T: Session> State<T> {
     fn capture_owner(&mut self) {
         if self.loaded_owner.is_none() {
             self.loaded_owner = Some(self.data.owner());
+        }
+    }
+
+    /// A regenerate retires the session's CSRF token with its ID: a new one replaces it (or, if
+    /// the random source fails, none, and the next `csrf_token` call draws again).
+    fn rotate_csrf(&mut self) {
+        if self.csrf.is_some() {
+            self.csrf = CsrfToken::generate().ok();
+            self.csrf_changed = true;
         }
     }
 
@@ -577,7 +595,10 @@ impl<T: Session> SessionHandle<T> {
             if state.may_write() && !matches!(state.intent, Intent::Delete { .. }) {
                 state.capture_owner();
                 state.lifetime = Some(change);
-                state.intent = Intent::Regenerate;
+                if matches!(state.intent, Intent::Keep) {
+                    state.intent = Intent::Regenerate;
+                    state.rotate_csrf();
+                }
             }
         }
     }
@@ -589,8 +610,71 @@ impl<T: Session> SessionHandle<T> {
         if let Some(mut state) = self.write() {
             if state.may_write() && matches!(state.intent, Intent::Keep) {
                 state.intent = Intent::Regenerate;
+                state.rotate_csrf();
             }
         }
+    }
+
+    /// Logs in: applies `f` to the data (set the user there, so that [`Session::owner`] names
+    /// them) and moves the session to a new ID, in one call, so the regenerate that defeats
+    /// session fixation cannot be forgotten. The CSRF token changes with the ID. Returns what
+    /// `f` returns.
+    ///
+    /// ```
+    /// # use tower_typed_sessions::{Session, SessionHandle};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Account { user: Option<String> }
+    /// # impl Session for Account { fn owner(&self) -> Option<String> { self.user.clone() } }
+    /// async fn login(session: SessionHandle<Account>) -> &'static str {
+    ///     // ... after checking the password:
+    ///     session.log_in(|account| account.user = Some("alice".into()));
+    ///     "welcome"
+    /// }
+    /// ```
+    pub fn log_in<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let out = self.update(f);
+        self.regenerate();
+        out
+    }
+
+    /// Logs out: the same as [`SessionHandle::delete`], named for symmetry with
+    /// [`SessionHandle::log_in`]. The session is deleted wherever it moved, whatever runs
+    /// concurrently, and the browser's cookie is removed.
+    pub fn log_out(&self) {
+        self.delete();
+    }
+
+    /// The session's CSRF token, for a hidden form field or a script's request header (see
+    /// [`CsrfLayer`](crate::CsrfLayer)). The first call on a session draws one (256 bits from
+    /// the OS CSPRNG) and stores it with the session, so a page with a form keeps the visitor's
+    /// session even before a login; later calls return the same token until the session is
+    /// regenerated, which draws a new one.
+    ///
+    /// Fails if the operating system cannot provide random bytes, or if the request may only
+    /// read its session (an old cookie within a regenerate grace window) and it has no token.
+    pub fn csrf_token(&self) -> Result<CsrfToken, SessionError> {
+        let Some(mut state) = self.write() else {
+            return Err(SessionError::ReadOnly);
+        };
+        if let Some(token) = state.csrf {
+            return Ok(token);
+        }
+        // Refused without marking the request as a refused write: asking for a token is not a
+        // change the handler made, so the page may still be answered.
+        if state.read_only() {
+            return Err(SessionError::ReadOnly);
+        }
+        let token = CsrfToken::generate()?;
+        state.csrf = Some(token);
+        state.csrf_changed = true;
+        // A session that holds a token must outlive a consumed flash: it is not flash-only.
+        state.has_data = true;
+        Ok(token)
+    }
+
+    /// The token stored with the session, if any, without drawing one.
+    pub(crate) fn stored_csrf_token(&self) -> Option<CsrfToken> {
+        self.lock().csrf
     }
 
     /// Logs out: deletes the session from the store when the response is sent and sends a cookie
@@ -611,6 +695,8 @@ impl<T: Session> SessionHandle<T> {
             state.changed = false;
             state.has_data = false;
             state.lifetime = None;
+            state.csrf = None;
+            state.csrf_changed = false;
             state.outgoing_flash.clear();
         }
     }

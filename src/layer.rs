@@ -8,9 +8,11 @@ use tower_layer::Layer;
 
 use crate::{
     config::{Concurrency, Config, Preset, SameSite, MAX_DURATION},
+    csrf::CsrfLayer,
     engine::Engine,
     error::{ConfigError, SessionError},
     events::{RejectReason, SessionEvents},
+    guard::RequireLogin,
     id::SessionKey,
     keys::{IdsAtRest, Key},
     manager::SessionManager,
@@ -444,6 +446,20 @@ impl<T: Session, St: Store<T>> SessionLayer<T, St> {
     /// and events. Take it after the last builder method: it keeps the settings it was made with.
     pub fn manager(&self) -> SessionManager<T, St> {
         SessionManager::new(Arc::clone(&self.engine))
+    }
+
+    /// A [`CsrfLayer`] for the routes behind this layer: it refuses unsafe requests that do not
+    /// carry the session's CSRF token or that come from another origin, and reports them to this
+    /// layer's events. Take it after the last builder method, like
+    /// [`manager`](Self::manager).
+    pub fn csrf(&self) -> CsrfLayer<T> {
+        CsrfLayer::new(self.engine.settings().events.clone())
+    }
+
+    /// A [`RequireLogin`] guard for the routes behind this layer (its session type): only
+    /// logged-in sessions get through.
+    pub fn require_login(&self) -> RequireLogin<T> {
+        RequireLogin::new()
     }
 
     /// The store behind the layer.

@@ -11,12 +11,15 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use http::HeaderValue;
 use tokio::sync::OnceCell;
 
 use crate::{
+    cookies::CookieHeaders,
     error::SessionError,
     handle::{SessionHandle, State},
+    session::Session,
 };
 
 /// Loads a request's session from its cookie headers: the engine, seen without its store type.
@@ -77,7 +80,7 @@ pub struct LazySession<T> {
 
 struct Shared<T> {
     loader: Arc<dyn Loader<T>>,
-    cookie_headers: Vec<HeaderValue>,
+    cookie_headers: CookieHeaders,
     outcome: OnceCell<Result<SessionHandle<T>, SessionUnavailable>>,
     /// The layer took the outcome to answer the request: a load that completes later is
     /// discarded.
@@ -117,8 +120,8 @@ pub(crate) enum Finished<T> {
     Failed(SessionUnavailable),
 }
 
-impl<T: crate::Session> LazySession<T> {
-    pub(crate) fn new(loader: Arc<dyn Loader<T>>, cookie_headers: Vec<HeaderValue>) -> Self {
+impl<T: Session> LazySession<T> {
+    pub(crate) fn new(loader: Arc<dyn Loader<T>>, cookie_headers: CookieHeaders) -> Self {
         Self {
             shared: Arc::new(Shared {
                 loader,
@@ -140,7 +143,7 @@ impl<T: crate::Session> LazySession<T> {
         let outcome = shared
             .outcome
             .get_or_init(|| async {
-                let loaded = shared.loader.load(&shared.cookie_headers).await;
+                let loaded = shared.loader.load(shared.cookie_headers.as_slice()).await;
                 loaded
                     .map(SessionHandle::new)
                     .map_err(|err| SessionUnavailable {
@@ -172,6 +175,26 @@ impl<T: crate::Session> LazySession<T> {
         }
     }
 }
+
+/// The lazy session a layer inside the session layer works with (the guard, the CSRF check), or
+/// the 500 to answer when there is none: `layer` names the misplaced layer in the log.
+pub(crate) fn of_request<T: Session, R, B: From<Bytes>>(
+    req: &http::Request<R>,
+    layer: &'static str,
+) -> Result<LazySession<T>, http::Response<B>> {
+    if let Some(lazy) = req.extensions().get::<LazySession<T>>() {
+        return Ok(lazy.clone());
+    }
+    tracing::error!("{layer} without a SessionLayer of the same session type around it");
+    let mut response = http::Response::new(B::from(Bytes::from_static(
+        b"a session layer is missing in front of this route",
+    )));
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    Err(response)
+}
+
+/// The boxed future of the layers that run inside the session layer.
+pub(crate) type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
 /// The session could not be loaded: the store failed. The layer answers the request with its
 /// configured error response, whatever the handler returns; [`SessionUnavailable::error`] says

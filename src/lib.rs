@@ -54,6 +54,9 @@
 //! optimistic concurrency ([`Concurrency`]), a regenerate grace window and a record size limit.
 //! Session IDs are hashed at rest ([`IdsAtRest`]) by default on every store whose contents leave
 //! the process. Several sessions per user are listed and revoked through [`SessionManager`].
+//! [`SessionLayer::require_login`] guards routes ([`RequireLogin`], with [`local_redirect`] for
+//! the way back), [`SessionHandle::log_in`] and [`SessionHandle::log_out`] do the safe login
+//! and logout sequences, and [`SessionLayer::csrf`] refuses forged requests ([`CsrfLayer`]).
 //! A handler can give one session a lifetime of its own, with a persistent cookie
 //! ([`SessionHandle::remember`], "remember me"), and [`Preset`]s set OWASP's timeouts for common
 //! kinds of application. SECURITY.md maps each guarantee to the test that proves it.
@@ -83,7 +86,7 @@
 //!
 //! | name | type | labels | counts |
 //! |---|---|---|---|
-//! | `typed_sessions_events_total` | counter | `event`: `started`, `loaded`, `cookie_sent`, `deleted`, `expired`, `regenerated`, `rejected`, `conflict`, `error`; with `rejected`, `reason`: `malformed`, `unknown`, `regenerated`, `undecodable`, `bad_signature` | lifecycle events, as [`SessionEvents`] sees them |
+//! | `typed_sessions_events_total` | counter | `event`: `started`, `loaded`, `cookie_sent`, `deleted`, `expired`, `regenerated`, `rejected`, `conflict`, `error`, `csrf_rejected`; with `rejected`, `reason`: `malformed`, `unknown`, `regenerated`, `undecodable`, `bad_signature` | lifecycle events, as [`SessionEvents`] sees them |
 //! | `typed_sessions_store_operations_total` | counter | `operation`: `load`, `create`, `save`, `regenerate`, `delete`, `index`; `outcome`: `active`, `expired`, `moved`, `missing`, `done`, `collision`, `conflict`, or an error: `backend`, `timeout`, `decode`, `encode`, `capacity`, `unsupported`, `too_many_forwards` | every store call the layer makes |
 //! | `typed_sessions_store_operation_seconds` | histogram | `operation` | each store call's latency, in seconds |
 #![deny(missing_docs)]
@@ -93,12 +96,14 @@
 
 mod config;
 mod cookies;
+mod csrf;
 mod engine;
 mod error;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
 mod flash;
+mod guard;
 mod handle;
 mod id;
 mod keys;
@@ -124,11 +129,13 @@ struct ReadmeDoctests;
 #[allow(deprecated)]
 pub use config::SessionConfig;
 pub use config::{Concurrency, Preset, SameSite};
+pub use csrf::{CsrfLayer, CsrfRejection, CsrfService, CsrfToken};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};
 pub use events::{RejectReason, SessionEvents, SessionState, StateChange};
 #[cfg(feature = "axum")]
 pub use extract::SessionRejection;
 pub use flash::{Flash, FlashMessage};
+pub use guard::{local_redirect, RequireLogin, RequireLoginService, Unauthenticated};
 pub use handle::SessionHandle;
 pub use id::{SessionId, SessionKey, SessionTag};
 pub use keys::{IdsAtRest, Key};

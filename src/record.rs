@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{error::StoreError, flash::Flash, id::SessionKey};
+use crate::{csrf::CsrfToken, error::StoreError, flash::Flash, id::SessionKey};
 
 /// The record format this version of the crate writes. Stores keep it with each record so that a
 /// later format can still read records written by this one; [`Record::decode`] refuses a newer
@@ -61,6 +61,11 @@ pub struct Record<T> {
         with = "optional_millis"
     )]
     pub idle_timeout: Option<Duration>,
+    /// The session's CSRF token, once a handler asked for one
+    /// ([`SessionHandle::csrf_token`](crate::SessionHandle::csrf_token)); replaced when the
+    /// session is regenerated.
+    #[serde(rename = "csrf", default, skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<CsrfToken>,
 }
 
 impl<T> Record<T> {
@@ -84,6 +89,7 @@ impl<T> Record<T> {
             expires_at: (now + idle).min(deadline),
             deadline,
             idle_timeout: None,
+            csrf_token: None,
         }
     }
 
@@ -171,7 +177,7 @@ impl<T: Serialize> Serialize for WithoutFlash<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let r = self.0;
-        let mut out = s.serialize_struct("Record", 10)?;
+        let mut out = s.serialize_struct("Record", 11)?;
         out.serialize_field("v", &r.format)?;
         out.serialize_field("key", &r.key)?;
         out.serialize_field("data", &r.data)?;
@@ -184,6 +190,10 @@ impl<T: Serialize> Serialize for WithoutFlash<'_, T> {
         match r.idle_timeout {
             Some(idle) => out.serialize_field("idle_ms", &optional_millis::whole_ms(idle))?,
             None => out.skip_field("idle_ms")?,
+        }
+        match &r.csrf_token {
+            Some(token) => out.serialize_field("csrf", token)?,
+            None => out.skip_field("csrf")?,
         }
         out.end()
     }

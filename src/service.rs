@@ -13,9 +13,12 @@ use bytes::Bytes;
 use http::{header, Request, Response};
 use tower_service::Service;
 
+use pin_project_lite::pin_project;
+
 use crate::{
-    cookies,
+    cookies::{self, CookieHeaders},
     engine::{self, Engine},
+    handle::State,
     lazy::{Finished, LazySession},
     session::Session,
     store::Store,
@@ -65,28 +68,93 @@ impl<S, T, St> SessionService<S, T, St> {
     }
 }
 
-/// The response future of [`SessionService`].
-pub struct ResponseFuture<B, E> {
-    inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
-}
+type WriteFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
 
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+pin_project! {
+    /// The response future of [`SessionService`]: the handler's future, then, only if the
+    /// handler loaded the session, the write (boxed, since it awaits the store). A request that
+    /// never loads costs no allocation here.
+    pub struct ResponseFuture<F, T, St, B, E> {
+        #[pin]
+        handler: F,
+        engine: Arc<Engine<T, St>>,
+        session: LazySession<T>,
+        writing: Option<WriteFuture<B, E>>,
     }
 }
 
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+impl<F, T, St, B, E> fmt::Debug for ResponseFuture<F, T, St, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("writing", &self.writing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, St, B, E> Future for ResponseFuture<F, T, St, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    T: Session,
+    St: Store<T>,
+    B: From<Bytes> + Send + 'static,
+    E: 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(writing) = this.writing {
+            return writing.as_mut().poll(cx);
+        }
+        let response = match this.handler.poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let state = match this.session.finish() {
+            Finished::NotLoaded => return Poll::Ready(Ok(response)),
+            Finished::Failed(unavailable) => {
+                return Poll::Ready(Ok(this.engine.error_response(unavailable.error())))
+            }
+            Finished::Loaded(state) => state,
+        };
+        let engine = Arc::clone(this.engine);
+        let writing = this
+            .writing
+            .insert(Box::pin(write(engine, state, response)));
+        writing.as_mut().poll(cx)
+    }
+}
+
+/// Writes what the handler left in a loaded session and adds the Set-Cookie (or the error
+/// response, if the store fails).
+async fn write<T: Session, St: Store<T>, B: From<Bytes>, E>(
+    engine: Arc<Engine<T, St>>,
+    state: State<T>,
+    mut response: Response<B>,
+) -> Result<Response<B>, E> {
+    let loaded = state.existing.is_some();
+    match engine.write(state).await {
+        Ok(Some(cookie)) => {
+            let headers = response.headers_mut();
+            headers.append(header::SET_COOKIE, cookie);
+            cookies::mark_uncacheable(headers);
+            Ok(response)
+        }
+        Ok(None) => {
+            if loaded {
+                // The handler may have rendered session data: caches must key on it.
+                cookies::vary_on_cookie(response.headers_mut());
+            }
+            Ok(response)
+        }
+        Err(err) => Ok(engine.error_response(&err)),
     }
 }
 
 impl<S, T, St, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S, T, St>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: 'static,
     ReqBody: Send + 'static,
@@ -96,55 +164,23 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, T, St, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        // The instance poll_ready prepared goes into the future; a fresh clone stays behind.
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
-        let engine = Arc::clone(&self.engine);
         // Only the cookie headers are kept (reference-counted, not copied): the store is asked
         // when, and if, the handler loads the session.
-        let cookie_headers = req
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .cloned()
-            .collect();
-        let session = LazySession::new(engine::loader(&engine), cookie_headers);
+        let cookie_headers = CookieHeaders::from_request(req.headers());
+        let session = LazySession::new(engine::loader(&self.engine), cookie_headers);
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: Box::pin(async move {
-                let mut response = inner.call(req).await?;
-                let state = match session.finish() {
-                    Finished::NotLoaded => return Ok(response),
-                    Finished::Failed(unavailable) => {
-                        return Ok(engine.error_response(unavailable.error()))
-                    }
-                    Finished::Loaded(state) => state,
-                };
-                let loaded = state.existing.is_some();
-                match engine.write(state).await {
-                    Ok(Some(cookie)) => {
-                        let headers = response.headers_mut();
-                        headers.append(header::SET_COOKIE, cookie);
-                        cookies::mark_uncacheable(headers);
-                        Ok(response)
-                    }
-                    Ok(None) => {
-                        if loaded {
-                            // The handler may have rendered session data: caches must key on it.
-                            cookies::vary_on_cookie(response.headers_mut());
-                        }
-                        Ok(response)
-                    }
-                    Err(err) => Ok(engine.error_response(&err)),
-                }
-            }),
+            handler: self.inner.call(req),
+            engine: Arc::clone(&self.engine),
+            session,
+            writing: None,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! End to end in a real browser: headless Chromium, driven over WebDriver (chromedriver), against
-//! the `login` example's binary. It checks what a person would see (redirects, flash messages,
-//! the greeting) and what the browser keeps (the session cookie's attributes, its regeneration at
-//! login, its removal at logout, and that a replayed old value is worthless).
+//! the `login` example's binary. It checks what a person would see (the guard's redirects, flash
+//! messages, the greeting) and what the browser keeps (the session cookie's attributes, its
+//! regeneration at login, its removal at logout, and that a replayed old value is worthless), and
+//! that a forged form on another origin cannot log the user out (CSRF), nor a script post
+//! without the token.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `CHROMIUM_BIN` / `CHROMEDRIVER_BIN`). Without
 //! them the test prints a SKIPPED line and passes, except under `CI=true`, where it fails.
@@ -319,10 +321,8 @@ async fn submit_login(browser: &Browser, username: &str, password: &str) {
     click_and_wait(browser, &button).await;
 }
 
-/// Puts `value` back into the browser as the session cookie, with the attributes the server
-/// sets, then opens the protected page: it must show the login form.
 /// Plants `value` as the session cookie and opens `/`: the login form must show. `cleared`: the
-/// server must also clear the cookie (a value that names no session), or must leave it alone
+/// server must also replace the cookie (a value that names no session), or must leave it alone
 /// (the old value of a regenerated session, whose removal could overtake the login's cookie).
 async fn replay(browser: &Browser, base: &str, label: &str, value: &str, cleared: bool) {
     let planted = Cookie {
@@ -353,7 +353,7 @@ async fn replay(browser: &Browser, base: &str, label: &str, value: &str, cleared
     log_page(&format!("5. replay {label}: GET /"), &page);
     assert_eq!(
         page.url,
-        format!("{base}/login"),
+        format!("{base}/login?next=%2F"),
         "a replayed {label} is not a session"
     );
     assert_eq!(page.h1, "Log in");
@@ -361,7 +361,11 @@ async fn replay(browser: &Browser, base: &str, label: &str, value: &str, cleared
     let after = session_cookie(browser).await;
     log_cookies(&format!("5. replay {label}: after"), after.as_ref());
     if cleared {
-        assert_eq!(after, None, "the server cleared the replayed {label}");
+        // Replaced by the login form's new session (or removed): never kept.
+        assert!(
+            after.as_ref().is_none_or(|c| c.value != value),
+            "the server replaced the replayed {label}"
+        );
     } else {
         assert_eq!(
             after.as_ref().map(|c| c.value.as_str()),
@@ -386,52 +390,62 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
 // The steps
 // ---------------------------------------------------------------------------------------------
 
-async fn steps(browser: Arc<Browser>, base: String) {
+async fn steps(browser: Arc<Browser>, base: String, attacker: String) {
     let browser = browser.as_ref();
 
-    // 1. The protected page redirects to the login form.
+    // 1. The guarded page redirects to the login form, with the way back in `next`. The login
+    //    page draws the session's CSRF token, so the visitor now has a (pre-login) session.
     browser.goto(&format!("{base}/")).await.expect("open /");
     let page = look(browser).await;
     log_page("1. GET / (logged out)", &page);
-    assert_eq!(page.url, format!("{base}/login"), "/ redirects to /login");
+    assert_eq!(
+        page.url,
+        format!("{base}/login?next=%2F"),
+        "/ redirects to /login?next=%2F"
+    );
     assert_eq!(page.h1, "Log in");
     browser
         .find("#login-form")
         .await
         .expect("the login form is shown");
-    log_cookies("1. cookies", session_cookie(browser).await.as_ref());
+    let first = session_cookie(browser)
+        .await
+        .expect("the login form's token lives in a session");
+    log_cookies("1. cookies", Some(&first));
 
-    // 2a. A failed login through the form: the error flash is shown once, and its flash-only
-    //     session is gone once shown.
+    // 2a. A failed login through the form: the error flash is shown once; the session (and its
+    //     token) stays.
     submit_login(browser, "alice", "wrong").await;
     let page = look(browser).await;
     log_page("2a. wrong password", &page);
     assert_eq!(page.url, format!("{base}/login"));
     assert_eq!(page.flash.as_deref(), Some("Wrong username or password."));
-    let after_failure = session_cookie(browser).await;
-    log_cookies("2a. cookies", after_failure.as_ref());
+    let before_login = session_cookie(browser)
+        .await
+        .expect("the pre-login session keeps its cookie");
+    log_cookies("2a. pre-login cookie", Some(&before_login));
     assert_eq!(
-        after_failure, None,
-        "a flash-only session is removed once its flash is shown"
+        before_login.value, first.value,
+        "no new session for a failed login"
     );
 
-    // 2b. The same failed login without following the redirect (fetch, redirect: 'manual'): the
-    //     browser keeps the flash-only session's cookie. This is the pre-login session.
+    // 2b. A script's POST without the token is refused (403) even from the page's own origin;
+    //     with the token from the form it reaches the login handler (a redirect, not followed).
     let fetched = browser
         .execute(
-            "const body = new URLSearchParams({ username: arguments[0], password: arguments[1] });\
-             return fetch('/login', { method: 'POST', body, redirect: 'manual', \
-             credentials: 'same-origin' }).then(r => r.type + ' ' + r.status);",
+            "const token = document.querySelector('#login-form input[name=csrf_token]').value;\
+             const post = (fields) => fetch('/login', { method: 'POST', \
+               body: new URLSearchParams(fields), redirect: 'manual', credentials: 'same-origin' })\
+               .then(r => r.type + ' ' + r.status);\
+             return Promise.all([\
+               post({ username: arguments[0], password: arguments[1] }),\
+               post({ username: arguments[0], password: arguments[1], csrf_token: token })]);",
             vec![json!("alice"), json!("wrong")],
         )
         .await
         .expect("POST /login with fetch");
-    log!("2b. fetch POST /login (wrong password, redirect not followed): {fetched}");
-    assert_eq!(fetched, json!("opaqueredirect 0"));
-    let before_login = session_cookie(browser)
-        .await
-        .expect("the failed login left a pre-login session cookie");
-    log_cookies("2b. pre-login cookie", Some(&before_login));
+    log!("2b. fetch POST /login without, then with the token: {fetched}");
+    assert_eq!(fetched, json!(["basic 403", "opaqueredirect 0"]));
 
     // 2c. Log in: redirected to /, greeted, the welcome flash shown (the pending error flash was
     //     consumed by the login request itself).
@@ -507,6 +521,33 @@ async fn steps(browser: Arc<Browser>, base: String) {
     );
     assert!(!document_cookie.contains(&logged_in.value));
 
+    // 7. A forged form on another origin (same site: another port of localhost, so SameSite=Lax
+    //    lets the browser send the session cookie) posts to /logout as soon as it loads. The
+    //    CSRF layer refuses it, and the user is still logged in.
+    browser.goto(&attacker).await.expect("open the forged page");
+    let refused = poll("the forged post's answer", || async {
+        let text = browser
+            .execute(
+                "return location.href.endsWith('/logout') && document.readyState === 'complete' \
+                 ? document.body.innerText : null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        text.as_str().map(str::to_owned)
+    })
+    .await;
+    log!("7. forged cross-site POST /logout from {attacker}: {refused:?}");
+    assert_eq!(refused.trim(), "cross-site request refused");
+    browser.goto(&format!("{base}/")).await.expect("open /");
+    let page = look(browser).await;
+    log_page("7. after the forged post", &page);
+    assert_eq!(page.h1, "Hello, alice", "the forged logout did nothing");
+    assert_eq!(
+        session_cookie(browser).await.map(|c| c.value),
+        Some(logged_in.value.clone())
+    );
+
     // 5. Log out: the cookie is gone; replaying old values gets the login form.
     let logout = browser.find("#logout").await.expect("the logout button");
     click_and_wait(browser, &logout).await;
@@ -525,12 +566,9 @@ async fn steps(browser: Arc<Browser>, base: String) {
         after_logout
             .as_ref()
             .is_none_or(|c| c.value != logged_in.value),
-        "the logged-in cookie is gone after logout"
+        "the logged-in cookie is gone after logout (the login form's new session may replace it)"
     );
-    assert_eq!(
-        after_logout, None,
-        "no session cookie remains once the login page has shown the logout flash"
-    );
+    browser.delete_cookie(COOKIE).await.expect("delete cookie");
     replay(
         browser,
         &base,
@@ -547,6 +585,44 @@ async fn steps(browser: Arc<Browser>, base: String) {
         false,
     )
     .await;
+}
+
+/// A page on another origin of the same site (another port of localhost) whose form posts to
+/// the app's `/logout` as soon as it loads: a cross-site request forgery. Serves that page to
+/// every request until the test ends.
+async fn serve_forged_form(target: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the forged page's server");
+    let port = listener.local_addr().expect("its port").port();
+    let html = format!(
+        "<!doctype html><html><body><form id=\"f\" method=\"post\" action=\"{target}/logout\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"guessed\"></form>\
+         <script>document.getElementById('f').submit();</script></body></html>"
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://localhost:{port}/")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,9 +645,10 @@ async fn login_flow_in_headless_chromium() {
         browser.version
     );
     let base = format!("http://localhost:{}", server.port);
+    let attacker = serve_forged_form(base.clone()).await;
 
     // The steps run in their own task so that a failed assertion still lets the browser quit.
-    let outcome = tokio::spawn(steps(browser.clone(), base)).await;
+    let outcome = tokio::spawn(steps(browser.clone(), base, attacker)).await;
     let quit: Result<(), WdError> = browser.quit().await;
     drop(driver);
     drop(server);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::{
+    csrf::CsrfToken,
     flash::Flash,
     handle::{Existing, Intent, LifetimeChange, State},
     id::{SessionId, SessionKey},
@@ -67,6 +68,7 @@ pub(crate) struct Fresh<T> {
     pub(crate) flash: Flash,
     /// A lifetime of its own (a session remembered on the request that created it).
     pub(crate) lifetime: Option<Lifetime>,
+    pub(crate) csrf: Option<CsrfToken>,
 }
 
 /// The layer's settings a decision needs.
@@ -92,9 +94,11 @@ impl<T: Session> Change<T> {
             loaded_owner,
             moved_from,
             lifetime,
+            csrf,
+            csrf_changed,
             ..
         } = state;
-        let writes = changed || !outgoing_flash.is_empty() || lifetime.is_some();
+        let writes = changed || !outgoing_flash.is_empty() || lifetime.is_some() || csrf_changed;
         let remembered = match lifetime {
             Some(LifetimeChange::Remember(lifetime)) => Some(lifetime),
             _ => None,
@@ -105,6 +109,7 @@ impl<T: Session> Change<T> {
                 has_data,
                 flash,
                 lifetime: remembered,
+                csrf,
             })
         };
         let Some(loaded) = existing else {
@@ -126,6 +131,7 @@ impl<T: Session> Change<T> {
                     has_data,
                     flash: outgoing_flash,
                     lifetime: remembered,
+                    csrf,
                 })
             } else {
                 Change::Nothing
@@ -163,7 +169,7 @@ impl<T: Session> Change<T> {
             true => Change::Regenerate {
                 owner_was: owner_was(&data),
                 record: with_lifetime(
-                    record(&loaded, data, outgoing_flash, has_data, now),
+                    record(&loaded, data, outgoing_flash, has_data, csrf, now),
                     lifetime,
                     now,
                     defaults,
@@ -172,7 +178,7 @@ impl<T: Session> Change<T> {
             },
             false if writes => Change::Save {
                 owner_was: owner_was(&data),
-                record: record(&loaded, data, outgoing_flash, has_data, now),
+                record: record(&loaded, data, outgoing_flash, has_data, csrf, now),
                 loaded,
             },
             false => match loaded.cookie_id {
@@ -199,6 +205,7 @@ fn record<T>(
     data: T,
     flash: Flash,
     has_data: bool,
+    csrf_token: Option<CsrfToken>,
     now: OffsetDateTime,
 ) -> Record<T> {
     Record {
@@ -213,6 +220,7 @@ fn record<T>(
         expires_at: loaded.expires_at,
         deadline: loaded.deadline,
         idle_timeout: loaded.idle_timeout,
+        csrf_token,
     }
 }
 

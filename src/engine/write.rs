@@ -260,6 +260,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         );
         record.flash = fresh.flash;
         record.has_data = fresh.has_data;
+        record.csrf_token = fresh.csrf;
         if let Some(lifetime) = fresh.lifetime {
             record.idle_timeout = Some(lifetime.idle_timeout());
             record.deadline = now + lifetime.absolute_lifetime();
