@@ -62,8 +62,9 @@ impl Serialize for CsrfToken {
 
 impl<'de> Deserialize<'de> for CsrfToken {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <&str>::deserialize(d)?;
-        SessionId::parse(text)
+        // Owned, not borrowed: not every deserializer can lend a string (escapes, readers).
+        let text = String::deserialize(d)?;
+        SessionId::parse(&text)
             .map(Self)
             .ok_or_else(|| de::Error::custom("not a CSRF token"))
     }
@@ -318,7 +319,7 @@ fn origin_of(url: &str) -> Option<(String, String)> {
 
 impl<T> CsrfConfig<T> {
     /// Whether the request's `Origin` (or `Referer`) is acceptable.
-    fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+    fn origin_allowed(&self, headers: &HeaderMap, uri: &http::Uri) -> bool {
         if !self.check_origin {
             return true;
         }
@@ -331,9 +332,12 @@ impl<T> CsrfConfig<T> {
             // `Origin: null` (a sandboxed or privacy-sensitive context) or garbage.
             return false;
         };
+        // HTTP/1 names the host in `Host`; HTTP/2 and 3 in the `:authority` pseudo-header, which
+        // reaches us as the URI's authority.
         let own_host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
             .map(str::to_ascii_lowercase);
         if own_host.as_deref() == Some(authority.as_str()) {
             return true;
@@ -394,7 +398,7 @@ where
         }
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            if !shared.origin_allowed(req.headers()) {
+            if !shared.origin_allowed(req.headers(), req.uri()) {
                 return Ok(shared.reject(CsrfRejection::CrossOrigin, None));
             }
             let lazy = match lazy::of_request::<T, _, ResBody>(&req, "CsrfLayer") {
@@ -425,10 +429,17 @@ where
             };
             let session = match lazy.load().await {
                 Ok(session) => session,
-                // The session layer answers with its error response.
-                Err(_) => return Ok(shared.reject(CsrfRejection::NoSessionToken, None)),
+                // A store failure, not an attack: no event; the session layer replaces this
+                // answer with its error response.
+                Err(_) => {
+                    let mut response = Response::new(ResBody::from(Bytes::new()));
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    return Ok(response);
+                }
             };
             let key = session.id();
+            // A read-only view (an old cookie within a regenerate grace window) carries no token,
+            // so it is refused below like any session without one.
             match session.stored_csrf_token() {
                 None => Ok(shared.reject(CsrfRejection::NoSessionToken, key.as_ref())),
                 Some(token) if !token.matches(&candidate) => {
@@ -464,5 +475,17 @@ mod tests {
         let other = CsrfToken::generate().unwrap();
         assert!(!token.matches(other.as_str().as_bytes()));
         assert!(!format!("{token:?}").contains(token.as_str()));
+    }
+
+    #[test]
+    fn tokens_decode_from_owned_strings_too() {
+        let token = CsrfToken::generate().unwrap();
+        let json = serde_json::to_string(&token).unwrap();
+        let borrowed: CsrfToken = serde_json::from_str(&json).unwrap();
+        let from_reader: CsrfToken = serde_json::from_reader(json.as_bytes()).unwrap();
+        let from_value: CsrfToken =
+            serde_json::from_value(serde_json::json!(token.as_str())).unwrap();
+        assert!(borrowed == token && from_reader == token && from_value == token);
+        assert!(serde_json::from_str::<CsrfToken>("\"not a token\"").is_err());
     }
 }

@@ -111,7 +111,12 @@ type Predicate<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 /// (`/login?next=%2Forders%3Fpage%3D2`); other requests get `401 Unauthorized` (both
 /// configurable). The login handler sends the user back with [`local_redirect`], which refuses
 /// any `next` that would leave the site. An expired, revoked or logged-out session is refused
-/// like an anonymous one, since it loads as a new, empty session.
+/// like an anonymous one, since it loads as a new, empty session. A request that reads a session
+/// through a regenerate grace window (read-only) counts as that session.
+///
+/// `next` is the request's URI as this layer sees it: under axum's `Router::nest` that is the
+/// path without the nest's prefix, so put the guard on the outer router (or nest the login
+/// page alike) when the two differ.
 ///
 /// ```
 /// use axum::{routing::get, Router};

@@ -252,7 +252,13 @@ impl<T: Session> State<T> {
             }),
             has_data: record.has_data,
             loaded_owner: None,
-            csrf: record.csrf_token,
+            // A read-only view (an old cookie within a grace window) never sees the token of the
+            // session it reads: it could hand it to whoever holds the old cookie.
+            csrf: if cookie_id.is_some() {
+                record.csrf_token
+            } else {
+                None
+            },
             incoming_flash: record.flash,
             data: record.data,
             ..Self::fresh()
@@ -545,10 +551,16 @@ impl<T: Session> SessionHandle<T> {
     /// [`SessionHandle::regenerate`]): a longer-lived session gets a fresh ID, and the store
     /// takes its new expiry in that one write.
     ///
+    /// The idle timeout is at least the layer's (a shorter one is raised to it): a remembered
+    /// session is one that may live longer, and the store slides every session by the layer's
+    /// idle timeout on each read.
+    ///
     /// A remembered session's expiry slides as the layer's do, in steps: it moves forward once
     /// the move is worth at least a thousandth of its idle timeout (at least a second, at most a
     /// minute), so a session used at least once every idle timeout minus that step never
-    /// expires, and a session read many times a minute costs one extra store call a minute.
+    /// expires. On the memory and SQL stores a session read many times a minute costs one extra
+    /// store call a minute; on Redis, whose read sets the expiry outright, every read of a
+    /// remembered session costs one extra store call.
     ///
     /// ```
     /// use std::time::Duration;

@@ -138,6 +138,11 @@ impl<T: Session> LazySession<T> {
     /// On a store failure every call answers [`SessionUnavailable`], and the layer answers the
     /// request with its configured error response (without Set-Cookie) whatever the handler
     /// returns: fail closed, as when a save fails.
+    ///
+    /// Load before the response is sent. A load that completes after it (in a task the handler
+    /// spawned) still asks the store, which slides the expiry and takes a pending flash (then
+    /// lost), but hands back a closed handle: it reads as a new, empty session and keeps no
+    /// change.
     pub async fn load(&self) -> Result<SessionHandle<T>, SessionUnavailable> {
         let shared = &self.shared;
         let outcome = shared

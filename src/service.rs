@@ -108,7 +108,11 @@ where
         }
         let response = match this.handler.poll(cx) {
             Poll::Ready(Ok(response)) => response,
-            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Ready(Err(err)) => {
+                // Nothing is written for a failed handler; later writes are refused loudly.
+                let _ = this.session.finish();
+                return Poll::Ready(Err(err));
+            }
             Poll::Pending => return Poll::Pending,
         };
         let state = match this.session.finish() {

@@ -107,9 +107,14 @@ struct Server {
 }
 
 async fn serve(idle: Duration, trusted: &[&str]) -> Server {
+    serve_with_grace(idle, trusted, Duration::ZERO).await
+}
+
+async fn serve_with_grace(idle: Duration, trusted: &[&str], grace: Duration) -> Server {
     let refusals = Refusals::default();
     let sessions = SessionLayer::new(MemoryStore::<Account>::new())
         .with_idle_timeout(idle)
+        .with_regenerate_grace(grace)
         .with_events(refusals.clone());
     let csrf = if trusted.is_empty() {
         sessions.csrf()
@@ -479,4 +484,88 @@ async fn another_origin_is_refused_even_with_the_token() {
     }
     let refused = server.refusals.take();
     assert_eq!(refused, [CsrfRejection::CrossOrigin; 3]);
+}
+
+#[tokio::test]
+async fn an_old_cookie_within_the_grace_window_neither_gets_nor_uses_the_token() {
+    let server = serve_with_grace(Duration::from_secs(60), &[], Duration::from_secs(30)).await;
+    let mut victim = Agent::new(server.addr);
+    victim.token().await;
+    let planted = victim.cookie.clone();
+    victim.log_in("alice").await;
+    let current = victim.get("/token", &[]).await.body;
+    assert_eq!(current.len(), 43);
+
+    // The old cookie reads the logged-in session read-only (the grace window)...
+    let mut old = Agent::new(server.addr);
+    old.cookie = planted;
+    assert_eq!(old.get("/orders", &[HTML]).await.body, "orders");
+    // ...but is never shown its token, and cannot post with it.
+    assert_eq!(
+        old.get("/token", &[]).await.body,
+        "",
+        "no token for a read-only view"
+    );
+    let answer = old
+        .post_form("/transfer", &format!("csrf_token={current}"), &[])
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.refusals.take(), [CsrfRejection::NoSessionToken]);
+    // The new cookie still can.
+    let answer = victim
+        .post_form("/transfer", &format!("csrf_token={current}"), &[])
+        .await;
+    assert_eq!(answer.body, "transferred");
+}
+
+/// HTTP/2 names the host in `:authority` (the request URI), not in a `Host` header.
+#[tokio::test]
+async fn the_origin_check_reads_the_authority_when_there_is_no_host_header() {
+    use tower::ServiceExt;
+    let sessions = SessionLayer::new(MemoryStore::<Account>::new());
+    let app = Router::new()
+        .route("/token", get(token))
+        .route("/echo", post(|| async { "echoed" }))
+        .layer(sessions.csrf())
+        .layer(sessions);
+    let reply = app
+        .clone()
+        .oneshot(
+            Request::get("http://app.example/token")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cookie = reply.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = String::from_utf8(
+        reply
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for (origin, expected) in [
+        ("http://app.example", StatusCode::OK),
+        ("http://evil.example", StatusCode::FORBIDDEN),
+    ] {
+        let request = Request::post("http://app.example/echo")
+            .header(header::COOKIE, &cookie)
+            .header(header::ORIGIN, origin)
+            .header("x-csrf-token", &token)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert!(request.headers().get(header::HOST).is_none());
+        let reply = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(reply.status(), expected, "{origin}");
+    }
 }

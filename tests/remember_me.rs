@@ -26,9 +26,14 @@ const OWN_IDLE: Duration = Duration::from_millis(1200);
 const OWN_ABSOLUTE: Duration = Duration::from_millis(3000);
 
 fn app<St: Store<Counter>>(store: St) -> Router {
+    app_with_grace(store, Duration::ZERO)
+}
+
+fn app_with_grace<St: Store<Counter>>(store: St, grace: Duration) -> Router {
     let layer = SessionLayer::new(store)
         .with_idle_timeout(LAYER_IDLE)
-        .with_absolute_lifetime(LAYER_ABSOLUTE);
+        .with_absolute_lifetime(LAYER_ABSOLUTE)
+        .with_regenerate_grace(grace);
     Router::new()
         .route(
             "/login",
@@ -36,8 +41,13 @@ fn app<St: Store<Counter>>(store: St) -> Router {
                 |s: SessionHandle<Counter>, RawQuery(q): RawQuery| async move {
                     s.update(|c| c.user = Some("alice".into()));
                     s.regenerate();
-                    if q.as_deref() == Some("remember") {
-                        s.remember(Lifetime::new(OWN_IDLE, OWN_ABSOLUTE));
+                    match q.as_deref() {
+                        Some("remember") => s.remember(Lifetime::new(OWN_IDLE, OWN_ABSOLUTE)),
+                        // Shorter than the layer's idle timeout: raised to it.
+                        Some("remember-briefly") => {
+                            s.remember(Lifetime::new(Duration::from_millis(50), OWN_ABSOLUTE))
+                        }
+                        _ => {}
                     }
                     "in"
                 },
@@ -154,6 +164,14 @@ async fn idle_and_turning_back<St: Store<Counter>>(store: St) {
     tokio::time::sleep(OWN_IDLE + Duration::from_millis(300)).await;
     assert!(!alive(&mut idle).await, "unused past its own idle timeout");
 
+    let mut brief = Client::new(app.clone());
+    brief.get("/login?remember-briefly").await;
+    assert_eq!(
+        brief.get("/read").await.body,
+        "new=false own=300",
+        "an own idle timeout is at least the layer's"
+    );
+
     let mut back = Client::new(app);
     back.get("/login?remember").await;
     let before = back.id();
@@ -168,11 +186,35 @@ async fn idle_and_turning_back<St: Store<Counter>>(store: St) {
     );
 }
 
+/// A read through a regenerate grace window (an old cookie, read-only) slides a remembered
+/// session by its own idle timeout too, not by the layer's (a Redis read sets the expiry
+/// outright, so it would cut it to the layer's).
+async fn a_grace_read_keeps_the_own_idle_timeout<St: Store<Counter>>(store: St) {
+    let app = app_with_grace(store, Duration::from_secs(30));
+    let mut user = Client::new(app.clone());
+    user.get("/login").await;
+    let mut old = Client::new(app);
+    old.cookie = user.cookie.clone();
+    user.get("/login?remember").await;
+    assert_ne!(old.cookie, user.cookie);
+    assert_eq!(
+        old.get("/read").await.body,
+        "new=false own=1200",
+        "read through grace"
+    );
+    tokio::time::sleep(LAYER_IDLE + Duration::from_millis(300)).await;
+    assert!(
+        alive(&mut user).await,
+        "alive past the layer's idle timeout"
+    );
+}
+
 #[tokio::test]
 async fn memory_store() {
     let store = MemoryStore::<Counter>::new();
     remembered_and_plain_side_by_side(|| store.clone()).await;
     idle_and_turning_back(MemoryStore::new()).await;
+    a_grace_read_keeps_the_own_idle_timeout(MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -200,5 +242,6 @@ async fn redis_store() {
     let first = RedisStore::<Counter>::connect(&server.url()).await.unwrap();
     remembered_and_plain_side_by_side(|| first.clone()).await;
     let second = RedisStore::<Counter>::connect(&server.url()).await.unwrap();
-    idle_and_turning_back(second).await;
+    idle_and_turning_back(second.clone()).await;
+    a_grace_read_keeps_the_own_idle_timeout(second).await;
 }

@@ -235,7 +235,7 @@ fn with_lifetime<T>(
     let (idle, deadline) = match change {
         None => return record,
         Some(LifetimeChange::Remember(lifetime)) => (
-            Some(lifetime.idle_timeout()),
+            Some(lifetime.idle_timeout().max(defaults.idle_timeout)),
             now + lifetime.absolute_lifetime(),
         ),
         Some(LifetimeChange::LayerDefault) => {

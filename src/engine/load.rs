@@ -150,8 +150,15 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         if within_grace {
             let options = LoadOptions::at(now).sliding(self.slide());
             match self.follow(forward.to, options).await {
-                Ok(Some(mut record)) => {
+                Ok(Some(record)) => {
                     tracing::debug!(old = %key, new = %record.key, "request with a regenerated id served read-only within the grace window");
+                    // The first load slid by the layer's idle timeout (on Redis, outright).
+                    let mut record = match record.idle_timeout {
+                        Some(idle) if self.settings.sliding => {
+                            self.slide_own(record, idle, now).await?.0
+                        }
+                        _ => record,
+                    };
                     // The flash belongs to the request that carries the new cookie.
                     record.flash.clear();
                     self.settings.events.loaded(&record.key, &record.data);

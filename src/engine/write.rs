@@ -262,9 +262,11 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         record.has_data = fresh.has_data;
         record.csrf_token = fresh.csrf;
         if let Some(lifetime) = fresh.lifetime {
-            record.idle_timeout = Some(lifetime.idle_timeout());
+            // Never shorter than the layer's: every read slides by at least that much.
+            let idle = lifetime.idle_timeout().max(self.settings.idle_timeout);
+            record.idle_timeout = Some(idle);
             record.deadline = now + lifetime.absolute_lifetime();
-            record.expires_at = (now + lifetime.idle_timeout()).min(record.deadline);
+            record.expires_at = (now + idle).min(record.deadline);
         }
         self.check_size(&record)?;
         let owner = record.data.owner();
