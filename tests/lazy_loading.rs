@@ -71,6 +71,22 @@ fn app(store: TestStore, seen: &Seen, late: Late) -> Router {
             ),
         )
         .route(
+            "/concurrent",
+            get(|lazy: LazySession<Counter>| async move {
+                // Four loads at once, each still waiting on the store when the others start.
+                let (a, b, c, d) = tokio::join!(lazy.load(), lazy.load(), lazy.load(), lazy.load());
+                let seen: Vec<String> = [a, b, c, d]
+                    .into_iter()
+                    .map(|handle| {
+                        let handle = handle.expect("loaded");
+                        handle.update(|c| c.count += 1);
+                        handle.flash_message("notice").unwrap_or_default()
+                    })
+                    .collect();
+                seen.join(",")
+            }),
+        )
+        .route(
             "/maybe",
             get(
                 |lazy: LazySession<Counter>, query: axum::extract::RawQuery| async move {
@@ -229,6 +245,36 @@ async fn an_unloaded_request_neither_slides_the_expiry_nor_takes_the_flash() {
     }
     assert_eq!(client.get("/show").await.body, "kept");
     assert_eq!(client.get("/show").await.body, "-");
+}
+
+#[tokio::test]
+async fn concurrent_loads_of_one_request_share_one_store_call_and_one_flash() {
+    let (store, _, mut client, _) = rig();
+    client.get("/incr").await;
+    client.get("/flash?msg=hello").await;
+    store.take_calls();
+    store.set_load_delay(Duration::from_millis(50));
+    let reply = client.get("/concurrent").await;
+    assert_eq!(
+        reply.body, "hello,hello,hello,hello",
+        "one handle, one flash"
+    );
+    assert_eq!(
+        store.take_calls(),
+        ["load", "save"],
+        "one load for four callers"
+    );
+    store.set_load_delay(Duration::ZERO);
+    assert_eq!(
+        client.get("/read").await.body,
+        "5 new=false",
+        "the four changes, once saved"
+    );
+    assert_eq!(
+        client.get("/show").await.body,
+        "-",
+        "the flash was delivered once"
+    );
 }
 
 #[tokio::test]

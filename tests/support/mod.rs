@@ -50,6 +50,7 @@ pub struct TestStore {
     calls: Arc<Mutex<Vec<&'static str>>>,
     fail: Arc<AtomicBool>,
     undecodable: Arc<Mutex<HashSet<SessionKey>>>,
+    load_delay: Arc<Mutex<std::time::Duration>>,
 }
 
 impl TestStore {
@@ -67,6 +68,11 @@ impl TestStore {
 
     pub fn set_failing(&self, fail: bool) {
         self.fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes every load wait `delay` before it answers, so that concurrent callers overlap.
+    pub fn set_load_delay(&self, delay: std::time::Duration) {
+        *self.load_delay.lock().unwrap() = delay;
     }
 
     pub fn make_undecodable(&self, key: SessionKey) {
@@ -110,6 +116,10 @@ impl Store<Counter> for TestStore {
         options: LoadOptions,
     ) -> Result<Loaded<Counter>, StoreError> {
         self.enter("load")?;
+        let delay = *self.load_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if self.undecodable.lock().unwrap().contains(key) {
             return Err(StoreError::Decode("expected a Counter record".into()));
         }
