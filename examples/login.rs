@@ -27,7 +27,8 @@
 //! Then open <http://localhost:3000>, or use curl with a cookie jar:
 //!
 //! ```text
-//! curl -i -c jar -b jar http://localhost:3000/                  # 303 to /login?next=%2F
+//! curl -i -H 'accept: text/html' http://localhost:3000/         # 303 to /login?next=%2F
+//! curl -i http://localhost:3000/                                # 401: not a browser
 //! token=$(curl -s -c jar -b jar http://localhost:3000/login | grep -o 'csrf_token" value="[^"]*' | cut -d'"' -f3)
 //! curl -i -c jar -b jar -d username=alice -d password=password -d csrf_token=$token http://localhost:3000/login
 //! curl -c jar -b jar http://localhost:3000/                     # Hello, alice + "Welcome, alice!"

@@ -114,6 +114,10 @@ impl fmt::Display for CsrfRejection {
 ///
 /// Safe methods pass untouched and never load the session.
 ///
+/// The form field is read from request bodies that can be rebuilt from bytes (axum's `Body`,
+/// `Full<Bytes>`); behind plain Hyper, whose `Incoming` cannot, send the token in the header or
+/// map the body to such a type first.
+///
 /// With `SameSite=Lax` (the default) browsers already keep the session cookie off cross-site
 /// `POST`s; the token also covers what `SameSite` does not: same-site attackers (a sibling
 /// subdomain, another port on the same host), browsers that ignore `SameSite`, and a cookie set
