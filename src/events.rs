@@ -243,7 +243,7 @@ impl<T> Clone for Closures<T> {
 }
 
 impl<T> Closures<T> {
-    fn names(&self) -> Vec<&'static str> {
+    pub(crate) fn names(&self) -> Vec<&'static str> {
         let set = [
             ("started", self.started.is_some()),
             ("loaded", self.loaded.is_some()),
@@ -261,6 +261,55 @@ impl<T> Closures<T> {
     }
 }
 
+/// The `on_*` closures are one listener among the others.
+impl<T: 'static> SessionEvents<T> for Closures<T> {
+    fn started(&self, key: &SessionKey, data: &T) {
+        if let Some(f) = &self.started {
+            f(key, data);
+        }
+    }
+    fn loaded(&self, key: &SessionKey, data: &T) {
+        if let Some(f) = &self.loaded {
+            f(key, data);
+        }
+    }
+    fn cookie_sent(&self, key: &SessionKey, data: &T) {
+        if let Some(f) = &self.cookie_sent {
+            f(key, data);
+        }
+    }
+    fn deleted(&self, key: &SessionKey, data: &T) {
+        if let Some(f) = &self.deleted {
+            f(key, data);
+        }
+    }
+    fn expired(&self, key: &SessionKey, data: &T) {
+        if let Some(f) = &self.expired {
+            f(key, data);
+        }
+    }
+    fn regenerated(&self, old: &SessionKey, new: &SessionKey, data: &T) {
+        if let Some(f) = &self.regenerated {
+            f(old, new, data);
+        }
+    }
+    fn rejected(&self, reason: RejectReason, key: Option<&SessionKey>) {
+        if let Some(f) = &self.rejected {
+            f(reason, key);
+        }
+    }
+    fn conflict(&self, key: &SessionKey) {
+        if let Some(f) = &self.conflict {
+            f(key);
+        }
+    }
+    fn error(&self, error: &SessionError) {
+        if let Some(f) = &self.error {
+            f(error);
+        }
+    }
+}
+
 /// How a session ended: by its own request (logout) or through the manager (revoke).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -268,26 +317,16 @@ pub(crate) enum Ending {
     Revoke,
 }
 
-/// Every listener of one layer: the `on_*` closures, then each [`SessionEvents`] in the order
-/// they were added. Each event also goes to `tracing` (keys as fingerprints) and to metrics.
+/// Every listener of one layer, in order: the `on_*` closures (as one listener), then each
+/// [`SessionEvents`] in the order they were added. Each event also goes to `tracing` (keys as
+/// fingerprints) and to metrics.
 pub(crate) struct Events<T> {
-    pub(crate) closures: Closures<T>,
-    pub(crate) listeners: Vec<Arc<dyn SessionEvents<T>>>,
-}
-
-impl<T> Default for Events<T> {
-    fn default() -> Self {
-        Self {
-            closures: Closures::default(),
-            listeners: Vec::new(),
-        }
-    }
+    listeners: Vec<Arc<dyn SessionEvents<T>>>,
 }
 
 impl<T> Clone for Events<T> {
     fn clone(&self) -> Self {
         Self {
-            closures: self.closures.clone(),
             listeners: self.listeners.clone(),
         }
     }
@@ -296,13 +335,24 @@ impl<T> Clone for Events<T> {
 impl<T> fmt::Debug for Events<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
-            .field("closures", &self.closures.names())
             .field("listeners", &self.listeners.len())
             .finish()
     }
 }
 
 impl<T: 'static> Events<T> {
+    /// The closures (when any is set) first, then `listeners`.
+    pub(crate) fn new(closures: &Closures<T>, listeners: &[Arc<dyn SessionEvents<T>>]) -> Self {
+        let closures = (!closures.names().is_empty())
+            .then(|| Arc::new(closures.clone()) as Arc<dyn SessionEvents<T>>);
+        Self {
+            listeners: closures
+                .into_iter()
+                .chain(listeners.iter().cloned())
+                .collect(),
+        }
+    }
+
     fn changed(&self, change: StateChange<'_, T>) {
         for listener in &self.listeners {
             listener.state_changed(&change);
@@ -312,9 +362,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn started(&self, key: &SessionKey, data: &T) {
         crate::telemetry::event("started");
         tracing::debug!(session = %key, "session started");
-        if let Some(f) = &self.closures.started {
-            f(key, data);
-        }
         for listener in &self.listeners {
             listener.started(key, data);
         }
@@ -327,9 +374,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn loaded(&self, key: &SessionKey, data: &T) {
         crate::telemetry::event("loaded");
         tracing::trace!(session = %key, "session loaded");
-        if let Some(f) = &self.closures.loaded {
-            f(key, data);
-        }
         for listener in &self.listeners {
             listener.loaded(key, data);
         }
@@ -338,9 +382,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn cookie_sent(&self, key: &SessionKey, data: &T) {
         crate::telemetry::event("cookie_sent");
         tracing::trace!(session = %key, "session cookie sent");
-        if let Some(f) = &self.closures.cookie_sent {
-            f(key, data);
-        }
         for listener in &self.listeners {
             listener.cookie_sent(key, data);
         }
@@ -357,9 +398,6 @@ impl<T: 'static> Events<T> {
         };
         tracing::debug!(session = %key, state = %to, "session ended");
         if let Some(data) = data {
-            if let Some(f) = &self.closures.deleted {
-                f(key, data);
-            }
             for listener in &self.listeners {
                 listener.deleted(key, data);
             }
@@ -373,9 +411,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn expired(&self, key: &SessionKey, data: &T) {
         crate::telemetry::event("expired");
         tracing::debug!(session = %key, "session expired");
-        if let Some(f) = &self.closures.expired {
-            f(key, data);
-        }
         for listener in &self.listeners {
             listener.expired(key, data);
         }
@@ -388,9 +423,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn regenerated(&self, old: &SessionKey, new: &SessionKey, data: &T) {
         crate::telemetry::event("regenerated");
         tracing::debug!(old = %old, new = %new, "session id regenerated");
-        if let Some(f) = &self.closures.regenerated {
-            f(old, new, data);
-        }
         for listener in &self.listeners {
             listener.regenerated(old, new, data);
         }
@@ -406,9 +438,6 @@ impl<T: 'static> Events<T> {
         match key {
             Some(key) => tracing::debug!(session = %key, %reason, "session cookie rejected"),
             None => tracing::debug!(%reason, "session cookie rejected"),
-        }
-        if let Some(f) = &self.closures.rejected {
-            f(reason, key);
         }
         for listener in &self.listeners {
             listener.rejected(reason, key);
@@ -426,9 +455,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn conflict(&self, key: &SessionKey) {
         crate::telemetry::event("conflict");
         tracing::info!(session = %key, "change refused: the session changed or moved since this request loaded it");
-        if let Some(f) = &self.closures.conflict {
-            f(key);
-        }
         for listener in &self.listeners {
             listener.conflict(key);
         }
@@ -448,9 +474,6 @@ impl<T: 'static> Events<T> {
     pub(crate) fn error(&self, error: &SessionError) {
         crate::telemetry::event("error");
         tracing::error!(%error, "session layer failed");
-        if let Some(f) = &self.closures.error {
-            f(error);
-        }
         for listener in &self.listeners {
             listener.error(error);
         }

@@ -81,7 +81,8 @@ pub(crate) struct Config<T> {
     ids_at_rest: IdsAtRest,
     regenerate_grace: Option<Duration>,
     max_record_size: Option<usize>,
-    events: Events<T>,
+    closures: Closures<T>,
+    listeners: Vec<Arc<dyn SessionEvents<T>>>,
 }
 
 impl<T> Default for Config<T> {
@@ -104,7 +105,8 @@ impl<T> Default for Config<T> {
             ids_at_rest: IdsAtRest::StoreDefault,
             regenerate_grace: None,
             max_record_size: None,
-            events: Events::default(),
+            closures: Closures::default(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -129,7 +131,8 @@ impl<T> Clone for Config<T> {
             ids_at_rest: self.ids_at_rest.clone(),
             regenerate_grace: self.regenerate_grace,
             max_record_size: self.max_record_size,
-            events: self.events.clone(),
+            closures: self.closures.clone(),
+            listeners: self.listeners.clone(),
         }
     }
 }
@@ -153,7 +156,8 @@ impl<T> fmt::Debug for Config<T> {
             .field("ids_at_rest", &self.ids_at_rest)
             .field("regenerate_grace", &self.regenerate_grace)
             .field("max_record_size", &self.max_record_size)
-            .field("events", &self.events)
+            .field("closures", &self.closures.names())
+            .field("listeners", &self.listeners.len())
             .finish()
     }
 }
@@ -242,17 +246,20 @@ impl<T> Config<T> {
 
     /// The `on_*` closures, to set one.
     pub(crate) fn closures(&mut self) -> &mut Closures<T> {
-        &mut self.events.closures
+        &mut self.closures
     }
 
     pub(crate) fn with_listener(mut self, listener: Arc<dyn SessionEvents<T>>) -> Self {
-        self.events.listeners.push(listener);
+        self.listeners.push(listener);
         self
     }
 
     /// Checks the configuration. `store_hashes_ids` is the store's preference for
     /// [`IdsAtRest::StoreDefault`] (hash unless its contents stay in the process).
-    pub(crate) fn validate(&self, store_hashes_ids: bool) -> Result<Settings<T>, ConfigError> {
+    pub(crate) fn validate(&self, store_hashes_ids: bool) -> Result<Settings<T>, ConfigError>
+    where
+        T: 'static,
+    {
         let name = &self.cookie_name;
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(ConfigError::InvalidCookieName);
@@ -339,7 +346,7 @@ impl<T> Config<T> {
                 IdsAtRest::StoreDefault if store_hashes_ids => AtRest::Hash,
                 IdsAtRest::StoreDefault => AtRest::Plain,
             },
-            events: self.events.clone(),
+            events: Events::new(&self.closures, &self.listeners),
         })
     }
 }
