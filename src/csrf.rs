@@ -3,6 +3,8 @@
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
+use pin_project_lite::pin_project;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use tower_layer::Layer;
@@ -388,7 +391,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Response<ResBody>, S::Error>;
+    type Future = CsrfFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -398,10 +401,10 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         if is_safe(req.method()) {
-            return Box::pin(inner.call(req));
+            return CsrfFuture::passed(inner.call(req));
         }
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
+        CsrfFuture::checking(Box::pin(async move {
             if !shared.origin_allowed(req.headers(), req.uri()) {
                 return Ok(shared.reject(CsrfRejection::CrossOrigin, None));
             }
@@ -451,7 +454,64 @@ where
                 }
                 Some(_) => inner.call(req).await,
             }
-        })
+        }))
+    }
+}
+
+pin_project! {
+    /// The response future of [`CsrfService`]: a safe request's handler future as it is (no
+    /// allocation), or the boxed check of an unsafe one.
+    pub struct CsrfFuture<F, B, E> {
+        #[pin]
+        stage: Stage<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<F, B, E> {
+        // A safe method: straight to the inner service.
+        Passed { #[pin] inner: F },
+        // An unsafe method: the checks, then the inner service.
+        Checking { checking: BoxFuture<Response<B>, E> },
+    }
+}
+
+impl<F, B, E> CsrfFuture<F, B, E> {
+    fn passed(inner: F) -> Self {
+        Self {
+            stage: Stage::Passed { inner },
+        }
+    }
+
+    fn checking(checking: BoxFuture<Response<B>, E>) -> Self {
+        Self {
+            stage: Stage::Checking { checking },
+        }
+    }
+}
+
+impl<F, B, E> fmt::Debug for CsrfFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match self.stage {
+            Stage::Passed { .. } => "passed",
+            Stage::Checking { .. } => "checking",
+        };
+        f.debug_struct("CsrfFuture").field("stage", &stage).finish()
+    }
+}
+
+impl<F, B, E> Future for CsrfFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().stage.project() {
+            StageProj::Passed { inner } => inner.poll(cx),
+            StageProj::Checking { checking } => checking.as_mut().poll(cx),
+        }
     }
 }
 

@@ -129,7 +129,7 @@ struct ReadmeDoctests;
 #[allow(deprecated)]
 pub use config::SessionConfig;
 pub use config::{Concurrency, Preset, SameSite};
-pub use csrf::{CsrfLayer, CsrfRejection, CsrfService, CsrfToken};
+pub use csrf::{CsrfFuture, CsrfLayer, CsrfRejection, CsrfService, CsrfToken};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};
 pub use events::{RejectReason, SessionEvents, SessionState, StateChange};
 #[cfg(feature = "axum")]
