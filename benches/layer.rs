@@ -9,7 +9,8 @@
 //!
 //! - `request/<app>/<path>`: one request through an axum `Router` driven with
 //!   `tower::ServiceExt::oneshot` (no sockets), body collected. `bare` is the same router and
-//!   handlers without the layer; `layer_memory` adds `SessionLayer` on a `MemoryStore`. Paths:
+//!   handlers without the layer; `layer_memory` adds `SessionLayer` on a `MemoryStore`,
+//!   `layer_cookie_only` a cookie-only `SessionLayer` (sealed cookies, no store). Paths:
 //!   `read` (existing session, sliding expiry: one `load`), `modify` (existing session changed:
 //!   `load` + `save`), `create` (no cookie, the handler writes: `create`), and `regenerate`
 //!   (existing session, new ID: `load` + `regenerate`; the next request uses the new cookie), and
@@ -46,7 +47,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower_typed_sessions::{
-    Expect, LoadOptions, Loaded, MemoryStore, Record, Session, SessionHandle, SessionKey,
+    Expect, Key, LoadOptions, Loaded, MemoryStore, Record, Session, SessionHandle, SessionKey,
     SessionLayer, Store, WriteOutcome, RECORD_FORMAT,
 };
 
@@ -95,6 +96,18 @@ fn layered() -> Router {
         .layer(SessionLayer::new(MemoryStore::<Counter>::new()))
         // Turn handlers into routes once, as `axum::serve` does; a `Router` driven directly
         // would redo it (and re-apply the layer) on every request.
+        .with_state(())
+}
+
+/// The same routes on cookie-only sessions: the session sealed in its cookie, no store.
+fn cookie_layered() -> Router {
+    let key = Key::from_bytes(&[7; 32]).expect("a 32-byte key");
+    Router::new()
+        .route("/read", get(read))
+        .route("/incr", get(incr))
+        .route("/login", get(login))
+        .route("/plain", get(plain))
+        .layer(SessionLayer::<Counter, _>::cookie_only([key]).expect("one key"))
         .with_state(())
 }
 
@@ -235,7 +248,11 @@ fn requests(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("request");
     for path in Path::ALL {
-        let mut apps: Vec<(&str, MakeApp)> = vec![("bare", bare), ("layer_memory", layered)];
+        let mut apps: Vec<(&str, MakeApp)> = vec![
+            ("bare", bare),
+            ("layer_memory", layered),
+            ("layer_cookie_only", cookie_layered),
+        ];
         if let Path::Plain = path {
             apps.insert(1, ("noop_layer", noop_layered));
         }

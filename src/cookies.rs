@@ -57,45 +57,52 @@ pub(crate) enum Incoming {
     },
 }
 
-/// Finds the session cookie. Several cookies may carry the name (set for different paths or
-/// domains); browsers send the most specific first, so the first valid one wins. The scan is
-/// linear in the header size and never allocates.
-pub(crate) fn find_session_id<'a>(
+/// The raw values of the cookies named `name`, in the order the client sent them (browsers send
+/// the most specific path or domain first), unquoted. The scan is linear in the header size and
+/// never allocates.
+pub(crate) fn values_named<'a>(
     cookie_headers: impl IntoIterator<Item = &'a HeaderValue>,
-    name: &str,
-    signer: Option<&Signer>,
-) -> Incoming {
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> {
     let name = name.as_bytes();
-    let mut seen = false;
-    let mut bad_signature = false;
-    for value in cookie_headers {
-        for pair in value.as_bytes().split(|b| *b == b';') {
+    cookie_headers
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .filter_map(move |pair| {
             // `name` is a token (no `=`, no whitespace), so a pair is ours exactly when it reads
             // `name`, optional whitespace, `=`: checked without searching other pairs for `=`.
-            let Some(rest) = pair.trim_ascii_start().strip_prefix(name) else {
-                continue;
-            };
-            let Some(value) = rest.trim_ascii_start().strip_prefix(b"=") else {
-                continue;
-            };
-            seen = true;
-            let mut raw = value.trim_ascii();
+            let rest = pair.trim_ascii_start().strip_prefix(name)?;
+            let mut raw = rest.trim_ascii_start().strip_prefix(b"=")?.trim_ascii();
             if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
                 raw = &raw[1..raw.len() - 1];
             }
-            match signer {
-                None => {
-                    if let Some(id) = SessionId::parse_bytes(raw) {
-                        return Incoming::Id { id, resign: false };
-                    }
+            Some(raw)
+        })
+}
+
+/// Finds the session cookie. Several cookies may carry the name (set for different paths or
+/// domains); the first valid one wins.
+pub(crate) fn find_session_id<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &'a str,
+    signer: Option<&Signer>,
+) -> Incoming {
+    let mut seen = false;
+    let mut bad_signature = false;
+    for raw in values_named(cookie_headers, name) {
+        seen = true;
+        match signer {
+            None => {
+                if let Some(id) = SessionId::parse_bytes(raw) {
+                    return Incoming::Id { id, resign: false };
                 }
-                Some(signer) => match signer.verify(raw) {
-                    Verified::Current(id) => return Incoming::Id { id, resign: false },
-                    Verified::Rotated(id) => return Incoming::Id { id, resign: true },
-                    Verified::BadSignature => bad_signature = true,
-                    Verified::Malformed => {}
-                },
             }
+            Some(signer) => match signer.verify(raw) {
+                Verified::Current(id) => return Incoming::Id { id, resign: false },
+                Verified::Rotated(id) => return Incoming::Id { id, resign: true },
+                Verified::BadSignature => bad_signature = true,
+                Verified::Malformed => {}
+            },
         }
     }
     if bad_signature {
@@ -123,7 +130,18 @@ pub(crate) fn live_cookie(
         }
         None => id.expose_secret(),
     };
-    let mut text = String::with_capacity(settings.name.len() + settings.attributes.len() + 128);
+    set_cookie(settings, value, max_age)
+}
+
+/// A Set-Cookie header carrying `value` (an ID, signed or not, or a sealed session: base64url
+/// either way), with `max_age` seconds when the cookie is persistent.
+pub(crate) fn set_cookie(
+    settings: &CookieSettings,
+    value: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
+    let mut text =
+        String::with_capacity(settings.name.len() + settings.attributes.len() + value.len() + 24);
     text.push_str(&settings.name);
     text.push('=');
     text.push_str(value);

@@ -147,6 +147,17 @@ pub enum SessionError {
         /// The configured maximum, in bytes.
         limit: usize,
     },
+    /// A cookie-only session ([`SessionLayer::cookie_only`](crate::SessionLayer::cookie_only))
+    /// sealed into a cookie larger than browsers keep: nothing was sent (never a truncated or
+    /// dropped cookie), and the client keeps the cookie it had.
+    CookieTooLarge {
+        /// The cookie's name and sealed value, in bytes.
+        size: usize,
+        /// The most a browser keeps ([`MAX_COOKIE_BYTES`](crate::MAX_COOKIE_BYTES)).
+        limit: usize,
+    },
+    /// The session data could not be serialized (its `Serialize` implementation failed).
+    Encode(BoxError),
 }
 
 impl SessionError {
@@ -185,6 +196,11 @@ impl fmt::Display for SessionError {
                     "the session record is larger than the maximum of {limit} bytes"
                 )
             }
+            SessionError::CookieTooLarge { size, limit } => write!(
+                f,
+                "the sealed session cookie would be {size} bytes, over the {limit} browsers keep"
+            ),
+            SessionError::Encode(err) => write!(f, "the session data could not be encoded: {err}"),
         }
     }
 }
@@ -193,8 +209,9 @@ impl StdError for SessionError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SessionError::Store { source, .. } => Some(source),
-            SessionError::Random(err) => Some(err.as_ref()),
+            SessionError::Random(err) | SessionError::Encode(err) => Some(err.as_ref()),
             SessionError::IdCollision
+            | SessionError::CookieTooLarge { .. }
             | SessionError::Conflict
             | SessionError::ReadOnly
             | SessionError::RecordTooLarge { .. } => None,
@@ -229,6 +246,8 @@ pub enum ConfigError {
     /// The login path of [`RequireLogin`](crate::RequireLogin) is not a local path without a
     /// query.
     InvalidLoginPath,
+    /// [`SessionLayer::cookie_only`](crate::SessionLayer::cookie_only) was given no key.
+    NoKeys,
 }
 
 impl fmt::Display for ConfigError {
@@ -245,6 +264,7 @@ impl fmt::Display for ConfigError {
             ConfigError::DurationTooLong => "session timeouts must be at most 100 years",
             ConfigError::KeyTooShort => "secret keys must be at least 32 bytes",
             ConfigError::InvalidLoginPath => "the login path must be a local path without a query",
+            ConfigError::NoKeys => "cookie-only sessions need at least one key",
         })
     }
 }

@@ -25,6 +25,13 @@ pub enum RejectReason {
     /// Cookies are signed and this one's signature is missing or matches no key. The store was
     /// not asked.
     BadSignature,
+    /// A cookie-only session's sealed value opens under no configured key: tampered with,
+    /// truncated, sealed for another cookie name, or sealed with a key that was since removed.
+    Unsealable,
+    /// A cookie-only session that logged out, found in the revocation list (see
+    /// [`SessionLayer::with_revocation_list`](crate::SessionLayer::with_revocation_list)). The
+    /// old cookie of a regenerated session found there is [`RejectReason::Regenerated`].
+    Revoked,
 }
 
 impl fmt::Display for RejectReason {
@@ -35,6 +42,8 @@ impl fmt::Display for RejectReason {
             RejectReason::Regenerated => "regenerated",
             RejectReason::Undecodable => "undecodable",
             RejectReason::BadSignature => "bad signature",
+            RejectReason::Unsealable => "unsealable",
+            RejectReason::Revoked => "revoked",
         })
     }
 }
@@ -84,7 +93,8 @@ impl fmt::Display for SessionState {
 /// | a request finds it past its expiry | `Active` → `Expired` | its key | | yes |
 /// | a logout ends it | `Active` → `Deleted` | the key it ended under | | when known |
 /// | [`SessionManager`](crate::SessionManager) revokes it | `Active` → `Revoked` | the key it ended under | | yes |
-/// | a regenerated session's old cookie arrives after the grace window | `Regenerated` → `Rejected` | the old key | | |
+/// | a regenerated session's old cookie arrives after the grace window (cookie-only: is in the revocation list) | `Regenerated` → `Rejected` | the old key | | |
+/// | a cookie-only session's logged-out cookie arrives (it is in the revocation list) | `Deleted` → `Rejected` | its key | | |
 /// | any other cookie is refused | `New` → `Rejected` | its key, when well formed | | |
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -444,6 +454,7 @@ impl<T: 'static> Events<T> {
         }
         let from = match reason {
             RejectReason::Regenerated => SessionState::Regenerated,
+            RejectReason::Revoked => SessionState::Deleted,
             _ => SessionState::New,
         };
         self.changed(StateChange {

@@ -103,8 +103,10 @@ pub(crate) struct Existing {
     /// re-signature). `None` when the request reached the session through a regenerate grace
     /// window: its cookie is the old one, which is never re-sent, and nothing else either.
     pub(crate) cookie_id: Option<SessionId>,
-    /// The cookie was signed with an older key: re-issue it under the current one.
-    pub(crate) resign: bool,
+    /// The cookie goes out again even if nothing changes: it was signed (or a cookie-only
+    /// session sealed) with an older key, or a cookie-only session is due for re-sealing (it
+    /// slid, or its flash was shown).
+    pub(crate) reissue: bool,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) expires_at: OffsetDateTime,
     pub(crate) deadline: OffsetDateTime,
@@ -236,13 +238,13 @@ impl<T: Session> State<T> {
         record: Record<T>,
         slid: bool,
         cookie_id: Option<SessionId>,
-        resign: bool,
+        reissue: bool,
     ) -> Self {
         Self {
             existing: Some(Existing {
                 key: record.key,
                 cookie_id,
-                resign,
+                reissue,
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 deadline: record.deadline,

@@ -15,10 +15,12 @@ type HmacSha256 = Hmac<Sha256>;
 /// The fewest key bytes accepted: a key must carry at least 256 bits.
 const MIN_KEY_LEN: usize = 32;
 
-/// A secret key (at least 32 bytes) for [`SessionLayer::with_signing_keys`] and
-/// [`IdsAtRest::KeyedHash`]. `Debug` never prints it.
+/// A secret key (at least 32 bytes) for [`SessionLayer::with_signing_keys`],
+/// [`IdsAtRest::KeyedHash`] and [`SessionLayer::cookie_only`]. Each use derives its own key from
+/// it, so one secret may serve all three. `Debug` never prints it.
 ///
 /// [`SessionLayer::with_signing_keys`]: crate::SessionLayer::with_signing_keys
+/// [`SessionLayer::cookie_only`]: crate::SessionLayer::cookie_only
 ///
 /// ```
 /// use tower_typed_sessions::Key;
@@ -46,6 +48,16 @@ impl Key {
         let mut bytes = [0u8; MIN_KEY_LEN];
         getrandom::fill(&mut bytes).map_err(|err| crate::SessionError::Random(Box::new(err)))?;
         Ok(Self(Arc::from(bytes.as_slice())))
+    }
+
+    /// A 256-bit key for one purpose, derived from this one (HMAC-SHA256 as a PRF over
+    /// `domain`): the same secret may serve signing, hashing and sealing without any two
+    /// sharing key material.
+    pub(crate) fn derive(&self, domain: &[u8]) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(domain);
+        mac.finalize().into_bytes().into()
     }
 
     fn mac(&self, domain: &[u8], id: &SessionId) -> HmacSha256 {

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 
 use crate::{
     config::{Concurrency, Config, Preset, SameSite, MAX_DURATION},
+    cookie_only::{revocation::RevocationList, CookieOnly, Revoked, Sealed},
     csrf::CsrfLayer,
     engine::Engine,
     error::{ConfigError, SessionError},
@@ -465,6 +466,116 @@ impl<T: Session, St: Store<T>> SessionLayer<T, St> {
     /// The store behind the layer.
     pub fn store(&self) -> &St {
         self.engine.store()
+    }
+}
+
+impl<T: Session> SessionLayer<T, CookieOnly> {
+    /// A layer with no store: each session (its data, flash, CSRF token, expiry and deadline)
+    /// travels in its cookie, sealed with XChaCha20-Poly1305 under a key derived from the first
+    /// of `keys`; every key opens, so to rotate put the new key first and keep the old ones
+    /// until their cookies have expired (a cookie sealed with an older key is re-sealed with the
+    /// first on its next request). Refused without a key.
+    ///
+    /// Everything the handler does works as with a store (`SessionHandle`, flash, regenerate,
+    /// logout, remember me, CSRF, events), with these differences:
+    ///
+    /// - Expiry is read from inside the sealed payload, never from the cookie's `Max-Age`. The
+    ///   cookie is re-sealed when less than half of its idle timeout is left (and when a flash
+    ///   was shown or an older key sealed it), not on every read: a session used at least once
+    ///   per half idle timeout never expires, and one left alone dies between half and all of
+    ///   the idle timeout after its last request.
+    /// - A session must fit in one cookie ([`MAX_COOKIE_BYTES`] for name and value): one that
+    ///   does not is refused with [`SessionError::CookieTooLarge`] and the error response,
+    ///   never truncated.
+    /// - Logout clears the browser's cookie but cannot reach a copy of it, and the old cookie of
+    ///   a regenerated session stays valid too, until its own expiry. Add a
+    ///   [revocation list](Self::with_revocation_list) to refuse them.
+    /// - Concurrent requests each send their own copy of the session and the last one the
+    ///   browser receives wins: concurrent changes are last-write-wins whatever
+    ///   [`with_concurrency`](Self::with_concurrency) says (there is no stored revision to
+    ///   compare), and two overlapping requests can both see one flash message. The regenerate
+    ///   grace window and [`with_signing_keys`](Self::with_signing_keys) have no effect (the
+    ///   seal authenticates).
+    /// - [`SessionManager`] has no sessions to list and answers
+    ///   [`StoreError::Unsupported`](crate::StoreError::Unsupported).
+    /// - Give each application its own key: two apps with the same key and cookie name accept
+    ///   each other's cookies.
+    ///
+    /// ```
+    /// use tower_typed_sessions::{Key, Session, SessionLayer};
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct Cart { items: Vec<String> }
+    /// impl Session for Cart {}
+    ///
+    /// # fn main() -> Result<(), tower_typed_sessions::ConfigError> {
+    /// # let secret = [7u8; 32];
+    /// let layer = SessionLayer::<Cart, _>::cookie_only([Key::from_bytes(&secret)?])?
+    ///     .with_idle_timeout(std::time::Duration::from_secs(30 * 60));
+    /// # Ok(()) }
+    /// ```
+    pub fn cookie_only(keys: impl IntoIterator<Item = Key>) -> Result<Self, ConfigError> {
+        let sealed = Sealed::new(keys).ok_or(ConfigError::NoKeys)?;
+        let config = Config::default();
+        let settings = config.validate(sealed.hashes_ids_by_default())?;
+        Ok(Self {
+            engine: Arc::new(Engine::cookie_only(sealed, settings)),
+            config,
+        })
+    }
+
+    /// Keeps the IDs of ended sessions in `list` (any store, of [`Revoked`] entries) until their
+    /// deadline, and checks it on every request that opens a session: a cookie of a session
+    /// that logged out is then refused ([`RejectReason::Revoked`]) even if a copy was kept, and
+    /// so is the old cookie of a regenerated session ([`RejectReason::Regenerated`]: within 5
+    /// seconds of the login it is not cleared, as the response could overtake the login's, and
+    /// a logout through it ends the session where it moved; later it is cleared).
+    ///
+    /// It also brings back the rules a store keeps between concurrent requests: a logout ends
+    /// the session a concurrent login moved to a new ID; of two concurrent logins one moves the
+    /// session and the other is answered with the conflict status; a save, re-seal or flash
+    /// removal from a copy opened before a login or logout sends no cookie if it finds the ID
+    /// in the list (a save is answered with the conflict status after a login), so the login's
+    /// or logout's cookie stays the client's. (One that checked just before the login still
+    /// sends the old ID's cookie, which the list then refuses.)
+    ///
+    /// Cost: one lookup on every request that opens a session, one more before a save,
+    /// re-seal or flash removal, one write per logout or regenerate (plus a lookup and a write
+    /// per session a logout follows to its new ID). The list holds one entry per logout and
+    /// regenerate until that session's deadline, including sessions without a user: size it
+    /// for that (a capped [`MemoryStore`](crate::MemoryStore) that is full fails logouts and
+    /// logins closed). A failing list fails the request closed (the error response, no
+    /// Set-Cookie).
+    ///
+    /// With the default [`IdsAtRest`], the IDs are hashed unless `list`'s contents stay in the
+    /// process.
+    ///
+    /// ```
+    /// use tower_typed_sessions::{Key, MemoryStore, Revoked, Session, SessionLayer};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Cart;
+    /// # impl Session for Cart {}
+    /// let layer = SessionLayer::<Cart, _>::cookie_only([Key::from_bytes(&[7u8; 32])?])?
+    ///     .with_revocation_list(MemoryStore::<Revoked>::new());
+    /// # Ok::<_, tower_typed_sessions::ConfigError>(())
+    /// ```
+    pub fn with_revocation_list(self, list: impl Store<Revoked>) -> Self {
+        let Some(current) = self.engine.sealed() else {
+            return self;
+        };
+        let sealed = Sealed {
+            sealer: current.sealer.clone(),
+            revocations: Some(RevocationList::new(list)),
+        };
+        match self.config.validate(sealed.hashes_ids_by_default()) {
+            Ok(settings) => Self {
+                engine: Arc::new(Engine::cookie_only(sealed, settings)),
+                config: self.config,
+            },
+            Err(err) => {
+                tracing::error!(%err, "revocation list refused; the layer keeps its previous settings");
+                self
+            }
+        }
     }
 }
 

@@ -95,6 +95,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod cookie_only;
 mod cookies;
 mod csrf;
 mod engine;
@@ -129,6 +130,7 @@ struct ReadmeDoctests;
 #[allow(deprecated)]
 pub use config::SessionConfig;
 pub use config::{Concurrency, Preset, SameSite};
+pub use cookie_only::{CookieOnly, Revoked, MAX_COOKIE_BYTES};
 pub use csrf::{CsrfFuture, CsrfLayer, CsrfRejection, CsrfService, CsrfToken};
 pub use error::{BoxError, ConfigError, SessionError, StoreError, StoreOperation};
 pub use events::{RejectReason, SessionEvents, SessionState, StateChange};

@@ -208,16 +208,16 @@ impl Serialize for Millis {
 }
 
 /// Timestamps as integer milliseconds since the Unix epoch: compact and exact enough for expiry.
-mod unix_millis {
+pub(crate) mod unix_millis {
     use serde::{de, Deserialize, Deserializer, Serializer};
     use time::OffsetDateTime;
 
-    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
         let millis = t.unix_timestamp_nanos() / 1_000_000;
         s.serialize_i64(i64::try_from(millis).map_err(serde::ser::Error::custom)?)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
         let millis = i64::deserialize(d)?;
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
             .map_err(de::Error::custom)
@@ -225,7 +225,7 @@ mod unix_millis {
 }
 
 /// A duration as whole milliseconds, or nothing.
-mod optional_millis {
+pub(crate) mod optional_millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -234,14 +234,14 @@ mod optional_millis {
         u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(duration) => s.serialize_some(&whole_ms(*duration)),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))

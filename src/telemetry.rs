@@ -46,6 +46,8 @@ pub(crate) fn rejected(reason: RejectReason) {
             RejectReason::Regenerated => "regenerated",
             RejectReason::Undecodable => "undecodable",
             RejectReason::BadSignature => "bad_signature",
+            RejectReason::Unsealable => "unsealable",
+            RejectReason::Revoked => "revoked",
         };
         metrics::counter!(EVENTS, "event" => "rejected", "reason" => reason).increment(1);
     }

@@ -1,5 +1,6 @@
 //! End to end in a real browser: headless Chromium, driven over WebDriver (chromedriver), against
-//! the `login` example's binary. It checks what a person would see (the guard's redirects, flash
+//! the `login` example's binary (a memory store) and the `cookie_only` example's (the same app on
+//! cookie-only sessions). It checks what a person would see (the guard's redirects, flash
 //! messages, the greeting) and what the browser keeps (the session cookie's attributes, its
 //! regeneration at login, its removal at logout, and that a replayed old value is worthless), and
 //! that a forged form on another origin cannot log the user out (CSRF), nor a script post
@@ -125,9 +126,9 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-/// The built `login` example next to this test binary: target/<profile>/deps/browser-<hash> ->
-/// target/<profile>/examples/login.
-fn login_binary() -> PathBuf {
+/// The built example `name` next to this test binary: target/<profile>/deps/browser-<hash> ->
+/// target/<profile>/examples/<name>.
+fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's own path");
     let profile_dir = exe
         .parent()
@@ -135,20 +136,16 @@ fn login_binary() -> PathBuf {
         .expect("the test binary lives in target/<profile>/deps");
     let binary = profile_dir
         .join("examples")
-        .join(format!("login{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.is_file(),
-        "the login example is not built ({} is missing): run `cargo build --examples` \
+        "the {name} example is not built ({} is missing): run `cargo build --examples` \
          (a plain `cargo test` builds it, `cargo test --test browser` does not)",
         binary.display()
     );
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
-    let sources = newest_mtime(&manifest.join("src")).max(
-        std::fs::metadata(manifest.join("examples/login.rs"))
-            .and_then(|m| m.modified())
-            .ok(),
-    );
+    let sources = newest_mtime(&manifest.join("src")).max(newest_mtime(&manifest.join("examples")));
     if let (Some(built), Some(sources)) = (built, sources) {
         if sources > built {
             log!(
@@ -161,15 +158,15 @@ fn login_binary() -> PathBuf {
     binary
 }
 
-/// The login example's process on a free 127.0.0.1 port, killed on drop.
+/// An example's process on a free 127.0.0.1 port, killed on drop.
 struct LoginServer {
     child: Child,
     port: u16,
 }
 
 impl LoginServer {
-    fn start() -> Self {
-        let binary = login_binary();
+    fn start(example: &str) -> Self {
+        let binary = example_binary(example);
         for _ in 0..10 {
             let port = webdriver::free_port();
             let mut child = Command::new(&binary)
@@ -192,11 +189,11 @@ impl LoginServer {
             let _ = child.wait();
             assert!(
                 exited,
-                "the login example did not print its listening line within 30 s"
+                "the {example} example did not print its listening line within 30 s"
             );
             // It exited: most likely the port was taken between the probe and its bind.
         }
-        panic!("the login example could not bind a free port in 10 tries");
+        panic!("the {example} example could not bind a free port in 10 tries");
     }
 }
 
@@ -390,7 +387,28 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
 // The steps
 // ---------------------------------------------------------------------------------------------
 
-async fn steps(browser: Arc<Browser>, base: String, attacker: String) {
+/// Which session backend the app under test runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    /// A store: the cookie carries the ID, unchanged until a regenerate.
+    Store,
+    /// Cookie-only: the cookie carries the sealed session, re-sealed on each change.
+    Sealed,
+}
+
+/// The CSRF token the login form carries: the same for as long as the session keeps its ID.
+async fn form_token(browser: &Browser) -> String {
+    browser
+        .find("#login-form input[name=csrf_token]")
+        .await
+        .expect("the login form has a token field")
+        .attr("value")
+        .await
+        .expect("read the token")
+        .expect("the token field has a value")
+}
+
+async fn steps(browser: Arc<Browser>, base: String, attacker: String, backend: Backend) {
     let browser = browser.as_ref();
 
     // 1. The guarded page redirects to the login form, with the way back in `next`. The login
@@ -412,6 +430,7 @@ async fn steps(browser: Arc<Browser>, base: String, attacker: String) {
         .await
         .expect("the login form's token lives in a session");
     log_cookies("1. cookies", Some(&first));
+    let first_token = form_token(browser).await;
 
     // 2a. A failed login through the form: the error flash is shown once; the session (and its
     //     token) stays.
@@ -425,9 +444,13 @@ async fn steps(browser: Arc<Browser>, base: String, attacker: String) {
         .expect("the pre-login session keeps its cookie");
     log_cookies("2a. pre-login cookie", Some(&before_login));
     assert_eq!(
-        before_login.value, first.value,
+        form_token(browser).await,
+        first_token,
         "no new session for a failed login"
     );
+    if backend == Backend::Store {
+        assert_eq!(before_login.value, first.value, "nor a new cookie");
+    }
 
     // 2b. A script's POST without the token is refused (403) even from the page's own origin;
     //     with the token from the form it reaches the login handler (a redirect, not followed).
@@ -627,11 +650,21 @@ async fn serve_forged_form(target: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_flow_in_headless_chromium() {
+    login_flow("login", Backend::Store).await;
+}
+
+/// The same app and steps on cookie-only sessions with a revocation list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_only_login_flow_in_headless_chromium() {
+    login_flow("cookie_only", Backend::Sealed).await;
+}
+
+async fn login_flow(example: &str, backend: Backend) {
     let Some(tools) = tools_or_skip() else {
         return;
     };
     let started = Instant::now();
-    let server = LoginServer::start();
+    let server = LoginServer::start(example);
     let driver = ChromeDriver::start(&tools.chromedriver).await;
     log!(
         "chromedriver {} on 127.0.0.1:{}",
@@ -648,7 +681,7 @@ async fn login_flow_in_headless_chromium() {
     let attacker = serve_forged_form(base.clone()).await;
 
     // The steps run in their own task so that a failed assertion still lets the browser quit.
-    let outcome = tokio::spawn(steps(browser.clone(), base, attacker)).await;
+    let outcome = tokio::spawn(steps(browser.clone(), base, attacker, backend)).await;
     let quit: Result<(), WdError> = browser.quit().await;
     drop(driver);
     drop(server);
@@ -658,5 +691,5 @@ async fn login_flow_in_headless_chromium() {
         Err(e) => panic!("the browser steps did not finish: {e}"),
     }
     quit.expect("end the WebDriver session (quit Chromium)");
-    log!("all steps passed in {:.1?}", started.elapsed());
+    log!("{example}: all steps passed in {:.1?}", started.elapsed());
 }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::{extract::RawQuery, routing::get, Router};
 use postgres_server::TempSqlite;
 use redis_server::RedisServer;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use support::{Client, Counter, Reply};
 use tower_typed_sessions::{
     Lifetime, MemoryStore, RedisStore, SessionHandle, SessionLayer, SqliteStore, Store,
@@ -220,15 +219,7 @@ async fn memory_store() {
 #[tokio::test]
 async fn sqlite_store() {
     let file = TempSqlite::new();
-    let options = SqliteConnectOptions::new()
-        .filename(file.path())
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
+    let pool = file.pool().await;
     let store = SqliteStore::<Counter>::new(pool.clone());
     store.migrate().await.unwrap();
     // Each layer gets its own store value on the same database: a restart.

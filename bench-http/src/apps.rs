@@ -13,7 +13,7 @@ use std::{
 use axum::{routing::get, serve::ListenerExt, Router};
 use serde::{Deserialize, Serialize};
 use tower_typed_sessions::{
-    MemoryStore, PostgresStore, RedisStore, Session, SessionHandle, SessionLayer,
+    Key, MemoryStore, PostgresStore, RedisStore, Revoked, Session, SessionHandle, SessionLayer,
 };
 
 /// The session of every app: ours stores it as the typed session; tower-sessions stores it as
@@ -105,6 +105,17 @@ fn ours_router() -> Router {
 
 pub fn ours_memory(store: MemoryStore<Counter>) -> Router {
     ours_router().layer(SessionLayer::new(store))
+}
+
+/// Cookie-only sessions (no store), optionally with a revocation list in memory.
+pub fn ours_cookie(revocation_list: bool) -> Router {
+    let key = Key::from_bytes(&[7; 32]).expect("a 32-byte key");
+    let layer = SessionLayer::<Counter, _>::cookie_only([key]).expect("one key");
+    if revocation_list {
+        ours_router().layer(layer.with_revocation_list(MemoryStore::<Revoked>::new()))
+    } else {
+        ours_router().layer(layer)
+    }
 }
 
 pub fn ours_redis(store: RedisStore<Counter>) -> Router {

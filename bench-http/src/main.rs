@@ -43,7 +43,7 @@ const USAGE: &str = "\
 bench-http [scale|sweep] [options]
 
 modes:
-  (none)   bare axum, tower-typed-sessions (memory, Redis, PostgreSQL) and tower-sessions
+  (none)   bare axum, tower-typed-sessions (memory, cookie-only, Redis, PostgreSQL) and tower-sessions
            (memory, Redis, PostgreSQL) on /read, /incr and /login, interleaved, with ratios and
            Redis commands per request
   scale    /read on tower-typed-sessions with few vs many stored sessions (memory, Redis,
@@ -58,8 +58,9 @@ options:
   --connections N       concurrent keep-alive connections (default 32)
   --server-threads N    worker threads of the servers' runtime (default 2)
   --client-threads N    worker threads of the load generator's runtime (default 2)
-  --apps a,b,...        subset of: bare,ours-mem,ours-redis,ours-pg,ts-mem,ts-redis,ts-pg
-                        (default all)
+  --apps a,b,...        subset of: bare,ours-mem,ours-cookie,ours-cookie-rl,ours-redis,ours-pg,
+                        ts-mem,ts-redis,ts-pg (default all; ours-cookie is cookie-only
+                        sessions, ours-cookie-rl the same with a revocation list in memory)
   --routes r,...        read, incr, login (the default), and plain (a route that never asks
                         for the session, each connection still sending its cookie)
   --ts-pool N           fred pool size of the tower-sessions Redis app (default 1: one
@@ -166,9 +167,11 @@ fn die(message: &str) -> ! {
     std::process::exit(2)
 }
 
-const ALL_APPS: [&str; 7] = [
+const ALL_APPS: [&str; 9] = [
     "bare",
     "ours-mem",
+    "ours-cookie",
+    "ours-cookie-rl",
     "ours-redis",
     "ours-pg",
     "ts-mem",
@@ -180,6 +183,8 @@ fn app_title(key: &str) -> &'static str {
     match key {
         "bare" => "axum, no sessions",
         "ours-mem" => "tower-typed-sessions, MemoryStore",
+        "ours-cookie" => "tower-typed-sessions, cookie-only",
+        "ours-cookie-rl" => "tower-typed-sessions, cookie-only + revocation list (memory)",
         "ours-redis" => "tower-typed-sessions, RedisStore",
         "ts-mem" => "tower-sessions 0.15, MemoryStore",
         "ts-redis" => "tower-sessions 0.14, RedisStore (fred)",
@@ -441,6 +446,8 @@ fn http_mode(bench: &Bench) {
             let (router, redis) = match *key {
                 "bare" => (apps::bare(), None),
                 "ours-mem" => (apps::ours_memory(MemoryStore::new()), None),
+                "ours-cookie" => (apps::ours_cookie(false), None),
+                "ours-cookie-rl" => (apps::ours_cookie(true), None),
                 "ts-mem" => (apps::ts_memory(), None),
                 "ours-redis" => {
                     let server = RedisServer::start(key);
@@ -830,6 +837,28 @@ fn report_http(
         ratio("ours-pg", "ts-pg", "incr"),
         1.2,
     );
+    // Cookie-only against the memory store (the only other way to keep no external state).
+    let mut cookie_rows = Vec::new();
+    for route in &opts.routes {
+        for (app, over) in [
+            ("ours-cookie", "ours-mem"),
+            ("ours-cookie-rl", "ours-mem"),
+            ("ours-cookie-rl", "ours-cookie"),
+        ] {
+            if let Some((v, range)) = ratio(app, over, route) {
+                cookie_rows.push(vec![
+                    route_path(route).to_owned(),
+                    format!("{} over {}", app_title(app), app_title(over)),
+                    format!("{v:.2}"),
+                    range,
+                ]);
+            }
+        }
+    }
+    if !cookie_rows.is_empty() {
+        let _ = writeln!(out, "## Cookie-only sessions\n");
+        table(out, &["route", "req/s of", "ratio", "per repetition"], &cookie_rows);
+    }
     if !rows.is_empty() {
         let _ = writeln!(out, "## Targets\n");
         table(

@@ -19,14 +19,14 @@ use crate::{
 pub(crate) enum Change<T> {
     /// Nothing to write.
     Nothing,
-    /// Nothing to write, but the live cookie goes out again: a persistent cookie's `Max-Age`
-    /// slid, or the cookie was signed with an older key.
+    /// Nothing changed, but the live cookie goes out again: a persistent cookie's `Max-Age`
+    /// slid, or the cookie was signed with an older key; for a cookie-only session, `record`
+    /// is re-sealed (it slid, its flash was shown, or it was sealed with an older key). A store
+    /// writes nothing.
     Announce {
-        key: SessionKey,
+        record: Record<T>,
         cookie_id: SessionId,
-        expiry: OffsetDateTime,
         persistent: bool,
-        data: T,
     },
     /// A new session: the first write of a request that had none.
     Create(Fresh<T>),
@@ -48,6 +48,9 @@ pub(crate) enum Change<T> {
         key: SessionKey,
         data: Option<T>,
         owner_was: Option<String>,
+        /// The ended session's deadline, when this request loaded it: no copy of its cookie
+        /// outlives it (what a cookie-only session's revocation must cover).
+        deadline: Option<OffsetDateTime>,
         then: Option<Fresh<T>>,
     },
     /// The loaded session held nothing but a flash, which this request consumed: housekeeping,
@@ -119,6 +122,7 @@ impl<T: Session> Change<T> {
                         key,
                         data: None,
                         owner_was: None,
+                        deadline: None,
                         then: fresh(data, has_data, outgoing_flash),
                     }
                 }
@@ -145,6 +149,7 @@ impl<T: Session> Change<T> {
                 return Change::Logout {
                     key: loaded.key,
                     owner_was: loaded_owner.clone().flatten(),
+                    deadline: Some(loaded.deadline),
                     then: fresh(data, has_data, outgoing_flash),
                     data: ended,
                 }
@@ -183,14 +188,17 @@ impl<T: Session> Change<T> {
             },
             false => match loaded.cookie_id {
                 Some(cookie_id)
-                    if (loaded.persistent(defaults.persistent) && loaded.slid) || loaded.resign =>
+                    if (loaded.persistent(defaults.persistent) && loaded.slid)
+                        || loaded.reissue =>
                 {
                     Change::Announce {
-                        key: loaded.key,
-                        cookie_id,
-                        expiry: loaded.effective_expiry(),
                         persistent: loaded.persistent(defaults.persistent),
-                        data,
+                        record: Record {
+                            // Unchanged: not a new revision.
+                            revision: loaded.revision,
+                            ..record(&loaded, data, Flash::default(), has_data, csrf, now)
+                        },
+                        cookie_id,
                     }
                 }
                 _ => Change::Nothing,

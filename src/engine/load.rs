@@ -26,6 +26,9 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         &self,
         cookie_headers: &[HeaderValue],
     ) -> Result<State<T>, SessionError> {
+        if let Some(sealed) = &self.sealed {
+            return self.load_sealed(sealed, cookie_headers).await;
+        }
         let settings = &self.settings;
         let events = &settings.events;
         let (cookie_id, resign) = match cookies::find_session_id(

@@ -9,12 +9,16 @@
 //! 4. [`write`]: the change is written under the write discipline (revisions stated,
 //!    forwarding pointers followed) and the Set-Cookie decided.
 //!
+//! A cookie-only layer takes steps 1 and 4 through [`sealed`] instead: the session is opened
+//! from and sealed into the cookie, and step 3 is the same.
+//!
 //! The layer (`layer.rs`), the service (`service.rs`) and the manager (`manager.rs`) all go
 //! through an [`Engine`]; none of them touches the store directly.
 
 mod change;
 mod load;
 mod owners;
+mod sealed;
 mod write;
 
 pub(crate) use load::loader;
@@ -26,6 +30,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::{
     config::{Concurrency, Settings},
+    cookie_only::{CookieOnly, Sealed},
     error::{SessionError, StoreError, StoreOperation},
     id::SessionKey,
     record::Record,
@@ -46,6 +51,9 @@ const ID_ATTEMPTS: usize = 3;
 pub(crate) struct Engine<T, St> {
     store: Arc<Measured<St>>,
     settings: Settings<T>,
+    /// Set for a cookie-only layer: sessions live sealed in the cookie, and `store` holds
+    /// nothing.
+    sealed: Option<Arc<Sealed>>,
 }
 
 impl<T, St> Engine<T, St> {
@@ -53,6 +61,7 @@ impl<T, St> Engine<T, St> {
         Self {
             store: Arc::new(Measured::new(store)),
             settings,
+            sealed: None,
         }
     }
 
@@ -61,6 +70,7 @@ impl<T, St> Engine<T, St> {
         Self {
             store: Arc::clone(&self.store),
             settings,
+            sealed: self.sealed.clone(),
         }
     }
 
@@ -85,11 +95,30 @@ impl<T, St> Engine<T, St> {
     }
 }
 
+impl<T> Engine<T, CookieOnly> {
+    /// A cookie-only engine.
+    pub(crate) fn cookie_only(sealed: Sealed, settings: Settings<T>) -> Self {
+        Self {
+            sealed: Some(Arc::new(sealed)),
+            ..Self::new(CookieOnly::new(), settings)
+        }
+    }
+
+    /// Its keys and revocation list, for a builder that replaces one of them.
+    pub(crate) fn sealed(&self) -> Option<&Sealed> {
+        self.sealed.as_deref()
+    }
+}
+
 impl<T: Session, St: Store<T>> Engine<T, St> {
     /// Whether [`IdsAtRest::StoreDefault`](crate::IdsAtRest::StoreDefault) hashes IDs on this
-    /// store: unless its contents stay in the process.
+    /// store: unless its contents stay in the process (for a cookie-only layer: unless it keeps
+    /// a revocation list whose contents leave it).
     pub(crate) fn hashes_ids_by_default(&self) -> bool {
-        !self.store.inner().contents_stay_in_process()
+        match &self.sealed {
+            Some(sealed) => sealed.hashes_ids_by_default(),
+            None => !self.store.inner().contents_stay_in_process(),
+        }
     }
 }
 

@@ -25,19 +25,21 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     /// Writes what the handler left and returns the Set-Cookie to send, if any. A request whose
     /// cookie named no live session, and that creates none, gets a removal cookie.
     pub(crate) async fn write(&self, state: State<T>) -> Result<Option<HeaderValue>, SessionError> {
+        if let Some(sealed) = &self.sealed {
+            return self.write_sealed(sealed, state).await;
+        }
         let stale_cookie = state.stale_cookie;
         let now = OffsetDateTime::now_utc();
         let cookie = match Change::decide(state, now, self.defaults()) {
             Change::Nothing => None,
             Change::Announce {
-                key,
+                record,
                 cookie_id,
-                expiry,
                 persistent,
-                data,
             } => {
-                self.settings.events.cookie_sent(&key, &data);
-                Some(self.cookie(&cookie_id, persistent.then_some(expiry), now))
+                self.settings.events.cookie_sent(&record.key, &record.data);
+                let expiry = persistent.then(|| record.effective_expiry());
+                Some(self.cookie(&cookie_id, expiry, now))
             }
             Change::Create(fresh) => Some(self.create(fresh, now).await?),
             Change::Save {
@@ -55,6 +57,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 data,
                 owner_was,
                 then,
+                ..
             } => {
                 let data = match data {
                     Some(data) => Some(data),
@@ -168,7 +171,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                     self.unindex(owner_was.as_deref(), &loaded.key).await;
                 }
                 let persistent = loaded.persistent(self.settings.persistent);
-                let announce = (persistent && loaded.slid) || loaded.resign;
+                let announce = (persistent && loaded.slid) || loaded.reissue;
                 Ok(match loaded.cookie_id {
                     Some(cookie_id) if announce => {
                         self.settings.events.cookie_sent(&record.key, &record.data);
@@ -251,23 +254,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         now: OffsetDateTime,
     ) -> Result<HeaderValue, SessionError> {
         let mut cookie_id = SessionId::generate()?;
-        let mut record = Record::new(
-            self.settings.at_rest.storage_key(&cookie_id),
-            fresh.data,
-            now,
-            self.settings.idle_timeout,
-            self.settings.absolute_lifetime,
-        );
-        record.flash = fresh.flash;
-        record.has_data = fresh.has_data;
-        record.csrf_token = fresh.csrf;
-        if let Some(lifetime) = fresh.lifetime {
-            // Never shorter than the layer's: every read slides by at least that much.
-            let idle = lifetime.idle_timeout().max(self.settings.idle_timeout);
-            record.idle_timeout = Some(idle);
-            record.deadline = now + lifetime.absolute_lifetime();
-            record.expires_at = (now + idle).min(record.deadline);
-        }
+        let mut record = self.fresh_record(fresh, &cookie_id, now);
         self.check_size(&record)?;
         let owner = record.data.owner();
         for attempt in 0..ID_ATTEMPTS {
@@ -297,6 +284,33 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         Err(SessionError::IdCollision)
     }
 
+    /// The record of a new session with cookie ID `cookie_id`.
+    pub(super) fn fresh_record(
+        &self,
+        fresh: Fresh<T>,
+        cookie_id: &SessionId,
+        now: OffsetDateTime,
+    ) -> Record<T> {
+        let mut record = Record::new(
+            self.settings.at_rest.storage_key(cookie_id),
+            fresh.data,
+            now,
+            self.settings.idle_timeout,
+            self.settings.absolute_lifetime,
+        );
+        record.flash = fresh.flash;
+        record.has_data = fresh.has_data;
+        record.csrf_token = fresh.csrf;
+        if let Some(lifetime) = fresh.lifetime {
+            // Never shorter than the layer's: every read slides by at least that much.
+            let idle = lifetime.idle_timeout().max(self.settings.idle_timeout);
+            record.idle_timeout = Some(idle);
+            record.deadline = now + lifetime.absolute_lifetime();
+            record.expires_at = (now + idle).min(record.deadline);
+        }
+        record
+    }
+
     /// Removes a session that held only a flash this request consumed, unless another request
     /// wrote to it meanwhile (then it lives on, and so does the cookie).
     async fn discard(
@@ -320,7 +334,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         })
     }
 
-    fn conflict(&self, key: &SessionKey) -> SessionError {
+    pub(super) fn conflict(&self, key: &SessionKey) -> SessionError {
         self.settings.events.conflict(key);
         SessionError::Conflict
     }
@@ -349,7 +363,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
 
     /// Refuses a record whose JSON is over the configured maximum. Serialization stops as soon as
     /// the limit is passed, so an oversized session costs no more than the limit.
-    fn check_size(&self, record: &Record<T>) -> Result<(), SessionError> {
+    pub(super) fn check_size(&self, record: &Record<T>) -> Result<(), SessionError> {
         let Some(limit) = self.settings.max_record_size else {
             return Ok(());
         };
@@ -376,7 +390,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
     }
 
     /// The layer's settings a decision needs.
-    fn defaults(&self) -> Defaults {
+    pub(super) fn defaults(&self) -> Defaults {
         Defaults {
             persistent: self.settings.persistent,
             idle_timeout: self.settings.idle_timeout,
@@ -408,11 +422,7 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
         expiry: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> HeaderValue {
-        // Rounded up: a live session's cookie must never say `Max-Age=0`, which deletes it.
-        let max_age = expiry.map(|expiry| {
-            let millis = u64::try_from((expiry - now).whole_milliseconds()).unwrap_or(0);
-            millis.max(1).div_ceil(1000)
-        });
+        let max_age = expiry.map(|expiry| max_age(expiry, now));
         cookies::live_cookie(
             &self.settings.cookie,
             self.settings.signer.as_ref(),
@@ -420,4 +430,11 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
             max_age,
         )
     }
+}
+
+/// Seconds from `now` to `expiry` for a `Max-Age`, rounded up: a live session's cookie must never
+/// say `Max-Age=0`, which deletes it.
+pub(super) fn max_age(expiry: OffsetDateTime, now: OffsetDateTime) -> u64 {
+    let millis = u64::try_from((expiry - now).whole_milliseconds()).unwrap_or(0);
+    millis.max(1).div_ceil(1000)
 }

@@ -1,43 +1,5 @@
-//! A login flow: a guarded page, a login form, logout, flash messages, "keep me signed in" and
-//! CSRF tokens.
-//!
-//! - `GET /` is guarded by `RequireLogin`: logged in, it greets you (plus any flash message) and
-//!   offers a logout button; otherwise the guard redirects (303) to `/login?next=%2F`.
-//! - `GET /login` shows the login form (with the session's CSRF token in a hidden field, and the
-//!   `next` page to return to) and any flash message (a failed login, "logged out").
-//! - `POST /login` checks the form. **Demo rule:** any non-empty username is accepted with the
-//!   password `password`. On success `log_in` records the user and moves the session to a new
-//!   ID (against session fixation; the CSRF token changes with it), a welcome is flashed, and
-//!   the browser goes back to `next` if `local_redirect` accepts it as a path on this site
-//!   (otherwise to `/`). With "keep me signed in" ticked, this one session gets a lifetime of
-//!   its own (30 days idle, 90 at most) and a persistent cookie; other sessions keep the
-//!   layer's (a browser-session cookie, 1 hour idle).
-//! - `POST /logout` (a form with the token) ends the session with `log_out`, flashes "You have
-//!   been logged out" and redirects to `/login`.
-//!
-//! Every `POST` goes through `CsrfLayer`: without this session's token, or from another origin,
-//! it is refused with 403, whatever cookies the browser sent.
-//!
-//! Run it (set `PORT` to use another port than 3000):
-//!
-//! ```text
-//! cargo run --example login
-//! ```
-//!
-//! Then open <http://localhost:3000>, or use curl with a cookie jar:
-//!
-//! ```text
-//! curl -i -H 'accept: text/html' http://localhost:3000/         # 303 to /login?next=%2F
-//! curl -i http://localhost:3000/                                # 401: not a browser
-//! token=$(curl -s -c jar -b jar http://localhost:3000/login | grep -o 'csrf_token" value="[^"]*' | cut -d'"' -f3)
-//! curl -i -c jar -b jar -d username=alice -d password=password -d csrf_token=$token http://localhost:3000/login
-//! curl -c jar -b jar http://localhost:3000/                     # Hello, alice + "Welcome, alice!"
-//! curl -i -c jar -b jar -d username=alice -d password=password http://localhost:3000/login   # 403: no token
-//! ```
-//!
-//! The cookie is `Secure` by default; browsers and curl still accept it from `http://localhost`.
-//! It is also `SameSite=Lax`, so most cross-site forms cannot even send it; the CSRF token
-//! covers the rest (a page on another port of the same host, say).
+//! The login app's pages and handlers, shared by the `login` example (a memory store) and the
+//! `cookie_only` example (no store): only the session layer differs.
 
 use std::time::Duration;
 
@@ -49,15 +11,13 @@ use axum::{
 };
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tower_typed_sessions::{
-    local_redirect, Lifetime, MemoryStore, Session, SessionHandle, SessionLayer,
-};
+use tower_typed_sessions::{local_redirect, Lifetime, Session, SessionHandle, SessionLayer, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What this app keeps per session: who is logged in, if anyone.
 #[derive(Clone, Default, Serialize, Deserialize)]
-struct Auth {
+pub struct Auth {
     user: Option<String>,
 }
 
@@ -202,10 +162,10 @@ fn escape(text: &str) -> String {
     out
 }
 
-#[tokio::main]
-async fn main() {
-    let sessions = SessionLayer::new(MemoryStore::<Auth>::new());
-    let app = Router::new()
+/// The app behind `sessions`: `/` guarded, `/login` and `/logout`, every POST checked for the
+/// session's CSRF token.
+pub fn router<St: Store<Auth>>(sessions: SessionLayer<Auth, St>) -> Router {
+    Router::new()
         .route("/", get(home))
         // Only `/` needs a login; the guard sends others to `/login?next=...`.
         .route_layer(sessions.require_login())
@@ -213,8 +173,11 @@ async fn main() {
         .route("/logout", post(logout))
         // Every POST needs this session's token and a same-origin `Origin`.
         .layer(sessions.csrf())
-        .layer(sessions);
+        .layer(sessions)
+}
 
+/// Serves `app` on 127.0.0.1 (port `PORT`, default 3000) and prints the address.
+pub async fn serve(app: Router) {
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
