@@ -12,7 +12,10 @@ use std::sync::{
 };
 
 use redis_server::{RedisCluster, RedisServer};
-use tower_typed_sessions::{store::redis::RedisStore, testing::Conformance};
+use tower_typed_sessions::{
+    store::redis::{LocalCache, RedisStore},
+    testing::Conformance,
+};
 
 fn prefix(counter: &AtomicUsize) -> String {
     format!("conformance{}:", counter.fetch_add(1, Ordering::Relaxed))
@@ -36,6 +39,35 @@ async fn redis_store_passes_the_conformance_suite() {
     .run()
     .await;
     println!("one Redis server: {report}");
+    assert_eq!(report.races.len(), 6);
+    assert!(
+        report.races.iter().all(|(_, races)| *races >= 140),
+        "{report}"
+    );
+}
+
+/// The cached store (`connect_cached`): every contract check and race through the local cache.
+/// The refresh interval is short so that the expiry checks keep their meaning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_redis_store_passes_the_conformance_suite() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let report = Conformance::with_async(move || {
+        let (url, counter) = (url.clone(), Arc::clone(&counter));
+        async move {
+            let cache =
+                LocalCache::new().with_refresh_interval(std::time::Duration::from_millis(50));
+            RedisStore::connect_cached(&url, cache)
+                .await
+                .expect("connect to the test's redis-server")
+                .with_key_prefix(prefix(&counter))
+        }
+    })
+    .repetitions(1)
+    .run()
+    .await;
+    println!("one Redis server, cached: {report}");
     assert_eq!(report.races.len(), 6);
     assert!(
         report.races.iter().all(|(_, races)| *races >= 140),

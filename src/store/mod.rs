@@ -263,6 +263,14 @@ pub trait Store<T: Session>: Send + Sync + 'static {
         expect: Expect,
     ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
+    /// How much further than asked a sliding load may move the expiry (default zero). A store
+    /// that refreshes expiries at most once per interval (a cache in front of a server) slides
+    /// by that interval more, so that a session read within its idle timeout never expires
+    /// between refreshes; it reports the expiry it set, and the layer enforces it.
+    fn slide_headroom(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Whether the store's contents never leave this process. Keys are the cookie's ID hashed at
     /// rest unless this says yes (or the layer says otherwise with
     /// [`IdsAtRest`](crate::IdsAtRest)): a dump, replica or backup must not hold live cookies.

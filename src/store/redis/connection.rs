@@ -10,6 +10,8 @@ use redis::{
 #[derive(Clone)]
 pub(super) enum Connection {
     Single(ConnectionManager),
+    /// One server through the tracked connection of a cached store.
+    Tracked(std::sync::Arc<super::tracked::Tracked>),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
     #[cfg(feature = "sentinel")]
@@ -20,6 +22,7 @@ impl Connection {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Connection::Single(_) => "single",
+            Connection::Tracked(_) => "single, cached",
             #[cfg(feature = "cluster")]
             Connection::Cluster(_) => "cluster",
             #[cfg(feature = "sentinel")]
@@ -31,6 +34,7 @@ impl Connection {
     pub(super) async fn get(&self) -> Result<Conn, RedisError> {
         match self {
             Connection::Single(manager) => Ok(Conn::Single(manager.clone())),
+            Connection::Tracked(tracked) => tracked.connection().await.map(Conn::Tracked),
             #[cfg(feature = "cluster")]
             Connection::Cluster(cluster) => Ok(Conn::Cluster(cluster.clone())),
             #[cfg(feature = "sentinel")]
@@ -42,6 +46,9 @@ impl Connection {
     /// may mean the master went away or was demoted makes the next operation ask the sentinels
     /// again; the other connections reconnect by themselves.
     pub(super) fn failed(&self, error: Option<&RedisError>) {
+        if let Connection::Tracked(tracked) = self {
+            tracked.failed(error);
+        }
         #[cfg(feature = "sentinel")]
         if let Connection::Sentinel(master) = self {
             master.failed(error);
@@ -53,6 +60,7 @@ impl Connection {
 /// One operation's connection: a cheap clone of a multiplexed one.
 pub(super) enum Conn {
     Single(ConnectionManager),
+    Tracked(redis::aio::MultiplexedConnection),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
     #[cfg(feature = "sentinel")]
@@ -63,6 +71,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Tracked(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "sentinel")]
@@ -78,6 +87,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Tracked(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "sentinel")]
@@ -88,6 +98,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
+            Conn::Tracked(conn) => conn.get_db(),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.get_db(),
             #[cfg(feature = "sentinel")]

@@ -69,6 +69,15 @@ impl Keys {
             .and_then(SessionKey::parse)
     }
 
+    /// The session any of its keys (`p{K}`, `p{K}:live`, `p{K}:moved`) belongs to.
+    pub(super) fn session_of(prefix: &str, redis_key: &str) -> Option<SessionKey> {
+        let rest = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
+        let (key, suffix) = rest.split_once('}')?;
+        matches!(suffix, "" | ":live" | ":moved")
+            .then(|| SessionKey::parse(key))
+            .flatten()
+    }
+
     /// The record key that belongs to a `p{K}:live` key.
     pub(super) fn record_of_live(redis_key: &str) -> &str {
         redis_key.strip_suffix(":live").unwrap_or(redis_key)

@@ -3,13 +3,15 @@
 //! `layout.rs` says where a session lives and in what form, `scripts.rs` holds the few writes
 //! that need a script; this module runs the operations.
 
+mod cache;
 mod connection;
 mod layout;
 mod scripts;
 #[cfg(feature = "redis-tls")]
 mod tls;
+mod tracked;
 
-use std::{fmt, future::Future, io::Write, time::Duration};
+use std::{fmt, future::Future, io::Write, sync::Arc, time::Duration};
 
 use redis::{
     aio::ConnectionManager, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisWrite,
@@ -19,12 +21,15 @@ use redis::{
 use self::connection::{Conn, Connection};
 use time::OffsetDateTime;
 
+pub use self::cache::LocalCache;
 #[cfg(feature = "redis-tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
 pub use self::tls::RedisTls;
 use self::{
+    cache::{Cache, Lookup},
     layout::{at_millis, foreign, Keys, Pointer, StoredRecord, LIVE, RECORD_SLACK_MS},
     scripts::{Lua, Scripts},
+    tracked::{Receiver, Tracked},
 };
 use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
 use crate::{error::StoreError, id::SessionKey, record::Record, session::Session};
@@ -103,7 +108,18 @@ pub struct RedisStore<T> {
     command_timeout: Duration,
     retention: Duration,
     scripts: Scripts,
-    session: std::marker::PhantomData<fn() -> T>,
+    /// The local cache ([`RedisStore::connect_cached`]), fed by the tracked connection.
+    cache: Option<Arc<Cache<T>>>,
+}
+
+/// What a write leaves that the local cache may keep.
+#[derive(Clone, Copy)]
+enum Fill<'a, T> {
+    Nothing,
+    /// A new session: nothing was pending under its key.
+    Created(&'a Record<T>),
+    /// A save, and the revision it stored: a flash may still be pending from before.
+    Saved(&'a Record<T>, u64),
 }
 
 /// Room reserved in a command for the record's JSON: enough for a small session without
@@ -225,7 +241,7 @@ impl<T> Clone for RedisStore<T> {
             command_timeout: self.command_timeout,
             retention: self.retention,
             scripts: self.scripts.clone(),
-            session: std::marker::PhantomData,
+            cache: self.cache.clone(),
         }
     }
 }
@@ -237,6 +253,10 @@ impl<T> fmt::Debug for RedisStore<T> {
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
             .field("expired_retention", &self.retention)
+            .field(
+                "local_cache",
+                &self.cache.as_ref().map(|cache| &cache.settings),
+            )
             .finish()
     }
 }
@@ -375,8 +395,71 @@ impl<T: Session> RedisStore<T> {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             retention: DEFAULT_EXPIRED_RETENTION,
             scripts: Scripts::new(),
-            session: std::marker::PhantomData,
+            cache: None,
         }
+    }
+
+    /// Connects to one Redis server (`redis://host:port/db`) with a local cache in front: live
+    /// sessions are read from process memory, and Redis itself tells the store when one changed
+    /// (server-assisted client-side caching, RESP3 `CLIENT TRACKING ... BCAST`), so a logout,
+    /// login or revoke on another instance is seen here as soon as its invalidation arrives.
+    /// Needs Redis 6 or newer.
+    ///
+    /// Every command goes through one RESP3 connection that receives the invalidations. When it
+    /// breaks (or stops answering the heartbeat), the cache is dropped at once and nothing is
+    /// served from memory until a new connection has tracking on again: requests go to Redis
+    /// meanwhile, and get the layer's error response while Redis is down. A sliding read moves
+    /// the Redis expiry at most once per refresh interval ([`LocalCache::with_refresh_interval`]),
+    /// by the idle timeout plus that interval: a session used within its idle timeout never
+    /// expires, and an unused one stays in Redis up to the interval longer than the idle
+    /// timeout. The layer still checks idle expiry and the deadline on every read.
+    ///
+    /// ```no_run
+    /// use tower_typed_sessions::{store::redis::LocalCache, RedisStore, Session, SessionLayer};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+    /// let store = RedisStore::<Data>::connect_cached("redis://127.0.0.1:6379", LocalCache::new())
+    ///     .await?;
+    /// let layer = SessionLayer::new(store);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cached(url: &str, cache: LocalCache) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(backend)?;
+        let (connection, cache) =
+            Self::tracking(client, DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT, cache);
+        let mut store = Self::with_connection(connection);
+        store.cache = Some(cache);
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// A tracked connection for the keys under `prefix`, and the cache it feeds.
+    fn tracking(
+        client: redis::Client,
+        prefix: &str,
+        timeout: Duration,
+        settings: LocalCache,
+    ) -> (Connection, Arc<Cache<T>>) {
+        let cache = Arc::new(Cache::new(settings.clone()));
+        let receiver = Arc::new(Receiver {
+            cache: Arc::clone(&cache),
+            prefix: prefix.to_owned(),
+        });
+        let tracked = Tracked::new(
+            client,
+            prefix.to_owned(),
+            timeout,
+            settings.heartbeat,
+            receiver,
+        );
+        (Connection::Tracked(Arc::new(tracked)), cache)
     }
 
     /// The prefix of every session key (default `session:`). A session's keys are
@@ -384,7 +467,42 @@ impl<T: Session> RedisStore<T> {
     #[must_use]
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        // A cached store tracks the keys under its prefix: track the new one.
+        if let (Connection::Tracked(tracked), Some(cache)) = (&self.connection, &self.cache) {
+            let (client, settings) = (tracked.client().clone(), cache.settings.clone());
+            let (connection, cache) =
+                Self::tracking(client, &self.prefix, self.command_timeout, settings);
+            self.connection = connection;
+            self.cache = Some(cache);
+        }
         self
+    }
+
+    /// How many loads the local cache answered, and how many went to Redis (zeros without a
+    /// cache): for tests and monitoring.
+    pub fn cache_hits_and_misses(&self) -> (u64, u64) {
+        self.cache.as_ref().map_or((0, 0), |cache| {
+            (
+                cache
+                    .counters
+                    .hits
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                cache
+                    .counters
+                    .misses
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// How many sessions the local cache holds now (zero without a cache).
+    pub fn cached_sessions(&self) -> usize {
+        self.cache.as_ref().map_or(0, |cache| cache.len())
+    }
+
+    /// Whether the local cache holds the session under `key` now.
+    pub fn is_cached(&self, key: &SessionKey) -> bool {
+        self.cache.as_ref().is_some_and(|cache| cache.holds(key))
     }
 
     /// How long one store operation may take before it fails with [`StoreError::Timeout`]
@@ -784,8 +902,78 @@ impl<T: Session> RedisStore<T> {
     }
 }
 
-impl<T: Session> Store<T> for RedisStore<T> {
-    async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
+impl<T: Session> RedisStore<T> {
+    /// A load the local cache could not answer: from Redis (sliding by the refresh interval
+    /// more, so that the next reads can be hits), storing what it found under `ticket` unless an
+    /// invalidation or a write came first.
+    async fn load_and_fill(
+        &self,
+        cache: &Cache<T>,
+        key: &SessionKey,
+        options: LoadOptions,
+        ticket: Option<cache::Ticket>,
+    ) -> Result<Loaded<T>, StoreError> {
+        let loaded = self
+            .load_from_redis(key, cache::refreshed(options, cache.settings.refresh))
+            .await;
+        if let Some(ticket) = ticket {
+            match &loaded {
+                // After a load that took the flash, or found none, no flash is pending.
+                Ok(Loaded::Active(record))
+                    if (options.take_flash || record.flash.is_empty())
+                        && cache::cacheable(record) =>
+                {
+                    let mut cached = record.clone();
+                    cached.flash = crate::flash::Flash::default();
+                    cache.fill_read(key, ticket, cached);
+                }
+                _ => cache.release(key, ticket),
+            }
+        }
+        loaded
+    }
+
+    /// Runs a write of `keys` with the cache told first (each key's entry goes, reads in flight
+    /// will not fill), then stores what `fill` says the write left, if it went through alone.
+    async fn write_through(
+        &self,
+        keys: &[&SessionKey],
+        fill: Fill<'_, T>,
+        write: impl Future<Output = Result<WriteOutcome, StoreError>>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let Some(cache) = &self.cache else {
+            return write.await;
+        };
+        let tickets: Vec<_> = keys
+            .iter()
+            .map(|key| (**key, cache.begin_write(key)))
+            .collect();
+        let outcome = write.await;
+        let done = matches!(outcome, Ok(WriteOutcome::Done));
+        for (key, ticket) in tickets {
+            let Some(ticket) = ticket else { continue };
+            match fill {
+                Fill::Created(record) if done && record.key == key && cache::cacheable(record) => {
+                    cache.fill_write(&key, ticket, record.clone(), false);
+                }
+                Fill::Saved(record, revision)
+                    if done && record.key == key && cache::cacheable(record) =>
+                {
+                    let mut stored = record.clone();
+                    stored.revision = revision;
+                    cache.fill_write(&key, ticket, stored, true);
+                }
+                _ => cache.release(&key, ticket),
+            }
+        }
+        outcome
+    }
+
+    async fn load_from_redis(
+        &self,
+        key: &SessionKey,
+        options: LoadOptions,
+    ) -> Result<Loaded<T>, StoreError> {
         let now = millis(options.now);
         let slid = options
             .slide
@@ -845,7 +1033,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
         Ok(Loaded::Active(record))
     }
 
-    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+    async fn create_in_redis(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
         let keys = self.keys(&record.key);
         let expiry = millis(record.effective_expiry());
         let created: i64 = self
@@ -867,7 +1055,11 @@ impl<T: Session> Store<T> for RedisStore<T> {
         })
     }
 
-    async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
+    async fn save_in_redis(
+        &self,
+        record: &Record<T>,
+        expect: Expect,
+    ) -> Result<WriteOutcome, StoreError> {
         if matches!(expect, Expect::Any) {
             return self.save_any(record).await;
         }
@@ -888,7 +1080,7 @@ impl<T: Session> Store<T> for RedisStore<T> {
         write_outcome(&reply)
     }
 
-    async fn regenerate(
+    async fn regenerate_in_redis(
         &self,
         old: &SessionKey,
         record: &Record<T>,
@@ -932,7 +1124,11 @@ impl<T: Session> Store<T> for RedisStore<T> {
         })
     }
 
-    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+    async fn delete_in_redis(
+        &self,
+        key: &SessionKey,
+        expect: Expect,
+    ) -> Result<WriteOutcome, StoreError> {
         let keys = self.keys(key);
         let now = now_arg();
         let reply: Vec<Value> = self
@@ -946,6 +1142,68 @@ impl<T: Session> Store<T> for RedisStore<T> {
             )
             .await?;
         write_outcome(&reply)
+    }
+}
+
+impl<T: Session> Store<T> for RedisStore<T> {
+    async fn load(&self, key: &SessionKey, options: LoadOptions) -> Result<Loaded<T>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.load_from_redis(key, options).await;
+        };
+        match cache.lookup(key, &options) {
+            Lookup::Hit(record) => Ok(Loaded::Active(record)),
+            // Boxed: the uncached store's future stays the size it was.
+            Lookup::Miss(ticket) => Box::pin(self.load_and_fill(cache, key, options, ticket)).await,
+        }
+    }
+
+    fn slide_headroom(&self) -> Duration {
+        self.cache
+            .as_ref()
+            .map_or(Duration::ZERO, |cache| cache.settings.refresh)
+    }
+
+    async fn create(&self, record: &Record<T>) -> Result<WriteOutcome, StoreError> {
+        if self.cache.is_none() {
+            return self.create_in_redis(record).await;
+        }
+        let fill = Fill::Created(record);
+        Box::pin(self.write_through(&[&record.key], fill, self.create_in_redis(record))).await
+    }
+
+    async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        if self.cache.is_none() {
+            return self.save_in_redis(record, expect).await;
+        }
+        let fill = Fill::Saved(record, next_revision(record, expect));
+        Box::pin(self.write_through(&[&record.key], fill, self.save_in_redis(record, expect))).await
+    }
+
+    async fn regenerate(
+        &self,
+        old: &SessionKey,
+        record: &Record<T>,
+        expect: Expect,
+        forward: Forward,
+    ) -> Result<WriteOutcome, StoreError> {
+        if self.cache.is_none() {
+            return self.regenerate_in_redis(old, record, expect, forward).await;
+        }
+        // The new session is read from Redis first: a regenerate may carry the old one's
+        // pending flash over, which this copy does not show.
+        Box::pin(self.write_through(
+            &[old, &record.key],
+            Fill::Nothing,
+            self.regenerate_in_redis(old, record, expect, forward),
+        ))
+        .await
+    }
+
+    async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
+        if self.cache.is_none() {
+            return self.delete_in_redis(key, expect).await;
+        }
+        Box::pin(self.write_through(&[key], Fill::Nothing, self.delete_in_redis(key, expect))).await
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
