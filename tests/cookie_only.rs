@@ -887,7 +887,7 @@ async fn races_on_a_sqlite_revocation_list() {
     use tower_typed_sessions::SqliteStore;
 
     let file = TempSqlite::new();
-    let pool = file.pool().await;
+    let pool = support::sqlite_pool(file.path()).await;
     let list = SqliteStore::<Revoked>::new(pool);
     list.migrate().await.unwrap();
     every_race(list).await;

@@ -50,39 +50,98 @@ fn is_logged_in(body: &str) -> bool {
     body.ends_with("new=false")
 }
 
+/// An instance of the app as another process would run it: its own runtime on its own thread,
+/// its own store (connection, cache) made there, serving HTTP on a free 127.0.0.1 port.
+fn instance(url: String, idle: Duration) -> (std::net::SocketAddr, RedisStore<Counter>) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let store = RedisStore::<Counter>::connect_cached(&url, LocalCache::new())
+                .await
+                .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            sender
+                .send((listener.local_addr().unwrap(), store.clone()))
+                .unwrap();
+            axum::serve(listener, app(store, idle)).await.unwrap();
+        });
+    });
+    receiver.recv().unwrap()
+}
+
+type Http = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+fn http_client() -> Http {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// `GET base+path` with `cookie` (a `name=value` pair), which the response's Set-Cookie replaces
+/// (or clears, for a removal cookie). Returns the body.
+async fn fetch(client: &Http, base: &str, path: &str, cookie: &mut Option<String>) -> String {
+    use http_body_util::BodyExt;
+    let mut request = http::Request::get(format!("{base}{path}"));
+    if let Some(cookie) = cookie.as_deref() {
+        request = request.header(http::header::COOKIE, cookie);
+    }
+    let response = client
+        .request(request.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    if let Some(set) = response.headers().get(http::header::SET_COOKIE) {
+        let set = set.to_str().unwrap();
+        let pair = set.split(';').next().unwrap().to_owned();
+        *cookie = (!set.contains("Max-Age=0")).then_some(pair);
+    }
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// 1,000 logouts on instance A, each followed at once by a request with the same cookie on
-/// instance B, which had the session cached: none is served as logged in. Then the lag from a
+/// instance B, which had the session cached: none is served as logged in. A and B run as
+/// separate processes would (own runtimes, own connections), over HTTP. Then the lag from a
 /// write's acknowledgement on A to B dropping its entry, over 1,000 writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_instance_is_seen_at_once_by_another() {
     let server = RedisServer::start();
-    let (a, b) = (
-        cached(&server, LocalCache::new()).await,
-        cached(&server, LocalCache::new()).await,
-    );
     let hour = Duration::from_secs(3600);
-    let (app_a, app_b) = (app(a.clone(), hour), app(b.clone(), hour));
+    let (addr_a, a) = instance(server.url(), hour);
+    let (addr_b, b) = instance(server.url(), hour);
+    let (base_a, base_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let client = http_client();
     let mut served_logged_in = 0;
     let (hits_before, _) = b.cache_hits_and_misses();
     for _ in 0..1000 {
-        let mut on_a = Client::new(app_a.clone());
-        on_a.get("/login").await;
-        let key = tower_typed_sessions::SessionKey::parse(&on_a.get("/key").await.body).unwrap();
-        let mut on_b = Client::new(app_b.clone());
-        on_b.cookie = on_a.cookie.clone();
+        let mut cookie = None;
+        fetch(&client, &base_a, "/login", &mut cookie).await;
+        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
+        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
         // B reads it until it holds it (a read whose claim an earlier push removed does not
         // fill: the push of A's own create can arrive after B's read began).
         for _ in 0..5 {
-            assert!(is_logged_in(&on_b.get("/read").await.body));
+            assert!(is_logged_in(
+                &fetch(&client, &base_b, "/read", &mut cookie).await
+            ));
             if b.is_cached(&key) {
                 break;
             }
         }
         assert!(b.is_cached(&key), "B caches the session");
-        assert!(is_logged_in(&on_b.get("/read").await.body));
-        assert!(on_a.get("/logout").await.is_removal("id"));
-        let reply = on_b.get("/read").await;
-        if is_logged_in(&reply.body) {
+        assert!(is_logged_in(
+            &fetch(&client, &base_b, "/read", &mut cookie).await
+        ));
+        let mut copy = cookie.clone();
+        fetch(&client, &base_a, "/logout", &mut copy).await;
+        assert_eq!(copy, None, "A's logout clears the cookie");
+        // At once, with the cookie from before the logout.
+        if is_logged_in(&fetch(&client, &base_b, "/read", &mut cookie).await) {
             served_logged_in += 1;
         }
     }
@@ -100,9 +159,10 @@ async fn a_logout_on_one_instance_is_seen_at_once_by_another() {
     // The lag: A deletes through its store; B's entry must go when the push arrives.
     let mut lags = Vec::with_capacity(1000);
     for _ in 0..1000 {
-        let mut on_a = Client::new(app_a.clone());
-        on_a.get("/incr").await;
-        let key = tower_typed_sessions::SessionKey::parse(&on_a.get("/key").await.body).unwrap();
+        let mut cookie = None;
+        fetch(&client, &base_a, "/incr", &mut cookie).await;
+        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
+        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
         for _ in 0..5 {
             let now = OffsetDateTime::now_utc();
             assert!(matches!(
@@ -312,4 +372,76 @@ async fn owner_index_and_hardening_through_the_cache() {
     let (value, successes, _) = hardening_suite::optimistic_increments(store.clone()).await;
     assert_eq!((value as usize, successes), (64, 64));
     hardening_suite::regenerate_grace_window(store.clone()).await;
+}
+
+/// The `redis_cached` example's own binary against this test's Redis: the README's walk-through
+/// (log in on one instance, read on the other from its cache, log out on the first, the other
+/// sees it) works as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_cached_example_walks_through() {
+    use std::io::{BufRead, BufReader};
+
+    let server = RedisServer::start();
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(format!("redis_cached{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "run `cargo build --examples --all-features` (a plain `cargo test --all-features` builds it)"
+    );
+    let mut child = std::process::Command::new(binary)
+        .env("REDIS_URL", server.url())
+        .env("PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let child = Kill(child);
+    let mut bases = Vec::new();
+    while bases.len() < 2 {
+        let line = lines
+            .next()
+            .expect("the example prints its addresses")
+            .unwrap();
+        let base = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .expect("a listening line")
+            .to_owned();
+        bases.push(base);
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut cookie: Option<String> = None;
+    let (first, second) = (bases[0].clone(), bases[1].clone());
+    assert_eq!(
+        fetch(&client, &first, "/login", &mut cookie).await,
+        "logged in as alice\n"
+    );
+    for _ in 0..2 {
+        assert_eq!(fetch(&client, &second, "/", &mut cookie).await, "alice\n");
+    }
+    // The logout's removal cookie is not kept: the old cookie goes to the second instance,
+    // which had the session cached.
+    let mut copy = cookie.clone();
+    assert_eq!(
+        fetch(&client, &first, "/logout", &mut copy).await,
+        "logged out\n"
+    );
+    assert_eq!(fetch(&client, &second, "/", &mut cookie).await, "nobody\n");
+    let stats = fetch(&client, &second, "/stats", &mut None).await;
+    let hits: u64 = stats.split(' ').next().unwrap().parse().unwrap();
+    assert!(hits >= 1, "{stats}");
+    drop(child);
 }

@@ -219,7 +219,7 @@ async fn memory_store() {
 #[tokio::test]
 async fn sqlite_store() {
     let file = TempSqlite::new();
-    let pool = file.pool().await;
+    let pool = support::sqlite_pool(file.path()).await;
     let store = SqliteStore::<Counter>::new(pool.clone());
     store.migrate().await.unwrap();
     // Each layer gets its own store value on the same database: a restart.

@@ -118,6 +118,10 @@ pub fn ours_cookie(revocation_list: bool) -> Router {
     }
 }
 
+pub fn ours_redis_cached(store: RedisStore<Counter>) -> Router {
+    ours_router().layer(SessionLayer::new(store))
+}
+
 pub fn ours_redis(store: RedisStore<Counter>) -> Router {
     ours_router().layer(SessionLayer::new(store))
 }
@@ -206,4 +210,45 @@ pub async fn ts_redis(url: &str, pool_size: usize) -> Router {
     // Connects every client and waits for them; the returned task handle runs in the background.
     let _connections = pool.init().await.expect("fred connect");
     ts_014::router(tower_sessions_redis_store::RedisStore::new(pool))
+}
+
+/// axum_session 0.22 on its Redis pool backend (axum_session_redispool 0.13), with its
+/// in-memory layer as configured by default (`memory`), or with that layer off.
+pub async fn axum_session_redis(url: &str, memory: bool) -> Router {
+    use axum_session::{Session, SessionConfig, SessionLayer, SessionStore};
+    use axum_session_redispool::SessionRedisPool;
+
+    type Handle = Session<SessionRedisPool>;
+    async fn read(session: Handle) -> String {
+        let counter: Counter = session.get(KEY).unwrap_or_default();
+        counter.count.to_string()
+    }
+    async fn incr(session: Handle) -> String {
+        let mut counter: Counter = session.get(KEY).unwrap_or_default();
+        counter.count += 1;
+        session.set(KEY, &counter);
+        counter.count.to_string()
+    }
+    async fn login(session: Handle) -> &'static str {
+        session.renew();
+        "welcome"
+    }
+
+    let client = redis::Client::open(url).expect("redis url");
+    let pool = redis_pool::SingleRedisPool::from(client);
+    let mut config = SessionConfig::default()
+        .with_lifetime(time::Duration::seconds(IDLE_SECS))
+        .with_table_name("axum_session");
+    if !memory {
+        config = config.with_memory_lifetime(time::Duration::ZERO);
+    }
+    let store = SessionStore::<SessionRedisPool>::new(Some(pool.into()), config)
+        .await
+        .expect("axum_session store");
+    Router::new()
+        .route("/read", get(read))
+        .route("/incr", get(incr))
+        .route("/login", get(login))
+        .route("/plain", get(plain))
+        .layer(SessionLayer::new(store))
 }

@@ -58,9 +58,11 @@ options:
   --connections N       concurrent keep-alive connections (default 32)
   --server-threads N    worker threads of the servers' runtime (default 2)
   --client-threads N    worker threads of the load generator's runtime (default 2)
-  --apps a,b,...        subset of: bare,ours-mem,ours-cookie,ours-cookie-rl,ours-redis,ours-pg,
-                        ts-mem,ts-redis,ts-pg (default all; ours-cookie is cookie-only
-                        sessions, ours-cookie-rl the same with a revocation list in memory)
+  --apps a,b,...        subset of: bare,ours-mem,ours-cookie,ours-cookie-rl,ours-redis,
+                        ours-redis-cached,as-redis,as-redis-nomem,ours-pg,ts-mem,ts-redis,ts-pg
+                        (default all; ours-cookie is cookie-only sessions, ours-cookie-rl the
+                        same with a revocation list in memory; as-* are axum_session on Redis,
+                        with and without its in-memory layer)
   --routes r,...        read, incr, login (the default), and plain (a route that never asks
                         for the session, each connection still sending its cookie)
   --ts-pool N           fred pool size of the tower-sessions Redis app (default 1: one
@@ -167,12 +169,15 @@ fn die(message: &str) -> ! {
     std::process::exit(2)
 }
 
-const ALL_APPS: [&str; 9] = [
+const ALL_APPS: [&str; 12] = [
     "bare",
     "ours-mem",
     "ours-cookie",
     "ours-cookie-rl",
     "ours-redis",
+    "ours-redis-cached",
+    "as-redis",
+    "as-redis-nomem",
     "ours-pg",
     "ts-mem",
     "ts-redis",
@@ -186,6 +191,9 @@ fn app_title(key: &str) -> &'static str {
         "ours-cookie" => "tower-typed-sessions, cookie-only",
         "ours-cookie-rl" => "tower-typed-sessions, cookie-only + revocation list (memory)",
         "ours-redis" => "tower-typed-sessions, RedisStore",
+        "ours-redis-cached" => "tower-typed-sessions, RedisStore with local cache",
+        "as-redis" => "axum_session 0.22, Redis pool, its memory layer on (default)",
+        "as-redis-nomem" => "axum_session 0.22, Redis pool, memory layer off",
         "ts-mem" => "tower-sessions 0.15, MemoryStore",
         "ts-redis" => "tower-sessions 0.14, RedisStore (fred)",
         "ours-pg" => "tower-typed-sessions, PostgresStore",
@@ -432,7 +440,8 @@ fn http_mode(bench: &Bench) {
         eprintln!("bench-http: the PostgreSQL apps need PostgreSQL; or pass --apps without them");
         std::process::exit(1);
     }
-    if (wants("ours-redis") || wants("ts-redis")) && redis_server::available().is_err() {
+    let redis_apps = ["ours-redis", "ours-redis-cached", "ts-redis", "as-redis", "as-redis-nomem"];
+    if redis_apps.iter().any(|app| wants(app)) && redis_server::available().is_err() {
         eprintln!(
             "bench-http: the Redis apps need `redis-server` on PATH (Debian/Ubuntu: \
              apt-get install redis-server); or pass --apps bare,ours-mem,ts-mem"
@@ -459,6 +468,22 @@ fn http_mode(bench: &Bench) {
                 "ts-redis" => {
                     let server = RedisServer::start(key);
                     let router = apps::ts_redis(&server.url(), opts.ts_pool).await;
+                    (router, Some(server))
+                }
+                "ours-redis-cached" => {
+                    let server = RedisServer::start(key);
+                    let store = RedisStore::<Counter>::connect_cached(
+                        &server.url(),
+                        tower_typed_sessions::store::redis::LocalCache::new(),
+                    )
+                    .await
+                    .expect("connect cached RedisStore");
+                    (apps::ours_redis_cached(store), Some(server))
+                }
+                "as-redis" | "as-redis-nomem" => {
+                    let server = RedisServer::start(key);
+                    let router =
+                        apps::axum_session_redis(&server.url(), *key == "as-redis").await;
                     (router, Some(server))
                 }
                 "ours-pg" | "ts-pg" => (apps::bare(), None),
@@ -671,6 +696,9 @@ fn report_http(
     let pairs = [
         ("ours-mem", "ts-mem", "memory"),
         ("ours-redis", "ts-redis", "Redis"),
+        ("ours-redis-cached", "ts-redis", "Redis, ours cached"),
+        ("ours-redis-cached", "as-redis", "Redis, ours cached vs axum_session cached"),
+        ("ours-redis-cached", "ours-redis", "Redis, ours cached vs uncached"),
         ("ours-pg", "ts-pg", "PostgreSQL"),
     ];
     let mut rows = Vec::new();
@@ -826,6 +854,21 @@ fn report_http(
         "Redis, /incr (write): req/s vs tower-sessions Redis",
         ratio("ours-redis", "ts-redis", "incr"),
         1.2,
+    );
+    target(
+        "cached Redis, /read: req/s vs bare axum",
+        ratio("ours-redis-cached", "bare", "read"),
+        0.85,
+    );
+    target(
+        "cached Redis, /incr (write): req/s vs tower-sessions Redis",
+        ratio("ours-redis-cached", "ts-redis", "incr"),
+        1.6,
+    );
+    target(
+        "cached Redis, /login: req/s vs tower-sessions Redis",
+        ratio("ours-redis-cached", "ts-redis", "login"),
+        1.3,
     );
     target(
         "PostgreSQL, /read: req/s vs tower-sessions PostgreSQL",

@@ -477,3 +477,18 @@ pub async fn requests_during_an_outage(client: &mut Client, events: &Events) {
     .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+/// A pool of four connections on the SQLite file at `path`, created if missing, in WAL mode.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .expect("open the test's SQLite file")
+}

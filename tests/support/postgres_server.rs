@@ -312,21 +312,6 @@ impl TempSqlite {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// A pool of four connections on the file, created if missing, in WAL mode.
-    #[cfg(feature = "sqlite")]
-    pub async fn pool(&self) -> sqlx::SqlitePool {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-        let options = SqliteConnectOptions::new()
-            .filename(&self.path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .expect("open the test's SQLite file")
-    }
 }
 
 impl Drop for TempSqlite {

@@ -143,8 +143,14 @@ pub(super) struct Counters {
     pub(super) flushes: AtomicU64,
 }
 
+/// Shards of the cache, each with its own lock and CLOCK, so that requests on different
+/// sessions do not queue for one lock.
+const SHARDS: usize = 16;
+
 pub(super) struct Cache<T> {
-    slots: Mutex<Slots<T>>,
+    shards: Box<[Mutex<Slots<T>>]>,
+    /// Each shard's share of the capacity.
+    shard_capacity: usize,
     /// The connection whose invalidations we receive (0: none, nothing is served or filled).
     connected: AtomicU64,
     /// Milliseconds since `started` of the last answered heartbeat.
@@ -156,13 +162,20 @@ pub(super) struct Cache<T> {
 
 impl<T: Clone> Cache<T> {
     pub(super) fn new(settings: LocalCache) -> Self {
+        // No more shards than sessions, and each a whole share: never more than the capacity.
+        let shards = SHARDS.min(settings.capacity).max(1);
         Self {
-            slots: Mutex::new(Slots {
-                slots: HashMap::new(),
-                clock: VecDeque::new(),
-                ready: 0,
-                next_ticket: 1,
-            }),
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Slots {
+                        slots: HashMap::new(),
+                        clock: VecDeque::new(),
+                        ready: 0,
+                        next_ticket: 1,
+                    })
+                })
+                .collect(),
+            shard_capacity: (settings.capacity / shards).max(1),
             connected: AtomicU64::new(0),
             last_pong: AtomicU64::new(0),
             started: Instant::now(),
@@ -171,10 +184,11 @@ impl<T: Clone> Cache<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Slots<T>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The shard `key` lives in, locked.
+    fn lock(&self, key: &SessionKey) -> MutexGuard<'_, Slots<T>> {
+        // `shard_hash` is well spread; the remainder is below the shard count.
+        let index = (key.shard_hash() % self.shards.len() as u64) as usize;
+        lock(&self.shards[index])
     }
 
     fn millis(&self) -> u64 {
@@ -222,16 +236,18 @@ impl<T: Clone> Cache<T> {
 
     /// Drops every entry and every claim.
     pub(super) fn flush(&self) {
-        let mut slots = self.lock();
-        slots.slots.clear();
-        slots.clock.clear();
-        slots.ready = 0;
+        for shard in self.shards.iter() {
+            let mut slots = lock(shard);
+            slots.slots.clear();
+            slots.clock.clear();
+            slots.ready = 0;
+        }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Redis says `key` changed (or is about to be changed by us: a local write's claim).
     pub(super) fn invalidate(&self, key: &SessionKey) {
-        let mut slots = self.lock();
+        let mut slots = self.lock(key);
         if let Some(State::Ready(_)) = slots.slots.remove(key) {
             slots.ready -= 1;
         }
@@ -245,7 +261,7 @@ impl<T: Clone> Cache<T> {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss(None);
         }
-        let mut slots = self.lock();
+        let mut slots = self.lock(key);
         let slots = &mut *slots;
         match slots.slots.entry(*key) {
             Slot::Occupied(mut occupied) => match occupied.get_mut() {
@@ -283,7 +299,7 @@ impl<T: Clone> Cache<T> {
 
     /// Stores what the read under `ticket` found, if nothing changed the slot since.
     pub(super) fn fill_read(&self, key: &SessionKey, ticket: Ticket, record: Record<T>) {
-        let mut slots = self.lock();
+        let mut slots = self.lock(key);
         if matches!(slots.slots.get(key), Some(State::Reading(t)) if *t == ticket) {
             self.store_ready(&mut slots, record);
         }
@@ -291,7 +307,7 @@ impl<T: Clone> Cache<T> {
 
     /// Gives up the claim of a read or write that stores nothing.
     pub(super) fn release(&self, key: &SessionKey, ticket: Ticket) {
-        let mut slots = self.lock();
+        let mut slots = self.lock(key);
         let held = match slots.slots.get(key) {
             Some(State::Reading(t)) => *t == ticket,
             Some(State::Writing { ticket: t, .. }) => *t == ticket,
@@ -305,7 +321,7 @@ impl<T: Clone> Cache<T> {
     /// A local write to `key` is about to leave: claims the slot (any entry goes, any read in
     /// flight will not fill). `None` while the cache is not serving.
     pub(super) fn begin_write(&self, key: &SessionKey) -> Option<Ticket> {
-        let mut slots = self.lock();
+        let mut slots = self.lock(key);
         if self.connected_epoch() == 0 {
             if let Some(State::Ready(_)) = slots.slots.remove(key) {
                 slots.ready -= 1;
@@ -337,7 +353,7 @@ impl<T: Clone> Cache<T> {
         record: Record<T>,
         needs_clean: bool,
     ) {
-        let mut slots = self.lock();
+        let mut slots = self.lock(key);
         let alone = matches!(
             slots.slots.get(key),
             Some(State::Writing { ticket: t, alone: true, clean })
@@ -349,6 +365,15 @@ impl<T: Clone> Cache<T> {
             drop(slots);
             self.release(key, ticket);
         }
+    }
+
+    /// Whether the write under `ticket` still holds `key`'s slot, alone, having found it clean
+    /// (an entry, so no flash pending).
+    pub(super) fn wrote_clean(&self, key: &SessionKey, ticket: Ticket) -> bool {
+        matches!(
+            self.lock(key).slots.get(key),
+            Some(State::Writing { ticket: t, alone: true, clean: true }) if *t == ticket
+        )
     }
 
     fn store_ready(&self, slots: &mut Slots<T>, record: Record<T>) {
@@ -368,7 +393,7 @@ impl<T: Clone> Cache<T> {
     /// The CLOCK sweep: while over capacity, the hand drops the first unmarked entry, unmarking
     /// the marked ones it passes.
     fn evict(&self, slots: &mut Slots<T>) {
-        while slots.ready > self.settings.capacity {
+        while slots.ready > self.shard_capacity {
             let Some(key) = slots.clock.pop_front() else {
                 break;
             };
@@ -386,7 +411,7 @@ impl<T: Clone> Cache<T> {
         }
         // Keys of entries that were invalidated stay in the queue until the hand passes them:
         // bound them.
-        if slots.clock.len() > 2 * self.settings.capacity + 64 {
+        if slots.clock.len() > 2 * self.shard_capacity + 64 {
             let Slots {
                 slots: map, clock, ..
             } = slots;
@@ -399,13 +424,19 @@ impl<T: Clone> Cache<T> {
 
     /// Whether a session is cached under `key`.
     pub(super) fn holds(&self, key: &SessionKey) -> bool {
-        matches!(self.lock().slots.get(key), Some(State::Ready(_)))
+        matches!(self.lock(key).slots.get(key), Some(State::Ready(_)))
     }
 
     /// How many sessions are cached.
     pub(super) fn len(&self) -> usize {
-        self.lock().ready
+        self.shards.iter().map(|shard| lock(shard).ready).sum()
     }
+}
+
+fn lock<T>(shard: &Mutex<Slots<T>>) -> MutexGuard<'_, Slots<T>> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether a cached record answers a load: live at `now`, with as much expiry left as a sliding
@@ -541,10 +572,14 @@ mod tests {
             let between = |from: usize, to: usize, steps: &[Step]| {
                 order[from + 1..to].iter().any(|s| steps.contains(s))
             };
-            let held = cache.lock().slots.get(&key).and_then(|state| match state {
-                State::Ready(ready) => Some(ready.record.data),
-                _ => None,
-            });
+            let held = cache
+                .lock(&key)
+                .slots
+                .get(&key)
+                .and_then(|state| match state {
+                    State::Ready(ready) => Some(ready.record.data),
+                    _ => None,
+                });
             let (rc, rf) = (position(Step::ReadClaim), position(Step::ReadFill));
             let (wc, wf) = (position(Step::WriteClaim), position(Step::WriteFill));
             match held {

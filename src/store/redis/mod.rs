@@ -113,14 +113,24 @@ pub struct RedisStore<T> {
 }
 
 /// What a write leaves that the local cache may keep.
-#[derive(Clone, Copy)]
 enum Fill<'a, T> {
     Nothing,
     /// A new session: nothing was pending under its key.
     Created(&'a Record<T>),
     /// A save, and the revision it stored: a flash may still be pending from before.
     Saved(&'a Record<T>, u64),
+    /// A regenerate from the first key to `record.key`, and the revision it stored: the old
+    /// session's pending flash, if any, moved along.
+    Regenerated(&'a Record<T>, u64),
 }
+
+impl<T> Clone for Fill<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Fill<'_, T> {}
 
 /// Room reserved in a command for the record's JSON: enough for a small session without
 /// growing the buffer; a larger one grows it as needed.
@@ -950,6 +960,12 @@ impl<T: Session> RedisStore<T> {
             .collect();
         let outcome = write.await;
         let done = matches!(outcome, Ok(WriteOutcome::Done));
+        // A regenerated session may be kept under its new key only if no flash was pending
+        // under the old one (it would have moved along, unseen by this copy).
+        let moved_clean = match (fill, tickets.first()) {
+            (Fill::Regenerated(..), Some((old, Some(ticket)))) => cache.wrote_clean(old, *ticket),
+            _ => false,
+        };
         for (key, ticket) in tickets {
             let Some(ticket) = ticket else { continue };
             match fill {
@@ -962,6 +978,13 @@ impl<T: Session> RedisStore<T> {
                     let mut stored = record.clone();
                     stored.revision = revision;
                     cache.fill_write(&key, ticket, stored, true);
+                }
+                Fill::Regenerated(record, revision)
+                    if done && moved_clean && record.key == key && cache::cacheable(record) =>
+                {
+                    let mut stored = record.clone();
+                    stored.revision = revision;
+                    cache.fill_write(&key, ticket, stored, false);
                 }
                 _ => cache.release(&key, ticket),
             }
@@ -1150,6 +1173,10 @@ impl<T: Session> Store<T> for RedisStore<T> {
         let Some(cache) = &self.cache else {
             return self.load_from_redis(key, options).await;
         };
+        // Lets the runtime poll its I/O driver before the cache answers: an invalidation that
+        // reached the connection's socket (a logout another instance just acknowledged) is
+        // applied first.
+        tokio::task::yield_now().await;
         match cache.lookup(key, &options) {
             Lookup::Hit(record) => Ok(Loaded::Active(record)),
             // Boxed: the uncached store's future stays the size it was.
@@ -1189,11 +1216,10 @@ impl<T: Session> Store<T> for RedisStore<T> {
         if self.cache.is_none() {
             return self.regenerate_in_redis(old, record, expect, forward).await;
         }
-        // The new session is read from Redis first: a regenerate may carry the old one's
-        // pending flash over, which this copy does not show.
+        let fill = Fill::Regenerated(record, next_revision(record, expect));
         Box::pin(self.write_through(
             &[old, &record.key],
-            Fill::Nothing,
+            fill,
             self.regenerate_in_redis(old, record, expect, forward),
         ))
         .await
