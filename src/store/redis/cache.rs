@@ -198,7 +198,9 @@ impl<T: Clone> Cache<T> {
     /// Whether entries may be served: tracking is on, and the connection answered a heartbeat
     /// recently.
     fn serving(&self) -> bool {
-        let lease = 3 * u64::try_from(self.settings.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let lease = u64::try_from(self.settings.heartbeat.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(3);
         self.connected.load(Ordering::Acquire) != 0
             && self
                 .millis()
@@ -235,21 +237,38 @@ impl<T: Clone> Cache<T> {
     }
 
     /// Drops every entry and every claim.
+    /// Drops every entry and every read's claim. A write's claim stays (the write's own result
+    /// must still not be overtaken by a read sent before it) but may no longer fill.
     pub(super) fn flush(&self) {
         for shard in self.shards.iter() {
             let mut slots = lock(shard);
-            slots.slots.clear();
+            slots.slots.retain(|_, state| match state {
+                State::Writing { alone, .. } => {
+                    *alone = false;
+                    true
+                }
+                _ => false,
+            });
             slots.clock.clear();
             slots.ready = 0;
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Redis says `key` changed (or is about to be changed by us: a local write's claim).
+    /// Redis says `key` changed. An entry or a read's claim goes; a local write's claim stays
+    /// (so that no read fills before that write is done) but may no longer fill.
     pub(super) fn invalidate(&self, key: &SessionKey) {
         let mut slots = self.lock(key);
-        if let Some(State::Ready(_)) = slots.slots.remove(key) {
-            slots.ready -= 1;
+        match slots.slots.get_mut(key) {
+            Some(State::Writing { alone, .. }) => *alone = false,
+            Some(State::Ready(_)) => {
+                slots.slots.remove(key);
+                slots.ready -= 1;
+            }
+            Some(State::Reading(_)) => {
+                slots.slots.remove(key);
+            }
+            None => {}
         }
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
     }
@@ -320,16 +339,13 @@ impl<T: Clone> Cache<T> {
 
     /// A local write to `key` is about to leave: claims the slot (any entry goes, any read in
     /// flight will not fill). `None` while the cache is not serving.
-    pub(super) fn begin_write(&self, key: &SessionKey) -> Option<Ticket> {
+    pub(super) fn begin_write(&self, key: &SessionKey) -> Ticket {
         let mut slots = self.lock(key);
-        if self.connected_epoch() == 0 {
-            if let Some(State::Ready(_)) = slots.slots.remove(key) {
-                slots.ready -= 1;
-            }
-            return None;
-        }
         let ticket = Self::ticket_for(&mut slots.next_ticket);
-        let alone = !matches!(slots.slots.get(key), Some(State::Writing { .. }));
+        // Not tracking now: the write still claims the slot (no read may fill before it is
+        // done), but cannot fill it.
+        let tracking = self.connected_epoch() != 0;
+        let alone = tracking && !matches!(slots.slots.get(key), Some(State::Writing { .. }));
         let clean = matches!(slots.slots.get(key), Some(State::Ready(_)));
         let writing = State::Writing {
             ticket,
@@ -339,7 +355,7 @@ impl<T: Clone> Cache<T> {
         if let Some(State::Ready(_)) = slots.slots.insert(*key, writing) {
             slots.ready -= 1;
         }
-        Some(ticket)
+        ticket
     }
 
     /// The write under `ticket` was acknowledged: `record` is what `key` now holds, stored if
@@ -463,6 +479,39 @@ pub(super) fn cacheable<T>(record: &Record<T>) -> bool {
     record.flash.is_empty() && !record.is_expired(OffsetDateTime::now_utc())
 }
 
+/// Claims of one operation, given back if it ends early (a cancelled request): a claim left
+/// behind would keep its session out of the cache, and claims of made-up keys would pile up.
+pub(super) struct Claims<'a, T: Clone> {
+    cache: &'a Cache<T>,
+    held: Vec<(SessionKey, Ticket)>,
+}
+
+impl<'a, T: Clone> Claims<'a, T> {
+    pub(super) fn new(cache: &'a Cache<T>) -> Self {
+        Self {
+            cache,
+            held: Vec::with_capacity(2),
+        }
+    }
+
+    pub(super) fn hold(&mut self, key: SessionKey, ticket: Ticket) {
+        self.held.push((key, ticket));
+    }
+
+    /// The claims, for the operation to fill or release itself.
+    pub(super) fn take(&mut self) -> Vec<(SessionKey, Ticket)> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+impl<T: Clone> Drop for Claims<'_, T> {
+    fn drop(&mut self) {
+        for (key, ticket) in self.held.drain(..) {
+            self.cache.release(&key, ticket);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,7 +607,7 @@ mod tests {
                             cache.fill_read(&key, ticket, record(key, 1));
                         }
                     }
-                    Step::WriteClaim => write_ticket = cache.begin_write(&key),
+                    Step::WriteClaim => write_ticket = Some(cache.begin_write(&key)),
                     Step::WriteFill => {
                         if let Some(ticket) = write_ticket {
                             cache.fill_write(&key, ticket, record(key, 2), false);
@@ -620,7 +669,12 @@ mod tests {
         let key = SessionKey::generate().unwrap();
         let options = LoadOptions::at(OffsetDateTime::now_utc());
         assert!(matches!(cache.lookup(&key, &options), Lookup::Miss(None)));
-        assert!(cache.begin_write(&key).is_none());
+        let ticket = cache.begin_write(&key);
+        cache.fill_write(&key, ticket, record(key, 9), false);
+        assert!(
+            !cache.holds(&key),
+            "a write while not tracking fills nothing"
+        );
         cache.connected(7);
         let Lookup::Miss(Some(ticket)) = cache.lookup(&key, &options) else {
             panic!("a claim once connected");
@@ -633,5 +687,48 @@ mod tests {
         cache.disconnected(7);
         assert!(matches!(cache.lookup(&key, &options), Lookup::Miss(None)));
         assert_eq!(cache.len(), 0);
+    }
+
+    /// A local write's claim outlives a flush, a push and a reconnect until the write is done:
+    /// no read sent before the write (NOLOOP: Redis says nothing of our own writes) can fill the
+    /// session it changes. And a claim given up by a cancelled operation leaves nothing behind.
+    #[test]
+    fn a_write_claim_holds_until_the_write_is_done() {
+        let cache = Cache::<u64>::new(LocalCache::new());
+        let key = SessionKey::generate().unwrap();
+        let options = LoadOptions::at(OffsetDateTime::now_utc());
+        // Claimed while not tracking, then tracking comes back: still no read may fill.
+        let before = cache.begin_write(&key);
+        cache.connected(1);
+        assert!(matches!(cache.lookup(&key, &options), Lookup::Miss(None)));
+        cache.release(&key, before);
+        for disturb in [Cache::<u64>::flush as fn(&Cache<u64>), |cache| {
+            cache.invalidate(&SessionKey::plain(
+                &crate::id::SessionId::generate().unwrap(),
+            ))
+        }] {
+            let ticket = cache.begin_write(&key);
+            disturb(&cache);
+            cache.invalidate(&key);
+            assert!(matches!(cache.lookup(&key, &options), Lookup::Miss(None)));
+            cache.fill_write(&key, ticket, record(key, 2), false);
+            assert!(
+                !cache.holds(&key),
+                "a write disturbed in flight does not fill"
+            );
+            assert!(matches!(
+                cache.lookup(&key, &options),
+                Lookup::Miss(Some(_))
+            ));
+            cache.flush();
+        }
+        {
+            let mut claims = Claims::new(&cache);
+            claims.hold(key, cache.begin_write(&key));
+        }
+        assert!(
+            matches!(cache.lookup(&key, &options), Lookup::Miss(Some(_))),
+            "the cancelled claim is gone"
+        );
     }
 }

@@ -923,9 +923,14 @@ impl<T: Session> RedisStore<T> {
         options: LoadOptions,
         ticket: Option<cache::Ticket>,
     ) -> Result<Loaded<T>, StoreError> {
+        let mut claims = cache::Claims::new(cache);
+        if let Some(ticket) = ticket {
+            claims.hold(*key, ticket);
+        }
         let loaded = self
             .load_from_redis(key, cache::refreshed(options, cache.settings.refresh))
             .await;
+        claims.take();
         if let Some(ticket) = ticket {
             match &loaded {
                 // After a load that took the flash, or found none, no flash is pending.
@@ -954,20 +959,20 @@ impl<T: Session> RedisStore<T> {
         let Some(cache) = &self.cache else {
             return write.await;
         };
-        let tickets: Vec<_> = keys
-            .iter()
-            .map(|key| (**key, cache.begin_write(key)))
-            .collect();
+        let mut claims = cache::Claims::new(cache);
+        for key in keys {
+            claims.hold(**key, cache.begin_write(key));
+        }
         let outcome = write.await;
+        let tickets = claims.take();
         let done = matches!(outcome, Ok(WriteOutcome::Done));
         // A regenerated session may be kept under its new key only if no flash was pending
         // under the old one (it would have moved along, unseen by this copy).
         let moved_clean = match (fill, tickets.first()) {
-            (Fill::Regenerated(..), Some((old, Some(ticket)))) => cache.wrote_clean(old, *ticket),
+            (Fill::Regenerated(..), Some((old, ticket))) => cache.wrote_clean(old, *ticket),
             _ => false,
         };
         for (key, ticket) in tickets {
-            let Some(ticket) = ticket else { continue };
             match fill {
                 Fill::Created(record) if done && record.key == key && cache::cacheable(record) => {
                     cache.fill_write(&key, ticket, record.clone(), false);

@@ -226,7 +226,7 @@ pub(super) async fn heartbeat(tracked: Weak<Tracked>, interval: Duration) {
         };
         let ping_cmd = redis::cmd("PING");
         let ping = ping_cmd.query_async::<Value>(&mut connection);
-        match tokio::time::timeout(tracked.timeout.min(interval * 3), ping).await {
+        match tokio::time::timeout(tracked.timeout.min(interval.saturating_mul(3)), ping).await {
             Ok(Ok(_)) => tracked.receiver.pong(),
             Ok(Err(err)) => tracked.failed(Some(&err)),
             Err(_) => tracked.failed(None),
