@@ -2,7 +2,7 @@
 //! on one, log out on the other, and the first sees the logout at once, because Redis itself
 //! tells every instance when a session changes (client-side caching with `CLIENT TRACKING`).
 //!
-//! Run it against a Redis 6 or newer you have (default `redis://127.0.0.1:6379`; set `REDIS_URL`
+//! Run it against a Redis 7.0 or newer you have (default `redis://127.0.0.1:6379`; set `REDIS_URL`
 //! for another, and `PORT` for another first port than 3000: the second instance listens on the
 //! next one):
 //!

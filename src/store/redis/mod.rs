@@ -413,7 +413,7 @@ impl<T: Session> RedisStore<T> {
     /// sessions are read from process memory, and Redis itself tells the store when one changed
     /// (server-assisted client-side caching, RESP3 `CLIENT TRACKING ... BCAST`), so a logout,
     /// login or revoke on another instance is seen here as soon as its invalidation arrives.
-    /// Needs Redis 6 or newer.
+    /// Needs Redis 7.0 or newer, like the store.
     ///
     /// Every command goes through one RESP3 connection that receives the invalidations. When it
     /// breaks (or stops answering the heartbeat), the cache is dropped at once and nothing is
