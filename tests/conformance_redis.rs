@@ -21,12 +21,26 @@ fn prefix(counter: &AtomicUsize) -> String {
     format!("conformance{}:", counter.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Runs `suite` once and checks that every race guarantee was raced at least 140 times.
+async fn passes<St: tower_typed_sessions::Store<tower_typed_sessions::testing::Probe> + Clone>(
+    label: &str,
+    suite: Conformance<St>,
+) {
+    let report = suite.repetitions(1).run().await;
+    println!("{label}: {report}");
+    assert_eq!(report.races.len(), 6);
+    assert!(
+        report.races.iter().all(|(_, races)| *races >= 140),
+        "{report}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_passes_the_conformance_suite() {
     let server = RedisServer::start();
     let url = server.url();
     let counter = Arc::new(AtomicUsize::new(0));
-    let report = Conformance::with_async(move || {
+    let suite = Conformance::with_async(move || {
         let (url, counter) = (url.clone(), Arc::clone(&counter));
         async move {
             RedisStore::connect(&url)
@@ -34,16 +48,8 @@ async fn redis_store_passes_the_conformance_suite() {
                 .expect("connect to the test's redis-server")
                 .with_key_prefix(prefix(&counter))
         }
-    })
-    .repetitions(1)
-    .run()
-    .await;
-    println!("one Redis server: {report}");
-    assert_eq!(report.races.len(), 6);
-    assert!(
-        report.races.iter().all(|(_, races)| *races >= 140),
-        "{report}"
-    );
+    });
+    passes("one Redis server", suite).await;
 }
 
 /// The cached store (`connect_cached`): every contract check and race through the local cache.
@@ -53,7 +59,7 @@ async fn cached_redis_store_passes_the_conformance_suite() {
     let server = RedisServer::start();
     let url = server.url();
     let counter = Arc::new(AtomicUsize::new(0));
-    let report = Conformance::with_async(move || {
+    let suite = Conformance::with_async(move || {
         let (url, counter) = (url.clone(), Arc::clone(&counter));
         async move {
             let cache =
@@ -63,16 +69,8 @@ async fn cached_redis_store_passes_the_conformance_suite() {
                 .expect("connect to the test's redis-server")
                 .with_key_prefix(prefix(&counter))
         }
-    })
-    .repetitions(1)
-    .run()
-    .await;
-    println!("one Redis server, cached: {report}");
-    assert_eq!(report.races.len(), 6);
-    assert!(
-        report.races.iter().all(|(_, races)| *races >= 140),
-        "{report}"
-    );
+    });
+    passes("one Redis server, cached", suite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +78,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     let cluster = RedisCluster::start();
     let urls = cluster.urls();
     let counter = Arc::new(AtomicUsize::new(0));
-    let report = Conformance::with_async(move || {
+    let suite = Conformance::with_async(move || {
         let (urls, counter) = (urls.clone(), Arc::clone(&counter));
         async move {
             let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
@@ -89,14 +87,6 @@ async fn redis_cluster_passes_the_conformance_suite() {
                 .expect("connect to the test's cluster")
                 .with_key_prefix(prefix(&counter))
         }
-    })
-    .repetitions(1)
-    .run()
-    .await;
-    println!("Redis Cluster: {report}");
-    assert_eq!(report.races.len(), 6);
-    assert!(
-        report.races.iter().all(|(_, races)| *races >= 140),
-        "{report}"
-    );
+    });
+    passes("Redis Cluster", suite).await;
 }

@@ -57,6 +57,23 @@ impl Connection {
     }
 }
 
+/// Whether an operation's failure (`None`: a timeout) may mean the connection is gone or now
+/// reaches a server that is not the master (a failover): the connection is then dropped. A
+/// command the server merely refused is not.
+pub(super) fn connection_in_doubt(error: Option<&RedisError>) -> bool {
+    match error {
+        None => true,
+        Some(error) => {
+            error.is_io_error()
+                || error.is_connection_dropped()
+                || error.is_connection_refusal()
+                || error.is_timeout()
+                || error.is_unrecoverable_error()
+                || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+        }
+    }
+}
+
 /// One operation's connection: a cheap clone of a multiplexed one.
 pub(super) enum Conn {
     Single(ConnectionManager),
@@ -165,18 +182,7 @@ pub(super) mod sentinel {
         }
 
         pub(crate) fn failed(&self, error: Option<&RedisError>) {
-            let failover = match error {
-                None => true,
-                Some(error) => {
-                    error.is_io_error()
-                        || error.is_connection_dropped()
-                        || error.is_connection_refusal()
-                        || error.is_timeout()
-                        || error.is_unrecoverable_error()
-                        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
-                }
-            };
-            if failover {
+            if super::connection_in_doubt(error) {
                 let dropped = self
                     .current
                     .write()

@@ -179,18 +179,7 @@ impl Tracked {
     /// An operation failed with `error` (`None`: it timed out): unless the server merely
     /// refused the command, the connection is dropped with everything cached through it.
     pub(super) fn failed(&self, error: Option<&RedisError>) {
-        let in_doubt = match error {
-            None => true,
-            Some(error) => {
-                error.is_io_error()
-                    || error.is_connection_dropped()
-                    || error.is_connection_refusal()
-                    || error.is_timeout()
-                    || error.is_unrecoverable_error()
-                    || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
-            }
-        };
-        if in_doubt {
+        if super::connection::connection_in_doubt(error) {
             self.drop_connection();
         }
     }
