@@ -90,3 +90,25 @@ async fn redis_cluster_passes_the_conformance_suite() {
     });
     passes("Redis Cluster", suite).await;
 }
+
+/// The cached store on a Cluster (`connect_cluster_cached`): every contract check and race
+/// through the local cache, with invalidations from all three masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_redis_cluster_passes_the_conformance_suite() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let suite = Conformance::with_async(move || {
+        let (urls, counter) = (urls.clone(), Arc::clone(&counter));
+        async move {
+            let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+            let cache =
+                LocalCache::new().with_refresh_interval(std::time::Duration::from_millis(50));
+            RedisStore::connect_cluster_cached(&nodes, cache)
+                .await
+                .expect("connect to the test's cluster")
+                .with_key_prefix(prefix(&counter))
+        }
+    });
+    passes("Redis Cluster, cached", suite).await;
+}

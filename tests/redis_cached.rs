@@ -31,6 +31,46 @@ async fn cached(server: &RedisServer, cache: LocalCache) -> RedisStore<Counter> 
         .expect("connect to the test's redis")
 }
 
+/// Where an instance's cached store goes: one server, or a Cluster through its nodes.
+#[derive(Clone, Debug)]
+enum Target {
+    Server(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    async fn connect(&self, cache: LocalCache) -> RedisStore<Counter> {
+        match self {
+            Target::Server(url) => RedisStore::connect_cached(url, cache).await,
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => {
+                let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+                RedisStore::connect_cluster_cached(&nodes, cache).await
+            }
+        }
+        .expect("connect to the test's redis")
+    }
+
+    /// As the environment variable an app process reads.
+    fn to_env(&self) -> String {
+        match self {
+            Target::Server(url) => format!("server {url}"),
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => format!("cluster {}", urls.join(" ")),
+        }
+    }
+
+    fn from_env(text: &str) -> Self {
+        let mut words = text.split(' ');
+        match words.next() {
+            #[cfg(feature = "cluster")]
+            Some("cluster") => Target::Cluster(words.map(str::to_owned).collect()),
+            _ => Target::Server(words.next().unwrap().to_owned()),
+        }
+    }
+}
+
 /// The lifecycle routes plus `/key` (the session's store key) behind a layer on `store`.
 fn app(store: RedisStore<Counter>, idle: Duration) -> Router {
     support::routes()
@@ -52,7 +92,7 @@ fn is_logged_in(body: &str) -> bool {
 
 /// An instance of the app as another process would run it: its own runtime on its own thread,
 /// its own store (connection, cache) made there, serving HTTP on a free 127.0.0.1 port.
-fn instance(url: String, idle: Duration) -> (std::net::SocketAddr, RedisStore<Counter>) {
+fn instance(target: Target, idle: Duration) -> (std::net::SocketAddr, RedisStore<Counter>) {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -61,9 +101,7 @@ fn instance(url: String, idle: Duration) -> (std::net::SocketAddr, RedisStore<Co
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let store = RedisStore::<Counter>::connect_cached(&url, LocalCache::new())
-                .await
-                .unwrap();
+            let store = target.connect(LocalCache::new()).await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             sender
                 .send((listener.local_addr().unwrap(), store.clone()))
@@ -111,9 +149,22 @@ async fn fetch(client: &Http, base: &str, path: &str, cookie: &mut Option<String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_instance_is_seen_at_once_by_another() {
     let server = RedisServer::start();
+    logouts_seen_at_once(Target::Server(server.url())).await;
+}
+
+/// The same on a three-master Cluster: the invalidations come from whichever master holds the
+/// session's slot, on tracking connections beside the cluster connection.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_is_seen_at_once_by_another_on_a_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    logouts_seen_at_once(Target::Cluster(cluster.urls())).await;
+}
+
+async fn logouts_seen_at_once(target: Target) {
     let hour = Duration::from_secs(3600);
-    let (addr_a, a) = instance(server.url(), hour);
-    let (addr_b, b) = instance(server.url(), hour);
+    let (addr_a, a) = instance(target.clone(), hour);
+    let (addr_b, b) = instance(target.clone(), hour);
     let (base_a, base_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
     let client = http_client();
     let mut served_logged_in = 0;
@@ -147,8 +198,8 @@ async fn a_logout_on_one_instance_is_seen_at_once_by_another() {
     }
     let hits = b.cache_hits_and_misses().0 - hits_before;
     println!(
-        "1000 logouts on A, then a request on B: {served_logged_in} served as logged in \
-         ({hits} of B's reads were cache hits)"
+        "{target:?}: 1000 logouts on A, then a request on B: {served_logged_in} served as \
+         logged in ({hits} of B's reads were cache hits)"
     );
     assert_eq!(served_logged_in, 0);
     assert!(
@@ -193,8 +244,179 @@ async fn a_logout_on_one_instance_is_seen_at_once_by_another() {
     lags.sort();
     let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
     println!(
-        "invalidation lag from A's acknowledged delete to B dropping the entry, 1000 writes: \
-         p50 {:?}, p99 {:?}, max {:?}",
+        "{target:?}: invalidation lag from A's acknowledged delete to B dropping the entry, \
+         1000 writes: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        lags[lags.len() - 1]
+    );
+}
+
+/// The environment variable that makes this test binary an app process (`app_process`).
+const APP_PROCESS: &str = "TOWER_TYPED_SESSIONS_APP_PROCESS";
+
+/// Not a test of its own: the app process that the multi-process tests start (this test binary
+/// again, `--ignored --exact app_process`), on the store `TOWER_TYPED_SESSIONS_APP_PROCESS`
+/// names. It serves the lifecycle routes, and `/cached/{key}` (whether its cache holds that
+/// session), on a free port it prints, until it is killed.
+#[test]
+#[ignore = "an app process for the multi-process tests, which start it themselves"]
+fn app_process() {
+    let target = Target::from_env(&std::env::var(APP_PROCESS).expect("started by a test"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let store = target.connect(LocalCache::new()).await;
+        let probe = store.clone();
+        let router = app(store, Duration::from_secs(3600)).route(
+            "/cached/{key}",
+            get(
+                move |axum::extract::Path(key): axum::extract::Path<String>| async move {
+                    let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
+                    probe.is_cached(&key).to_string()
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("listening on http://{}", listener.local_addr().unwrap());
+        axum::serve(listener, router).await.unwrap();
+    });
+}
+
+/// An app process, killed on drop.
+struct AppProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl AppProcess {
+    fn start(target: &Target) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "app_process", "--nocapture"])
+            .env(APP_PROCESS, target.to_env())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the app process prints its address")
+                .unwrap();
+            if let Some(base) = line.strip_prefix("listening on ") {
+                break base.to_owned();
+            }
+        };
+        // The rest of its output is not read: keep the pipe drained.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, base }
+    }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three app processes on one Redis (own runtimes, connections and caches, as deployed): 1,000
+/// logouts on A, each followed at once by a request with the old cookie on B and on C, which
+/// both had the session cached: none is served as logged in. Then 500 more logouts, after each
+/// of which the test asks B and C over HTTP until their entry is gone: the time from A's reply
+/// to that answer bounds the invalidation lag across processes from above (it includes the
+/// asking request's own round trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_across_three_app_processes() {
+    let server = RedisServer::start();
+    logouts_across_processes(Target::Server(server.url())).await;
+}
+
+/// The same with the three processes on a three-master Cluster.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_across_three_app_processes_on_a_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    logouts_across_processes(Target::Cluster(cluster.urls())).await;
+}
+
+async fn logouts_across_processes(target: Target) {
+    let processes: Vec<AppProcess> = (0..3).map(|_| AppProcess::start(&target)).collect();
+    let a = processes[0].base.as_str();
+    let others = [processes[1].base.as_str(), processes[2].base.as_str()];
+    let client = http_client();
+
+    // A logged-in session on A, cached by B and C; A's logout; its key.
+    async fn logged_in_everywhere(
+        client: &Http,
+        a: &str,
+        others: &[&str],
+    ) -> (Option<String>, String) {
+        let mut cookie = None;
+        fetch(client, a, "/login", &mut cookie).await;
+        let key = fetch(client, a, "/key", &mut cookie).await;
+        for other in others {
+            let mut cached = false;
+            for _ in 0..5 {
+                assert!(is_logged_in(
+                    &fetch(client, other, "/read", &mut cookie).await
+                ));
+                cached = fetch(client, other, &format!("/cached/{key}"), &mut None).await == "true";
+                if cached {
+                    break;
+                }
+            }
+            assert!(cached, "{other} caches the session");
+        }
+        let mut copy = cookie.clone();
+        fetch(client, a, "/logout", &mut copy).await;
+        assert_eq!(copy, None, "A's logout clears the cookie");
+        (cookie, key)
+    }
+
+    let mut served_logged_in = 0;
+    for _ in 0..1000 {
+        let (cookie, _) = logged_in_everywhere(&client, a, &others).await;
+        for other in others {
+            if is_logged_in(&fetch(&client, other, "/read", &mut cookie.clone()).await) {
+                served_logged_in += 1;
+            }
+        }
+    }
+    println!(
+        "{target:?}, 3 processes: 1000 logouts on A, each followed at once by a request on B \
+         and on C: {served_logged_in} of 2000 served as logged in"
+    );
+    assert_eq!(served_logged_in, 0);
+
+    let mut lags = Vec::with_capacity(1000);
+    let mut gone_at_first_ask = 0;
+    for _ in 0..500 {
+        let (_, key) = logged_in_everywhere(&client, a, &others).await;
+        let logged_out = Instant::now();
+        for other in others {
+            let mut first = true;
+            while fetch(&client, other, &format!("/cached/{key}"), &mut None).await == "true" {
+                first = false;
+                assert!(
+                    logged_out.elapsed() < Duration::from_secs(2),
+                    "no invalidation within 2 s"
+                );
+            }
+            gone_at_first_ask += usize::from(first);
+            lags.push(logged_out.elapsed());
+        }
+    }
+    lags.sort();
+    let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    println!(
+        "{target:?}, 3 processes: from A's logout reply to B or C answering that its entry is \
+         gone, 1000 answers: p50 {:?}, p99 {:?}, max {:?}; {gone_at_first_ask} of 1000 already \
+         gone at the first ask",
         at(0.5),
         at(0.99),
         lags[lags.len() - 1]

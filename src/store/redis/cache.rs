@@ -212,7 +212,7 @@ impl<T: Clone> Cache<T> {
     /// nothing from an earlier connection survives).
     pub(super) fn connected(&self, epoch: u64) {
         self.flush();
-        self.pong();
+        self.last_pong.store(self.millis(), Ordering::Release);
         self.connected.store(epoch, Ordering::Release);
     }
 
@@ -232,8 +232,14 @@ impl<T: Clone> Cache<T> {
         self.connected.load(Ordering::Acquire)
     }
 
-    pub(super) fn pong(&self) {
-        self.last_pong.store(self.millis(), Ordering::Release);
+    /// Connection `epoch` answered a heartbeat sent at `sent`: the lease runs from the sending,
+    /// so a slow answer does not stretch it.
+    pub(super) fn pong(&self, epoch: u64, sent: Instant) {
+        if self.connected_epoch() == epoch {
+            let at = u64::try_from(sent.saturating_duration_since(self.started).as_millis())
+                .unwrap_or(u64::MAX);
+            self.last_pong.fetch_max(at, Ordering::AcqRel);
+        }
     }
 
     /// Drops every entry and every claim.

@@ -11,7 +11,10 @@ use redis::{
 pub(super) enum Connection {
     Single(ConnectionManager),
     /// One server through the tracked connection of a cached store.
-    Tracked(std::sync::Arc<super::tracked::Tracked>),
+    Tracked(std::sync::Arc<super::tracking::server::Tracked>),
+    /// A Cluster, with a tracking connection to each master beside the cluster connection.
+    #[cfg(feature = "cluster")]
+    TrackedCluster(std::sync::Arc<super::tracking::cluster::TrackedCluster>),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
     #[cfg(feature = "sentinel")]
@@ -25,8 +28,20 @@ impl Connection {
             Connection::Tracked(_) => "single, cached",
             #[cfg(feature = "cluster")]
             Connection::Cluster(_) => "cluster",
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(_) => "cluster, cached",
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(_) => "sentinel",
+        }
+    }
+
+    /// The cluster connection, on a Cluster.
+    #[cfg(feature = "cluster")]
+    pub(super) fn cluster(&self) -> Option<redis::cluster_async::ClusterConnection> {
+        match self {
+            Connection::Cluster(cluster) => Some(cluster.clone()),
+            Connection::TrackedCluster(tracked) => Some(tracked.commands()),
+            _ => None,
         }
     }
 
@@ -37,6 +52,8 @@ impl Connection {
             Connection::Tracked(tracked) => tracked.connection().await.map(Conn::Tracked),
             #[cfg(feature = "cluster")]
             Connection::Cluster(cluster) => Ok(Conn::Cluster(cluster.clone())),
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(tracked) => Ok(Conn::TrackedCluster(tracked.clone())),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(master) => master.connection().await.map(Conn::Sentinel),
         }
@@ -47,6 +64,10 @@ impl Connection {
     /// again; the other connections reconnect by themselves.
     pub(super) fn failed(&self, error: Option<&RedisError>) {
         if let Connection::Tracked(tracked) = self {
+            tracked.failed(error);
+        }
+        #[cfg(feature = "cluster")]
+        if let Connection::TrackedCluster(tracked) = self {
             tracked.failed(error);
         }
         #[cfg(feature = "sentinel")]
@@ -80,6 +101,9 @@ pub(super) enum Conn {
     Tracked(redis::aio::MultiplexedConnection),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
+    /// Each command to its master's tracking connection.
+    #[cfg(feature = "cluster")]
+    TrackedCluster(std::sync::Arc<super::tracking::cluster::TrackedCluster>),
     #[cfg(feature = "sentinel")]
     Sentinel(redis::aio::MultiplexedConnection),
 }
@@ -91,6 +115,8 @@ impl ConnectionLike for Conn {
             Conn::Tracked(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::TrackedCluster(tracked) => Box::pin(tracked.command(cmd)),
             #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => conn.req_packed_command(cmd),
         }
@@ -107,6 +133,8 @@ impl ConnectionLike for Conn {
             Conn::Tracked(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::TrackedCluster(tracked) => Box::pin(tracked.pipeline(pipeline, offset, count)),
             #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
@@ -118,6 +146,8 @@ impl ConnectionLike for Conn {
             Conn::Tracked(conn) => conn.get_db(),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::TrackedCluster(_) => 0,
             #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => conn.get_db(),
         }

@@ -1,7 +1,9 @@
-//! A Redis backend: one server through a reconnecting `ConnectionManager`, or Redis Cluster.
+//! A Redis backend: one server through a reconnecting `ConnectionManager`, Redis Cluster, or
+//! the master Redis Sentinel names; any of them with a local cache in front.
 //!
 //! `layout.rs` says where a session lives and in what form, `scripts.rs` holds the few writes
-//! that need a script; this module runs the operations.
+//! that need a script, `connection.rs` where commands go, `cache.rs` the local cache and
+//! `tracking/` how Redis's invalidations reach it; this module runs the operations.
 
 mod cache;
 mod connection;
@@ -9,7 +11,7 @@ mod layout;
 mod scripts;
 #[cfg(feature = "redis-tls")]
 mod tls;
-mod tracked;
+mod tracking;
 
 use std::{fmt, future::Future, io::Write, sync::Arc, time::Duration};
 
@@ -29,12 +31,26 @@ use self::{
     cache::{Cache, Lookup},
     layout::{at_millis, foreign, Keys, Pointer, StoredRecord, LIVE, RECORD_SLACK_MS},
     scripts::{Lua, Scripts},
-    tracked::{Receiver, Tracked},
+    tracking::{
+        server::{Source, Tracked},
+        Receiver,
+    },
 };
 use super::{Expect, Forward, LoadOptions, Loaded, Store, WriteOutcome};
 use crate::{error::StoreError, id::SessionKey, record::Record, session::Session};
 
 const DEFAULT_PREFIX: &str = "session:";
+
+#[cfg(all(feature = "cluster", feature = "redis-tls"))]
+type RedisTlsOption = RedisTls;
+/// Without TLS support there are no TLS settings to pass.
+#[cfg(all(feature = "cluster", not(feature = "redis-tls")))]
+type RedisTlsOption = std::convert::Infallible;
+
+/// The same settings, speaking RESP3 (invalidation pushes need it).
+fn resp3(settings: &redis::RedisConnectionInfo) -> redis::RedisConnectionInfo {
+    settings.clone().set_protocol(redis::ProtocolVersion::RESP3)
+}
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_EXPIRED_RETENTION: Duration = Duration::from_secs(60 * 60);
 const SCAN_BATCH: usize = 1000;
@@ -435,24 +451,187 @@ impl<T: Session> RedisStore<T> {
     /// # Ok(()) }
     /// ```
     pub async fn connect_cached(url: &str, cache: LocalCache) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(backend)?;
+        Self::connect_cached_client(redis::Client::open(url).map_err(backend)?, cache).await
+    }
+
+    /// [`RedisStore::connect_cached`] over TLS (`rediss://host:port/db`) with your own CA or a
+    /// client certificate ([`RedisTls`]).
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub async fn connect_cached_with_tls(
+        url: &str,
+        tls: RedisTls,
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::build_with_tls(url, tls.certificates()).map_err(backend)?;
+        Self::connect_cached_client(client, cache).await
+    }
+
+    async fn connect_cached_client(
+        client: redis::Client,
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        // Invalidation pushes need RESP3; the client keeps its TLS settings.
         let info = client.get_connection_info().clone();
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
+        let resp3 = resp3(info.redis_settings());
+        // The address keeps its TLS parameters (and certificates).
         let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(backend)?;
+        Self::connect_tracked(Source::Server(Box::new(client)), cache).await
+    }
+
+    /// [`RedisStore::connect_sentinel`] with a local cache in front, as
+    /// [`RedisStore::connect_cached`] describes: the tracked connection goes to the master the
+    /// sentinels name; a failure that may mean a failover drops it with the whole cache, and
+    /// the next operation asks the sentinels again and switches tracking on at the new master
+    /// before anything is cached.
+    ///
+    /// ```no_run
+    /// use tower_typed_sessions::{store::redis::LocalCache, RedisStore, Session};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+    /// let store = RedisStore::<Data>::connect_sentinel_cached(
+    ///     &["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"],
+    ///     "sessions",
+    ///     LocalCache::new(),
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel_cached(
+        sentinels: &[&str],
+        master_name: &str,
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(resp3(&redis::RedisConnectionInfo::default()));
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels.to_vec(),
+            String::from(master_name),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(backend)?;
+        let source = Source::Sentinel(Arc::new(tokio::sync::Mutex::new(client)));
+        Self::connect_tracked(source, cache).await
+    }
+
+    async fn connect_tracked(source: Source, cache: LocalCache) -> Result<Self, StoreError> {
         let (connection, cache) =
-            Self::tracking(client, DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT, cache);
+            Self::tracking(source, DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT, cache);
         let mut store = Self::with_connection(connection);
         store.cache = Some(cache);
         store.load_scripts().await?;
         Ok(store)
     }
 
+    /// [`RedisStore::connect_cluster`] with a local cache in front, as
+    /// [`RedisStore::connect_cached`] describes, on every master: commands go through the
+    /// cluster connection, and beside it one RESP3 connection to each master receives the
+    /// invalidations of every session key, whichever slot it is in. Every heartbeat pings each
+    /// master and reads the slot map again: a failover, a resharding, a master added or
+    /// removed, a lost connection or an unanswered ping empties the cache, and nothing is
+    /// served from it until tracking is on at every master of the new map (the next heartbeat,
+    /// 100 ms by default). The store's own writes come back as invalidations, so the read after
+    /// a write goes to Redis once.
+    ///
+    /// ```no_run
+    /// use tower_typed_sessions::{store::redis::LocalCache, RedisStore, Session};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+    /// let nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"];
+    /// let store = RedisStore::<Data>::connect_cluster_cached(&nodes, LocalCache::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster_cached(
+        nodes: &[&str],
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        // Boxed: setting up a cluster connection is a large future.
+        Box::pin(Self::connect_cluster_cached_inner(nodes, None, cache)).await
+    }
+
+    /// [`RedisStore::connect_cluster_cached`] over TLS (`rediss://` URLs) with your own CA or a
+    /// client certificate ([`RedisTls`]).
+    #[cfg(all(feature = "cluster", feature = "redis-tls"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "cluster", feature = "redis-tls"))))]
+    pub async fn connect_cluster_cached_with_tls(
+        nodes: &[&str],
+        tls: RedisTls,
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        Box::pin(Self::connect_cluster_cached_inner(nodes, Some(tls), cache)).await
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn connect_cluster_cached_inner(
+        nodes: &[&str],
+        #[cfg_attr(not(feature = "redis-tls"), allow(unused_variables))] tls: Option<
+            RedisTlsOption,
+        >,
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        use redis::IntoConnectionInfo;
+        let first = nodes.first().copied().unwrap_or_default();
+        let template = first.into_connection_info().map_err(backend)?;
+        let template = template
+            .clone()
+            .set_redis_settings(resp3(template.redis_settings()));
+        let builder = Self::cluster_builder(nodes);
+        #[cfg(feature = "redis-tls")]
+        let builder = match &tls {
+            Some(tls) => builder.certs(tls.certificates()),
+            None => builder,
+        };
+        let client = builder.build().map_err(backend)?;
+        let commands = client.get_async_connection().await.map_err(backend)?;
+        let settings = tracking::cluster::ClusterSettings {
+            commands,
+            template,
+            #[cfg(feature = "redis-tls")]
+            certificates: tls.map(|tls| tls.certificates()),
+        };
+        let (connection, cache) =
+            Self::tracking_cluster(settings, DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT, cache);
+        if let Connection::TrackedCluster(tracked) = &connection {
+            tracked.track_now().await.map_err(backend)?;
+        }
+        let mut store = Self::with_connection(connection);
+        store.cache = Some(cache);
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    #[cfg(feature = "cluster")]
+    fn tracking_cluster(
+        settings: tracking::cluster::ClusterSettings,
+        prefix: &str,
+        timeout: Duration,
+        local: LocalCache,
+    ) -> (Connection, Arc<Cache<T>>) {
+        let cache = Arc::new(Cache::new(local.clone()));
+        let receiver = Arc::new(Receiver {
+            cache: Arc::clone(&cache),
+            prefix: prefix.to_owned(),
+        });
+        let tracked = tracking::cluster::TrackedCluster::start(
+            settings,
+            prefix.to_owned(),
+            timeout,
+            local.heartbeat,
+            receiver,
+        );
+        (Connection::TrackedCluster(tracked), cache)
+    }
+
     /// A tracked connection for the keys under `prefix`, and the cache it feeds.
     fn tracking(
-        client: redis::Client,
+        source: Source,
         prefix: &str,
         timeout: Duration,
         settings: LocalCache,
@@ -463,7 +642,7 @@ impl<T: Session> RedisStore<T> {
             prefix: prefix.to_owned(),
         });
         let tracked = Tracked::new(
-            client,
+            source,
             prefix.to_owned(),
             timeout,
             settings.heartbeat,
@@ -478,13 +657,27 @@ impl<T: Session> RedisStore<T> {
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         // A cached store tracks the keys under its prefix: track the new one.
-        if let (Connection::Tracked(tracked), Some(cache)) = (&self.connection, &self.cache) {
-            let (client, settings) = (tracked.client().clone(), cache.settings.clone());
-            let (connection, cache) =
-                Self::tracking(client, &self.prefix, self.command_timeout, settings);
-            self.connection = connection;
-            self.cache = Some(cache);
-        }
+        let Some(local) = self.cache.as_ref().map(|cache| cache.settings.clone()) else {
+            return self;
+        };
+        let (connection, cache) = match &self.connection {
+            Connection::Tracked(tracked) => Self::tracking(
+                tracked.source().clone(),
+                &self.prefix,
+                self.command_timeout,
+                local,
+            ),
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(tracked) => Self::tracking_cluster(
+                tracked.settings(),
+                &self.prefix,
+                self.command_timeout,
+                local,
+            ),
+            _ => return self,
+        };
+        self.connection = connection;
+        self.cache = Some(cache);
         self
     }
 
@@ -785,7 +978,7 @@ impl<T: Session> RedisStore<T> {
         expect: Expect,
         forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
-        if self.create(record).await? == WriteOutcome::Collision {
+        if self.create_in_redis(record).await? == WriteOutcome::Collision {
             return Ok(WriteOutcome::Collision);
         }
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
@@ -1116,7 +1309,7 @@ impl<T: Session> RedisStore<T> {
         forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
         #[cfg(feature = "cluster")]
-        if matches!(self.connection, Connection::Cluster(_)) {
+        if self.connection.cluster().is_some() {
             return self.regenerate_in_steps(old, record, expect, forward).await;
         }
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
@@ -1238,24 +1431,22 @@ impl<T: Session> Store<T> for RedisStore<T> {
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
-        match self.connection.clone() {
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(mut conn) => self.count_cluster(&mut conn).await,
-            _ => {
-                let mut conn = self.conn().await?;
-                let pattern = self.live_pattern();
-                let mut total = 0;
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = self
-                        .timed(scan_live(cursor, &pattern).query_async(&mut conn))
-                        .await?;
-                    total += self.live_among(keys).await?;
-                    cursor = next;
-                    if cursor == 0 {
-                        return Ok(total);
-                    }
-                }
+        #[cfg(feature = "cluster")]
+        if let Some(mut conn) = self.connection.cluster() {
+            return self.count_cluster(&mut conn).await;
+        }
+        let mut conn = self.conn().await?;
+        let pattern = self.live_pattern();
+        let mut total = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .timed(scan_live(cursor, &pattern).query_async(&mut conn))
+                .await?;
+            total += self.live_among(keys).await?;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(total);
             }
         }
     }

@@ -1,0 +1,105 @@
+//! How a cached [`RedisStore`](super::RedisStore) learns that a session changed: RESP3
+//! connections with `CLIENT TRACKING ON BCAST`, whose invalidation pushes reach the local cache.
+//!
+//! - [`server`]: one server (or the master Sentinel names), one connection that carries every
+//!   command and the pushes (`NOLOOP`: the store applies its own writes to the cache).
+//! - [`cluster`]: a Redis Cluster, one tracking connection per master beside the cluster
+//!   connection that carries the commands, torn down on any change of the slot map.
+
+use std::{sync::Arc, time::Instant};
+
+use redis::{aio::MultiplexedConnection, PushInfo, PushKind, RedisError, Value};
+
+use super::{cache::Cache, layout::Keys};
+use crate::session::Session;
+
+#[cfg(feature = "cluster")]
+pub(super) mod cluster;
+pub(super) mod server;
+
+/// Where the cache's invalidations go, type-erased over the session type.
+pub(super) trait Invalidations: Send + Sync + 'static {
+    /// Tracking is on for connection (or set of connections) `epoch`.
+    fn connected(&self, epoch: u64);
+    /// Connection `epoch` broke or is in doubt.
+    fn disconnected(&self, epoch: u64);
+    /// Every connection of `epoch` answered a heartbeat sent at `sent`.
+    fn pong(&self, epoch: u64, sent: Instant);
+    /// A push arrived on connection `epoch`.
+    fn push(&self, epoch: u64, push: PushInfo);
+    /// The connection whose invalidations are applied (0: none).
+    fn connected_epoch(&self) -> u64;
+}
+
+/// The cache and the key prefix it reads pushes with.
+pub(super) struct Receiver<T> {
+    pub(super) cache: Arc<Cache<T>>,
+    pub(super) prefix: String,
+}
+
+impl<T: Session> Invalidations for Receiver<T> {
+    fn connected(&self, epoch: u64) {
+        self.cache.connected(epoch);
+    }
+
+    fn disconnected(&self, epoch: u64) {
+        self.cache.disconnected(epoch);
+    }
+
+    fn pong(&self, epoch: u64, sent: Instant) {
+        self.cache.pong(epoch, sent);
+    }
+
+    fn connected_epoch(&self) -> u64 {
+        self.cache.connected_epoch()
+    }
+
+    fn push(&self, epoch: u64, push: PushInfo) {
+        // A push from a connection the cache no longer listens to says nothing about now.
+        if self.cache.connected_epoch() != epoch {
+            return;
+        }
+        match push.kind {
+            PushKind::Invalidate => match push.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        let Value::BulkString(name) = key else {
+                            continue;
+                        };
+                        // Owner-index keys share the prefix; only session keys name a session.
+                        if let Some(session) = std::str::from_utf8(name)
+                            .ok()
+                            .and_then(|name| Keys::session_of(&self.prefix, name))
+                        {
+                            self.cache.invalidate(&session);
+                        }
+                    }
+                }
+                // A null invalidation: Redis flushed its tracking table (FLUSHALL, or too many
+                // tracked keys). Anything may have changed.
+                _ => self.cache.flush(),
+            },
+            PushKind::Disconnection => self.cache.disconnected(epoch),
+            _ => {}
+        }
+    }
+}
+
+/// Switches tracking on for every key under `prefix`, whoever changes it; with `noloop`, not
+/// the changes this connection makes itself.
+async fn track(
+    connection: &mut MultiplexedConnection,
+    prefix: &str,
+    noloop: bool,
+) -> Result<(), RedisError> {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(prefix);
+    if noloop {
+        cmd.arg("NOLOOP");
+    }
+    cmd.exec_async(connection).await
+}
