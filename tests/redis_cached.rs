@@ -423,6 +423,153 @@ async fn logouts_across_processes(target: Target) {
     );
 }
 
+/// The port of the master serving `redis_key`'s slot, as the node on `ask` sees the cluster.
+#[cfg(feature = "cluster")]
+fn master_of(ask: u16, redis_key: &str) -> Option<u16> {
+    let slot: i64 = redis_server::query(ask, &["CLUSTER", "KEYSLOT", redis_key]).ok()?;
+    let nodes: String = redis_server::query(ask, &["CLUSTER", "NODES"]).ok()?;
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let flags = fields.get(2)?;
+        if !flags.contains("master") || flags.contains("fail") {
+            return None;
+        }
+        let serves = fields.get(8..)?.iter().any(|range| {
+            let mut ends = range.split('-').map(str::parse::<i64>);
+            match (ends.next(), ends.next()) {
+                (Some(Ok(first)), Some(Ok(last))) => (first..=last).contains(&slot),
+                (Some(Ok(only)), None) => only == slot,
+                _ => false,
+            }
+        });
+        let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+        serves.then_some(port)
+    })
+}
+
+/// The master holding a cached session is killed: the cache drops it at once; no request is
+/// answered before the cluster has failed the slot over (a cached answer would be); once the
+/// replica is promoted, service comes back within a second without a restart, the cache is
+/// used again, and another instance's logout still reaches it through the new master.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_stops_the_cache_at_once_and_service_recovers() {
+    let mut cluster = redis_server::RedisCluster::start_with_replicas();
+    let target = Target::Cluster(cluster.urls());
+    let hour = Duration::from_secs(3600);
+    let b = target.connect(LocalCache::new()).await;
+    let a = target.connect(LocalCache::new()).await;
+    let (app_a, app_b) = (app(a.clone(), hour), app(b.clone(), hour));
+    let mut client = Client::new(app_b.clone());
+    client.get("/login").await;
+    let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
+    for _ in 0..5 {
+        assert!(is_logged_in(&client.get("/read").await.body));
+    }
+    assert!(b.is_cached(&key));
+    let redis_key = format!("session:{{{}}}", key.as_str());
+    let ask = cluster.nodes[0].port;
+    let old_master = master_of(ask, &redis_key).unwrap();
+    let survivor = cluster
+        .nodes
+        .iter()
+        .map(|node| node.port)
+        .find(|port| *port != old_master)
+        .unwrap();
+
+    // Watches the cluster for the promotion, from a node that stays.
+    let promoted = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let watcher = {
+        let (promoted, redis_key) = (std::sync::Arc::clone(&promoted), redis_key.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                if master_of(survivor, &redis_key).is_some_and(|port| port != old_master) {
+                    *promoted.lock().unwrap() = Some(Instant::now());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|node| node.port == old_master)
+        .unwrap();
+    cluster.nodes[index].stop();
+    let killed = Instant::now();
+    while b.is_cached(&key) {
+        assert!(
+            killed.elapsed() < Duration::from_millis(500),
+            "the cache outlived the master"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let dropped = killed.elapsed();
+
+    // Reads of the session until one is answered after the promotion.
+    let mut replies = Vec::new();
+    let first_ok = loop {
+        let started = Instant::now();
+        let reply = client.get("/read").await;
+        let ok = reply.status == StatusCode::OK;
+        assert!(
+            ok || reply.set_cookies().is_empty(),
+            "no Set-Cookie on a failed request"
+        );
+        replies.push((started, ok));
+        if ok {
+            break Instant::now();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "no recovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    watcher.join().unwrap();
+    let promoted = promoted.lock().unwrap().expect("the replica was promoted");
+    // The cluster cannot fail the slot over before its node timeout (1 s): any answer before
+    // that would have come from the cache.
+    let early = replies
+        .iter()
+        .filter(|(started, ok)| *ok && started.duration_since(killed) < Duration::from_millis(900))
+        .count();
+    let back = first_ok.saturating_duration_since(promoted);
+    println!(
+        "master killed: cache dropped after {dropped:?}; {} reads failed closed; promoted after \
+         {:?}; served again {back:?} after the promotion",
+        replies.len() - 1,
+        promoted.duration_since(killed)
+    );
+    assert_eq!(early, 0, "answered before the failover");
+    assert!(
+        replies.len() > 1,
+        "reads failed while the slot had no master"
+    );
+    assert!(back < Duration::from_secs(1), "back after {back:?}");
+    assert_eq!(
+        client.get("/read").await.body,
+        "0 new=false",
+        "the session survived"
+    );
+
+    // Tracking is back on the new map: reads are hits, and a logout on A reaches B.
+    let (hits, _) = b.cache_hits_and_misses();
+    let settled = Instant::now();
+    while b.cache_hits_and_misses().0 < hits + 3 {
+        assert!(
+            settled.elapsed() < Duration::from_secs(2),
+            "the cache is used again"
+        );
+        client.get("/read").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cookie = client.cookie.clone();
+    let mut on_a = Client::new(app_a);
+    on_a.cookie = cookie;
+    on_a.get("/logout").await;
+    assert!(!is_logged_in(&client.get("/read").await.body));
+}
+
 /// Once warm, a read costs no Redis command (the heartbeat's PINGs aside) and a write one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_read_sends_nothing_and_a_write_one_command() {

@@ -18,7 +18,7 @@ use std::{
 use axum::http::StatusCode;
 use redis_server::{RedisSentinel, RedisServer};
 use support::{Client, Counter};
-use tower_typed_sessions::{RedisStore, SessionLayer};
+use tower_typed_sessions::{store::redis::LocalCache, RedisStore, SessionLayer};
 
 const MASTER: &str = "sessions";
 
@@ -31,8 +31,10 @@ fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
     }
 }
 
-/// One reply seen by the load: when, its status, whether it set a cookie.
+/// One reply seen by the load: when its request left and when it came, its status, whether it
+/// set a cookie.
 struct Seen {
+    sent: Instant,
     at: Instant,
     status: StatusCode,
     set_cookie: bool,
@@ -40,6 +42,19 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_follow_a_failover_of_the_master_under_load() {
+    follows_a_failover(false).await;
+}
+
+/// The same with the local cache (`connect_sentinel_cached`) and reads between the writes: the
+/// cache is dropped the moment the master goes, so no read is answered from memory while there
+/// is no master (the sentinels cannot promote one before their 1 s down-after time); after the
+/// failover, tracking is switched on at the new master and reads come from memory again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_store_follows_a_failover_and_serves_nothing_from_memory_meanwhile() {
+    follows_a_failover(true).await;
+}
+
+async fn follows_a_failover(cached: bool) {
     let mut master = RedisServer::start();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     wait_for("the replica syncs", Duration::from_secs(20), || {
@@ -70,10 +85,13 @@ async fn sessions_follow_a_failover_of_the_master_under_load() {
 
     let urls: Vec<String> = sentinels.iter().map(RedisSentinel::url).collect();
     let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let store = RedisStore::<Counter>::connect_sentinel(&nodes, MASTER)
-        .await
-        .expect("connect through the sentinels");
-    let app = support::routes().layer(SessionLayer::new(store));
+    let store = if cached {
+        RedisStore::<Counter>::connect_sentinel_cached(&nodes, MASTER, LocalCache::new()).await
+    } else {
+        RedisStore::<Counter>::connect_sentinel(&nodes, MASTER).await
+    }
+    .expect("connect through the sentinels");
+    let app = support::routes().layer(SessionLayer::new(store.clone()));
 
     // Eight users, each with a session of their own, incrementing without pause.
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,9 +101,19 @@ async fn sessions_follow_a_failover_of_the_master_under_load() {
             let (app, stop, seen) = (app.clone(), Arc::clone(&stop), Arc::clone(&seen));
             tokio::spawn(async move {
                 let mut client = Client::new(app);
+                let mut turn = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let reply = client.get("/incr").await;
+                    // Cached: two reads (from memory) for each write.
+                    turn += 1;
+                    let path = if cached && turn % 3 != 0 {
+                        "/read"
+                    } else {
+                        "/incr"
+                    };
+                    let sent = Instant::now();
+                    let reply = client.get(path).await;
                     seen.lock().unwrap().push(Seen {
+                        sent,
                         at: Instant::now(),
                         status: reply.status,
                         set_cookie: !reply.set_cookies().is_empty(),
@@ -97,6 +125,7 @@ async fn sessions_follow_a_failover_of_the_master_under_load() {
         .collect();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let (hits_before_kill, _) = store.cache_hits_and_misses();
     let killed = Instant::now();
     master.stop();
     // Until a second of successes after the failover, or 30 s.
@@ -157,4 +186,25 @@ async fn sessions_follow_a_failover_of_the_master_under_load() {
         successes_after > 8,
         "steady successes after the failover: {successes_after}"
     );
+    if cached {
+        let (hits, _) = store.cache_hits_and_misses();
+        let from_memory_meanwhile = seen
+            .iter()
+            .filter(|s| {
+                s.status == StatusCode::OK
+                    && s.sent > killed + Duration::from_millis(50)
+                    && s.sent < killed + Duration::from_millis(900)
+            })
+            .count();
+        println!(
+            "cached: {hits_before_kill} reads from memory before the kill, {} after; {from_memory_meanwhile} answered while there was no master",
+            hits - hits_before_kill
+        );
+        assert!(hits_before_kill > 100, "the cache served before the kill");
+        assert_eq!(from_memory_meanwhile, 0);
+        assert!(
+            hits > hits_before_kill + 20,
+            "the cache serves again after the failover"
+        );
+    }
 }

@@ -1,6 +1,7 @@
-//! `rediss://` (feature `redis-tls`): the store on a `redis-server` the test starts with a TLS
-//! port and a certificate signed by a CA the test generates; the wrong CA, the system's roots
-//! and plain text are refused with a clear error, without a session cookie.
+//! `rediss://` (feature `redis-tls`): the store, cached and not, on a `redis-server` and a
+//! Cluster the test starts with TLS ports and a certificate signed by a CA the test generates;
+//! the wrong CA, the system's roots and plain text are refused with a clear error, without a
+//! session cookie.
 #![cfg(all(feature = "redis-tls", feature = "cluster"))]
 
 #[path = "support/redis_server.rs"]
@@ -13,7 +14,10 @@ use axum::http::StatusCode;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use redis_server::{query, RedisServer};
 use support::{Client, Counter};
-use tower_typed_sessions::{store::redis::RedisTls, RedisStore, SessionLayer, StoreError};
+use tower_typed_sessions::{
+    store::redis::{LocalCache, RedisTls},
+    RedisStore, SessionLayer, StoreError,
+};
 
 /// A CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM.
 struct Pki {
@@ -169,6 +173,49 @@ async fn sessions_work_over_tls_with_the_servers_ca() {
     assert_eq!(reply.body, "0 new=true");
 }
 
+/// Two cached stores on one Redis deployment: B answers a session's reads from memory, and a
+/// logout on A reaches B at once (the invalidations came over TLS too).
+async fn cached_pair_works(a: RedisStore<Counter>, b: RedisStore<Counter>) {
+    let app_a = support::routes().layer(SessionLayer::new(a));
+    let app_b = support::routes().layer(SessionLayer::new(b.clone()));
+    let mut on_b = Client::new(app_b);
+    assert_eq!(on_b.get("/incr").await.body, "1");
+    on_b.get("/login").await;
+    let (hits, _) = b.cache_hits_and_misses();
+    for _ in 0..5 {
+        assert_eq!(on_b.get("/read").await.body, "1 new=false");
+    }
+    let (after, _) = b.cache_hits_and_misses();
+    assert!(after >= hits + 3, "{} of 5 reads from memory", after - hits);
+    let mut on_a = Client::new(app_a);
+    on_a.cookie = on_b.cookie.clone();
+    on_a.get("/logout").await;
+    assert_eq!(on_b.get("/read").await.body, "0 new=true");
+}
+
+/// The cached store over TLS (`connect_cached_with_tls`): tracking and its pushes work over
+/// the TLS connection; another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_store_works_over_tls() {
+    let redis = TlsRedis::start();
+    let tls = RedisTls::new().with_root_certificate(redis.ca_pem.clone());
+    let url = redis.url("rediss");
+    let connect =
+        || RedisStore::<Counter>::connect_cached_with_tls(&url, tls.clone(), LocalCache::new());
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    cached_pair_works(a, b).await;
+    let other_ca = RedisTls::new().with_root_certificate(pki().ca_pem);
+    let wrong_ca = refused(
+        RedisStore::connect_cached_with_tls(&redis.url("rediss"), other_ca, LocalCache::new())
+            .await,
+    )
+    .await;
+    assert!(
+        wrong_ca.to_lowercase().contains("certificate"),
+        "{wrong_ca}"
+    );
+}
+
 /// The connect error of each refused set-up, as text.
 async fn refused(result: Result<RedisStore<Counter>, StoreError>) -> String {
     match result {
@@ -279,10 +326,26 @@ async fn a_cluster_over_tls_serves_sessions_across_its_masters() {
         assert_eq!(client.get("/read").await.body, "0 new=true");
     }
 
+    // Cached: a tracking connection to each master, over TLS with the same CA.
+    let cached = || {
+        RedisStore::<Counter>::connect_cluster_cached_with_tls(
+            &nodes,
+            RedisTls::new().with_root_certificate(certificates.ca_pem.clone()),
+            LocalCache::new(),
+        )
+    };
+    for _ in 0..6 {
+        cached_pair_works(cached().await.unwrap(), cached().await.unwrap()).await;
+    }
+
     let wrong = RedisTls::new().with_root_certificate(pki().ca_pem);
-    let refused = RedisStore::<Counter>::connect_cluster_with_tls(&nodes, wrong).await;
+    let refused = RedisStore::<Counter>::connect_cluster_with_tls(&nodes, wrong.clone()).await;
     assert!(
         refused.is_err(),
         "a cluster whose CA is not trusted is refused"
     );
+    let refused =
+        RedisStore::<Counter>::connect_cluster_cached_with_tls(&nodes, wrong, LocalCache::new())
+            .await;
+    assert!(refused.is_err(), "also with the cache");
 }

@@ -346,24 +346,38 @@ impl RoundTrips {
     }
 }
 
-/// Three masters with `--cluster-enabled yes`, joined with `redis-cli --cluster create`.
+/// Three masters with `--cluster-enabled yes`, joined with `redis-cli --cluster create`
+/// (with `start_with_replicas`, a replica for each).
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_nodes(0, 5000)
+    }
+
+    /// Three masters and a replica of each; a master that stops answering for 1 s is failed
+    /// over to its replica.
+    #[allow(dead_code)]
+    pub fn start_with_replicas() -> Self {
+        Self::start_nodes(1, 1000)
+    }
+
+    fn start_nodes(replicas: usize, node_timeout_ms: u32) -> Self {
         require("redis-cli");
+        static CONFIGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         'attempt: for _ in 0..5 {
-            let nodes: Vec<RedisServer> = (0..3)
-                .map(|i| {
+            let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
+                .map(|_| {
+                    let config = CONFIGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     RedisServer::start_with(&[
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
-                        &format!("nodes-{i}-{}.conf", std::process::id()),
+                        &format!("nodes-{config}-{}.conf", std::process::id()),
                         "--cluster-node-timeout",
-                        "5000",
+                        &node_timeout_ms.to_string(),
                     ])
                 })
                 .collect();
@@ -375,7 +389,7 @@ impl RedisCluster {
                 .arg("--cluster")
                 .arg("create")
                 .args(&addresses)
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
                 .stdin(Stdio::null())
                 .output()
                 .expect("run redis-cli --cluster create");
@@ -391,7 +405,13 @@ impl RedisCluster {
                 let ok = nodes.iter().all(|n| {
                     query::<String>(n.port, &["CLUSTER", "INFO"])
                         .is_ok_and(|r| r.contains("cluster_state:ok"))
-                });
+                }) && (replicas == 0
+                    || nodes.iter().all(|n| {
+                        // Every replica has synced with its master.
+                        query::<String>(n.port, &["INFO", "replication"]).is_ok_and(|info| {
+                            info.contains("role:master") || info.contains("master_link_status:up")
+                        })
+                    }));
                 if ok {
                     return Self { nodes };
                 }

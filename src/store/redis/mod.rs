@@ -362,6 +362,11 @@ impl<T: Session> RedisStore<T> {
             .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
             .response_timeout(DEFAULT_COMMAND_TIMEOUT)
             .retries(2)
+            // The redis crate waits at least 1.28 s before a retry (a request caught in a
+            // failover would outlast the command timeout): 10 to 100 ms, so that a request
+            // sent just before a replica's promotion is answered just after it.
+            .min_retry_wait(10)
+            .max_retry_wait(100)
     }
 
     #[cfg(feature = "cluster")]
