@@ -570,6 +570,114 @@ async fn a_cluster_failover_stops_the_cache_at_once_and_service_recovers() {
     assert!(!is_logged_in(&client.get("/read").await.body));
 }
 
+/// The node id and port of every master, as the node on `ask` sees the cluster.
+#[cfg(feature = "cluster")]
+fn masters(ask: u16) -> Vec<(String, u16)> {
+    let nodes: String = redis_server::query(ask, &["CLUSTER", "NODES"]).unwrap();
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+            fields
+                .get(2)?
+                .contains("master")
+                .then(|| (fields[0].to_owned(), port))
+        })
+        .collect()
+}
+
+/// A slot holding a cached session is moved to another master (a resharding step, as
+/// `redis-cli --cluster reshard` does it: IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE): the cache
+/// is emptied when the map changes, sessions are served throughout, and once tracking is on
+/// again a logout on another instance reaches the cache through the slot's new master.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_empties_the_cache_and_tracking_follows_the_slot() {
+    use redis_server::query;
+    let cluster = redis_server::RedisCluster::start();
+    let target = Target::Cluster(cluster.urls());
+    let hour = Duration::from_secs(3600);
+    let (a, b) = (
+        target.connect(LocalCache::new()).await,
+        target.connect(LocalCache::new()).await,
+    );
+    let (app_a, app_b) = (app(a, hour), app(b.clone(), hour));
+    let mut client = Client::new(app_b.clone());
+    client.get("/login").await;
+    let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
+    for _ in 0..3 {
+        assert!(is_logged_in(&client.get("/read").await.body));
+    }
+    assert!(b.is_cached(&key));
+    let redis_key = format!("session:{{{}}}", key.as_str());
+    let ask = cluster.nodes[0].port;
+    let slot: i64 = query(ask, &["CLUSTER", "KEYSLOT", &redis_key]).unwrap();
+    let slot = slot.to_string();
+    let from = master_of(ask, &redis_key).unwrap();
+    let all = masters(ask);
+    let id_of = |port: u16| all.iter().find(|(_, p)| *p == port).unwrap().0.clone();
+    let to = all
+        .iter()
+        .map(|(_, port)| *port)
+        .find(|port| *port != from)
+        .unwrap();
+    let (from_id, to_id) = (id_of(from), id_of(to));
+    // A second session, on another master: only the map's change (not the move of the first
+    // session's keys, whose deletion on the old master is itself an invalidation) drops it.
+    let mut bystander = Client::new(app_b.clone());
+    let other = loop {
+        bystander.get("/login").await;
+        let other =
+            tower_typed_sessions::SessionKey::parse(&bystander.get("/key").await.body).unwrap();
+        if master_of(ask, &format!("session:{{{}}}", other.as_str())) == Some(to) {
+            break other;
+        }
+        bystander = Client::new(app_b.clone());
+    };
+    for _ in 0..3 {
+        assert!(is_logged_in(&bystander.get("/read").await.body));
+    }
+    assert!(b.is_cached(&other));
+
+    let _: () = query(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]).unwrap();
+    let _: () = query(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]).unwrap();
+    let keys: Vec<String> = query(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]).unwrap();
+    assert!(keys.len() >= 2, "the session's keys: {keys:?}");
+    let to_port = to.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().map(String::as_str));
+    let _: String = query(from, &migrate).unwrap();
+    for node in &cluster.nodes {
+        let _: () = query(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).unwrap();
+    }
+    let moved = Instant::now();
+    while b.is_cached(&key) || b.is_cached(&other) {
+        assert!(
+            moved.elapsed() < Duration::from_secs(1),
+            "the cache outlived the slot map"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let emptied = moved.elapsed();
+    assert_eq!(master_of(ask, &redis_key), Some(to));
+
+    // Served throughout, from the new master; then from memory again.
+    let (hits, _) = b.cache_hits_and_misses();
+    let mut reads = 0;
+    while b.cache_hits_and_misses().0 < hits + 3 {
+        assert_eq!(client.get("/read").await.body, "0 new=false");
+        reads += 1;
+        assert!(reads < 100, "the cache is used again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("slot {slot} moved: cache emptied after {emptied:?}, used again within {reads} reads");
+    let mut on_a = Client::new(app_a);
+    on_a.cookie = client.cookie.clone();
+    on_a.get("/logout").await;
+    assert!(!is_logged_in(&client.get("/read").await.body));
+}
+
 /// Once warm, a read costs no Redis command (the heartbeat's PINGs aside) and a write one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_read_sends_nothing_and_a_write_one_command() {
