@@ -105,7 +105,7 @@ async fn follows_a_failover(cached: bool) {
                 while !stop.load(Ordering::Relaxed) {
                     // Cached: two reads (from memory) for each write.
                     turn += 1;
-                    let path = if cached && turn % 3 != 0 {
+                    let path = if cached && !turn.is_multiple_of(3) {
                         "/read"
                     } else {
                         "/incr"

@@ -359,7 +359,6 @@ impl RedisCluster {
 
     /// Three masters and a replica of each; a master that stops answering for 1 s is failed
     /// over to its replica.
-    #[allow(dead_code)]
     pub fn start_with_replicas() -> Self {
         Self::start_nodes(1, 1000)
     }

@@ -14,7 +14,11 @@
 //!    reply that arrives just before the push announcing a newer write can never land after it.
 //! 3. **Our own writes update the cache only when no other local write overlapped** (NOLOOP
 //!    means Redis does not tell us about them): a write that found another write's claim
-//!    leaves the slot empty, and the next read goes to Redis.
+//!    leaves the slot empty, and the next read goes to Redis. Redis (7.0 to 8.x, and Valkey)
+//!    records a Lua script's own client as the writer of the keys it changes, so NOLOOP does
+//!    not cover scripted writes (create, an optimistic save, regenerate, delete): their
+//!    invalidation comes back right after the reply and removes the entry the write stored, and
+//!    the next read goes to Redis once. Plain-command writes (the default save, `SET`) keep it.
 //!
 //! Entries are evicted by a CLOCK sweep (LRU-like: a hit marks an entry, the sweep spares a
 //! marked one once) when the count passes the capacity.
