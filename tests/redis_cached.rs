@@ -851,6 +851,28 @@ async fn owner_index_and_hardening_through_the_cache() {
     hardening_suite::regenerate_grace_window(store.clone()).await;
 }
 
+/// The owner index and the hardening suite through the cache on a Cluster.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_index_and_hardening_through_the_cache_on_a_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store =
+        RedisStore::<owner_suite::Account>::connect_cluster_cached(&nodes, LocalCache::new())
+            .await
+            .unwrap();
+    owner_suite::owner_index_flow(store).await;
+    let store = Target::Cluster(urls.clone())
+        .connect(LocalCache::new())
+        .await;
+    let resurrections = hardening_suite::no_resurrection(store.clone(), 300).await;
+    assert_eq!(resurrections, 0);
+    let (value, successes, _) = hardening_suite::optimistic_increments(store.clone()).await;
+    assert_eq!((value as usize, successes), (64, 64));
+    hardening_suite::regenerate_grace_window(store.clone()).await;
+}
+
 /// The `redis_cached` example's own binary against this test's Redis: the README's walk-through
 /// (log in on one instance, read on the other from its cache, log out on the first, the other
 /// sees it) works as written.
