@@ -2,6 +2,10 @@
 //! Cluster, both started by the test on free loopback ports. Every check gets a store with a
 //! key prefix of its own.
 #![cfg(all(feature = "testing", feature = "cluster"))]
+// Each race nests the layer's futures, the suite's gates and the store's own in one async block,
+// and the Redis store's are among the deepest: the default limit of 128 nested layout queries
+// is just reached (depending on the order rustc computes them in).
+#![recursion_limit = "256"]
 
 #[path = "support/redis_server.rs"]
 mod redis_server;

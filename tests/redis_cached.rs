@@ -252,6 +252,74 @@ async fn logouts_seen_at_once(target: Target) {
     );
 }
 
+/// The race the invalidation check exists for, forced: B's tracked connection is held back from
+/// reading (`pause_invalidations`), so A's logout invalidation is on B's socket, unread, when
+/// the request with the old cookie reaches B. The read waits until it is applied: 0 of 100
+/// served as logged in (100 of 100 when the cache answers without that check, as a runtime
+/// yield before the lookup did).
+#[cfg(feature = "testing")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_whose_invalidation_is_still_unread_is_not_served() {
+    let server = RedisServer::start();
+    unread_invalidations(Target::Server(server.url())).await;
+}
+
+/// The same on a Cluster.
+#[cfg(all(feature = "testing", feature = "cluster"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_whose_invalidation_is_still_unread_is_not_served_on_a_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    unread_invalidations(Target::Cluster(cluster.urls())).await;
+}
+
+#[cfg(feature = "testing")]
+async fn unread_invalidations(target: Target) {
+    let hour = Duration::from_secs(3600);
+    let (addr_a, _a) = instance(target.clone(), hour);
+    let (addr_b, b) = instance(target.clone(), hour);
+    let (base_a, base_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let client = http_client();
+    let pause = Duration::from_millis(30);
+    let mut served_logged_in = 0;
+    let mut waits = Vec::new();
+    for _ in 0..100 {
+        let mut cookie = None;
+        fetch(&client, &base_a, "/login", &mut cookie).await;
+        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
+        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
+        for _ in 0..5 {
+            assert!(is_logged_in(
+                &fetch(&client, &base_b, "/read", &mut cookie).await
+            ));
+            if b.is_cached(&key) {
+                break;
+            }
+        }
+        assert!(b.is_cached(&key), "B caches the session");
+        b.pause_invalidations(pause);
+        let paused = Instant::now();
+        let mut copy = cookie.clone();
+        fetch(&client, &base_a, "/logout", &mut copy).await;
+        if is_logged_in(&fetch(&client, &base_b, "/read", &mut cookie).await) {
+            served_logged_in += 1;
+        }
+        waits.push(paused.elapsed());
+        // The next round starts with B reading again.
+        tokio::time::sleep(pause.saturating_sub(paused.elapsed())).await;
+    }
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    println!(
+        "{target:?}: 100 logouts on A with B's invalidations held back {pause:?}: \
+         {served_logged_in} served as logged in; logout plus B's read took {median:?} (median)"
+    );
+    assert_eq!(served_logged_in, 0);
+    assert!(
+        median >= pause / 2,
+        "B's reads waited for the held-back invalidation: {median:?}"
+    );
+}
+
 /// The environment variable that makes this test binary an app process (`app_process`).
 const APP_PROCESS: &str = "TOWER_TYPED_SESSIONS_APP_PROCESS";
 
@@ -492,6 +560,30 @@ async fn a_cluster_failover_stops_the_cache_at_once_and_service_recovers() {
             }
         })
     };
+    // Replication is asynchronous: wait until the replicas have the session, so that the test
+    // is about the cache, not about writes a failover may lose.
+    let offset = |port: u16, field: &str| -> i64 {
+        let info: String = redis_server::query(port, &["INFO", "replication"]).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let written = offset(old_master, "master_repl_offset");
+    let synced = Instant::now();
+    while !cluster.nodes.iter().any(|node| {
+        node.port != old_master && {
+            let info: String = redis_server::query(node.port, &["INFO", "replication"]).unwrap();
+            info.contains(&format!("master_port:{old_master}"))
+                && offset(node.port, "slave_repl_offset") >= written
+        }
+    }) {
+        assert!(
+            synced.elapsed() < Duration::from_secs(5),
+            "the replica did not sync"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let index = cluster
         .nodes
         .iter()
@@ -546,9 +638,10 @@ async fn a_cluster_failover_stops_the_cache_at_once_and_service_recovers() {
         "reads failed while the slot had no master"
     );
     assert!(back < Duration::from_secs(1), "back after {back:?}");
+    let after = client.get("/read").await;
     assert_eq!(
-        client.get("/read").await.body,
-        "0 new=false",
+        (after.status, after.body.as_str()),
+        (StatusCode::OK, "0 new=false"),
         "the session survived"
     );
 

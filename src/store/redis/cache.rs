@@ -7,7 +7,9 @@
 //!    BCAST PREFIX <prefix> NOLOOP`: Redis pushes an invalidation for every key under the prefix
 //!    that another client changes. While that connection is up (and answered a heartbeat within
 //!    the lease), an entry is served; the moment it breaks, everything is dropped and nothing
-//!    is served or filled until a new connection has tracking on again.
+//!    is served or filled until a new connection has tracking on again. Before an entry is
+//!    served, the store makes sure every push that reached the socket was applied
+//!    (`tracking::socket`).
 //! 2. **A fill never outruns an invalidation.** A read or write claims its session's slot with
 //!    a ticket before its command leaves; an invalidation (or another local write) removes or
 //!    replaces the slot; the result is stored only if the slot still holds the ticket. So a
@@ -157,6 +159,9 @@ pub(super) struct Cache<T> {
     shard_capacity: usize,
     /// The connection whose invalidations we receive (0: none, nothing is served or filled).
     connected: AtomicU64,
+    /// The newest connection reported broken: one that breaks while it is being set up (before
+    /// `connected`) must never be connected.
+    broken: AtomicU64,
     /// Milliseconds since `started` of the last answered heartbeat.
     last_pong: AtomicU64,
     started: Instant,
@@ -181,6 +186,7 @@ impl<T: Clone> Cache<T> {
                 .collect(),
             shard_capacity: (settings.capacity / shards).max(1),
             connected: AtomicU64::new(0),
+            broken: AtomicU64::new(0),
             last_pong: AtomicU64::new(0),
             started: Instant::now(),
             settings,
@@ -215,17 +221,25 @@ impl<T: Clone> Cache<T> {
     /// Tracking is on for connection `epoch`: serve and fill from now on (starting empty:
     /// nothing from an earlier connection survives).
     pub(super) fn connected(&self, epoch: u64) {
+        if self.broken.load(Ordering::SeqCst) >= epoch {
+            return;
+        }
         self.flush();
         self.last_pong.store(self.millis(), Ordering::Release);
-        self.connected.store(epoch, Ordering::Release);
+        self.connected.store(epoch, Ordering::SeqCst);
+        // A break reported meanwhile either saw `epoch` connected (and ended it) or is seen here.
+        if self.broken.load(Ordering::SeqCst) >= epoch {
+            self.disconnected(epoch);
+        }
     }
 
     /// Connection `epoch` is gone (or in doubt): if it is the one the cache listens to, drop
     /// everything and stop serving until another connection has tracking on.
     pub(super) fn disconnected(&self, epoch: u64) {
+        self.broken.fetch_max(epoch, Ordering::SeqCst);
         if self
             .connected
-            .compare_exchange(epoch, 0, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(epoch, 0, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
             self.flush();

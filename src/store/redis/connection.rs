@@ -45,11 +45,31 @@ impl Connection {
         }
     }
 
+    /// What tells whether every invalidation that reached the tracked connection `key`'s
+    /// session is read through has been applied; `None` when no tracked connection serves it
+    /// now (or the store has no cache).
+    pub(super) fn watch(
+        &self,
+        key: &crate::id::SessionKey,
+    ) -> Option<std::sync::Arc<super::tracking::socket::Settled>> {
+        match self {
+            Connection::Tracked(tracked) => tracked.watch(),
+            // A session's keys hash by their tag, the session key itself.
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(tracked) => tracked.watch(key.as_str().as_bytes()),
+            _ => {
+                let _ = key;
+                None
+            }
+        }
+    }
+
     /// A connection for one operation's commands.
     pub(super) async fn get(&self) -> Result<Conn, RedisError> {
         match self {
             Connection::Single(manager) => Ok(Conn::Single(manager.clone())),
-            Connection::Tracked(tracked) => tracked.connection().await.map(Conn::Tracked),
+            // Boxed: opening a tracked connection is a deep future.
+            Connection::Tracked(tracked) => Box::pin(tracked.connection()).await.map(Conn::Tracked),
             #[cfg(feature = "cluster")]
             Connection::Cluster(cluster) => Ok(Conn::Cluster(cluster.clone())),
             #[cfg(feature = "cluster")]

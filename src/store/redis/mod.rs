@@ -456,7 +456,7 @@ impl<T: Session> RedisStore<T> {
     /// # Ok(()) }
     /// ```
     pub async fn connect_cached(url: &str, cache: LocalCache) -> Result<Self, StoreError> {
-        Self::connect_cached_client(redis::Client::open(url).map_err(backend)?, cache).await
+        Self::connect_cached_to(url, None, cache).await
     }
 
     /// [`RedisStore::connect_cached`] over TLS (`rediss://host:port/db`) with your own CA or a
@@ -468,20 +468,21 @@ impl<T: Session> RedisStore<T> {
         tls: RedisTls,
         cache: LocalCache,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::build_with_tls(url, tls.certificates()).map_err(backend)?;
-        Self::connect_cached_client(client, cache).await
+        Self::connect_cached_to(url, Some(tls), cache).await
     }
 
-    async fn connect_cached_client(
-        client: redis::Client,
+    async fn connect_cached_to(
+        url: &str,
+        tls: tracking::socket::Tls,
         cache: LocalCache,
     ) -> Result<Self, StoreError> {
-        // Invalidation pushes need RESP3; the client keeps its TLS settings.
-        let info = client.get_connection_info().clone();
-        let resp3 = resp3(info.redis_settings());
-        // The address keeps its TLS parameters (and certificates).
-        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(backend)?;
-        Self::connect_tracked(Source::Server(Box::new(client)), cache).await
+        use redis::IntoConnectionInfo;
+        let info = url.into_connection_info().map_err(backend)?;
+        // Invalidation pushes need RESP3.
+        let info = info
+            .clone()
+            .set_redis_settings(resp3(info.redis_settings()));
+        Self::connect_tracked(Source::Server(Box::new(info), tls), cache).await
     }
 
     /// [`RedisStore::connect_sentinel`] with a local cache in front, as
@@ -537,10 +538,11 @@ impl<T: Session> RedisStore<T> {
     /// cluster connection, and beside it one RESP3 connection to each master receives the
     /// invalidations of every session key, whichever slot it is in. Every heartbeat pings each
     /// master and reads the slot map again: a failover, a resharding, a master added or
-    /// removed, a lost connection or an unanswered ping empties the cache, and nothing is
-    /// served from it until tracking is on at every master of the new map (the next heartbeat,
-    /// 100 ms by default). The store's own writes come back as invalidations, so the read after
-    /// a write goes to Redis once.
+    /// removed, a master reporting the cluster down, a lost connection or an unanswered ping
+    /// empties the cache, and nothing is served from it until tracking is on at every master of
+    /// the new map (the next heartbeat, 100 ms by default). A session's commands go to its
+    /// slot's master over that master's tracked connection, so the store's own plain writes
+    /// keep their entry as on one server.
     ///
     /// ```no_run
     /// use tower_typed_sessions::{store::redis::LocalCache, RedisStore, Session};
@@ -599,7 +601,10 @@ impl<T: Session> RedisStore<T> {
             commands,
             template,
             #[cfg(feature = "redis-tls")]
-            certificates: tls.map(|tls| tls.certificates()),
+            tls,
+            #[cfg(not(feature = "redis-tls"))]
+            tls: None,
+            runtime: tokio::runtime::Handle::current(),
         };
         let (connection, cache) =
             Self::tracking_cluster(settings, DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT, cache);
@@ -701,6 +706,32 @@ impl<T: Session> RedisStore<T> {
                     .load(std::sync::atomic::Ordering::Relaxed),
             )
         })
+    }
+
+    /// Holds this store's tracked connections back from reading for `pause`: invalidations that
+    /// reach them meanwhile stay unread on the socket. Fault injection for tests of what a
+    /// cached read does when an invalidation has arrived but is not applied yet (it waits for
+    /// it); no effect without a cache.
+    ///
+    /// ```no_run
+    /// # use tower_typed_sessions::{store::redis::LocalCache, RedisStore, Session};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+    /// let store = RedisStore::<Data>::connect_cached("redis://127.0.0.1:6379", LocalCache::new())
+    ///     .await?;
+    /// store.pause_invalidations(std::time::Duration::from_millis(50));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn pause_invalidations(&self, pause: Duration) {
+        match &self.connection {
+            Connection::Tracked(tracked) => tracked.pause(pause),
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(tracked) => tracked.pause(pause),
+            _ => {}
+        }
     }
 
     /// How many sessions the local cache holds now (zero without a cache).
@@ -1376,15 +1407,26 @@ impl<T: Session> Store<T> for RedisStore<T> {
         let Some(cache) = &self.cache else {
             return self.load_from_redis(key, options).await;
         };
-        // Lets the runtime poll its I/O driver before the cache answers: an invalidation that
-        // reached the connection's socket (a logout another instance just acknowledged) is
-        // applied first.
-        tokio::task::yield_now().await;
-        match cache.lookup(key, &options) {
-            Lookup::Hit(record) => Ok(Loaded::Active(record)),
-            // Boxed: the uncached store's future stays the size it was.
-            Lookup::Miss(ticket) => Box::pin(self.load_and_fill(cache, key, options, ticket)).await,
-        }
+        // Every invalidation that reached the connection's socket before now (a logout another
+        // instance just acknowledged) is applied before the cache answers; when that cannot be
+        // told in time, Redis answers.
+        let settled = match self.connection.watch(key) {
+            Some(watch) => match watch.settled_now() {
+                Some(answer) => answer,
+                None => watch.settled(self.command_timeout).await,
+            },
+            None => false,
+        };
+        let ticket = if settled {
+            match cache.lookup(key, &options) {
+                Lookup::Hit(record) => return Ok(Loaded::Active(record)),
+                Lookup::Miss(ticket) => ticket,
+            }
+        } else {
+            None
+        };
+        // Boxed: the uncached store's future stays the size it was.
+        Box::pin(self.load_and_fill(cache, key, options, ticket)).await
     }
 
     fn slide_headroom(&self) -> Duration {

@@ -1,6 +1,8 @@
 //! TLS settings for `rediss://` connections beyond the system's root certificates.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
+
+use redis::RedisError;
 
 /// What a `rediss://` connection trusts and presents, for [`RedisStore::connect_with_tls`]
 /// (and `connect_cluster_with_tls`): your own CA's certificate instead of the system's roots
@@ -72,5 +74,52 @@ impl RedisTls {
             }),
             root_cert: self.root_certificate.clone(),
         }
+    }
+}
+
+/// The rustls configuration a cached store's own TLS connections use: the CA of `tls` (else the
+/// system's root certificates), its client certificate if any; ring as the crypto provider.
+pub(super) fn client_config(tls: Option<&RedisTls>) -> Result<rustls::ClientConfig, RedisError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+    let invalid = |what: &str, err: &dyn fmt::Display| -> RedisError {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {err}")).into()
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.and_then(|tls| tls.root_certificate.as_deref()) {
+        Some(pem) => {
+            for certificate in CertificateDer::pem_slice_iter(pem) {
+                let certificate = certificate.map_err(|err| invalid("root certificate", &err))?;
+                roots
+                    .add(certificate)
+                    .map_err(|err| invalid("root certificate", &err))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for certificate in native.certs {
+                // A system certificate rustls cannot use is skipped, as the redis crate does.
+                let _ = roots.add(certificate);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| invalid("TLS versions", &err))?
+    .with_root_certificates(roots);
+    match tls.and_then(|tls| tls.client_certificate.as_ref()) {
+        Some((certificate, key)) => {
+            let chain = CertificateDer::pem_slice_iter(certificate)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| invalid("client certificate", &err))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(key).map_err(|err| invalid("client key", &err))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|err| invalid("client certificate", &err))
+        }
+        None => Ok(builder.with_no_client_auth()),
     }
 }

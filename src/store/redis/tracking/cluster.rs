@@ -35,7 +35,10 @@ use redis::{
     RedisError, Value,
 };
 
-use super::Invalidations;
+use super::{
+    socket::{self, Settled, Tls},
+    Invalidations,
+};
 use crate::store::redis::connection::connection_in_doubt;
 
 /// Why a generation could not be built or had to end.
@@ -52,6 +55,8 @@ enum Broken {
     CommandFailed,
     /// A tracking connection closed.
     Disconnected,
+    /// A master reports `cluster_state:fail` (cut off from the majority, or slots uncovered).
+    ClusterDown,
 }
 
 impl std::fmt::Display for Broken {
@@ -60,9 +65,12 @@ impl std::fmt::Display for Broken {
             Broken::Redis(err) => write!(f, "{err}"),
             Broken::Timeout => f.write_str("no answer in time"),
             Broken::SlotMapChanged => f.write_str("the slot map changed"),
-            Broken::NoSlotMap => f.write_str("CLUSTER SLOTS gave no slot map"),
+            Broken::NoSlotMap => {
+                f.write_str("CLUSTER SLOTS gave no map of every slot to one master")
+            }
             Broken::CommandFailed => f.write_str("a command failed"),
             Broken::Disconnected => f.write_str("a tracking connection closed"),
+            Broken::ClusterDown => f.write_str("a master reports the cluster down"),
         }
     }
 }
@@ -73,17 +81,28 @@ impl From<RedisError> for Broken {
     }
 }
 
-/// Which master serves which slots: `(first, last, host, port, node id)` per range, sorted.
+/// Which master serves which slot, as `CLUSTER SLOTS` tells it: every slot of the 16,384 exactly
+/// once, or no map at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct SlotMap(Vec<(i64, i64, String, i64, String)>);
+struct SlotMap {
+    /// `(first, last, index into masters)`, sorted, without gaps or overlaps.
+    ranges: Vec<(u16, u16, usize)>,
+    /// `(host, port, node id)` of each master, sorted.
+    masters: Vec<(String, u16, String)>,
+}
+
+/// How many hash slots a Cluster has.
+const SLOTS: u32 = 16_384;
 
 impl SlotMap {
-    /// Reads a `CLUSTER SLOTS` reply; replicas are left out (they serve no writes).
+    /// Reads a `CLUSTER SLOTS` reply (replicas are left out: they serve no writes). `None` for
+    /// anything but a map of every slot to one master: a cluster with unassigned slots is not
+    /// one the cache can trust.
     fn parse(reply: &Value) -> Option<Self> {
         let Value::Array(ranges) = reply else {
             return None;
         };
-        let mut map = Vec::with_capacity(ranges.len());
+        let mut raw = Vec::with_capacity(ranges.len());
         for range in ranges {
             let Value::Array(fields) = range else {
                 return None;
@@ -93,31 +112,52 @@ impl SlotMap {
             else {
                 return None;
             };
-            let text = |value: Option<&Value>| match value {
-                Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
-                Some(Value::SimpleString(text)) => Some(text.clone()),
-                _ => None,
-            };
             let (Some(host), Some(Value::Int(port))) = (text(master.first()), master.get(1)) else {
                 return None;
             };
             let id = text(master.get(2)).unwrap_or_default();
-            map.push((*first, *last, host, *port, id));
+            let (first, last, port) = (
+                u16::try_from(*first).ok()?,
+                u16::try_from(*last).ok()?,
+                u16::try_from(*port).ok()?,
+            );
+            raw.push((first, last, (host, port, id)));
         }
-        map.sort();
-        (!map.is_empty()).then_some(SlotMap(map))
-    }
-
-    /// Each master once: `(host, port)`.
-    fn masters(&self) -> Vec<(String, u16)> {
-        let mut masters: Vec<(String, u16)> = self
-            .0
-            .iter()
-            .filter_map(|(_, _, host, port, _)| Some((host.clone(), u16::try_from(*port).ok()?)))
-            .collect();
+        let mut masters: Vec<(String, u16, String)> =
+            raw.iter().map(|(_, _, master)| master.clone()).collect();
         masters.sort();
         masters.dedup();
-        masters
+        let mut ranges = Vec::with_capacity(raw.len());
+        for (first, last, master) in raw {
+            let index = masters.binary_search(&master).ok()?;
+            ranges.push((first, last, index));
+        }
+        ranges.sort();
+        let mut next: u32 = 0;
+        for (first, last, _) in &ranges {
+            if u32::from(*first) != next || last < first {
+                return None;
+            }
+            next = u32::from(*last) + 1;
+        }
+        (next == SLOTS).then_some(SlotMap { ranges, masters })
+    }
+
+    /// The index of the master serving `slot`.
+    fn master_of(&self, slot: u16) -> Option<usize> {
+        let at = self.ranges.partition_point(|(first, ..)| *first <= slot);
+        let (first, last, master) = self.ranges.get(at.checked_sub(1)?)?;
+        (*first..=*last).contains(&slot).then_some(*master)
+    }
+}
+
+/// A reply's text (`CLUSTER SLOTS` fields, `CLUSTER INFO`).
+fn text(value: Option<&Value>) -> Option<String> {
+    match value {
+        Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
+        Some(Value::SimpleString(text)) => Some(text.clone()),
+        Some(Value::VerbatimString { text, .. }) => Some(text.clone()),
+        _ => None,
     }
 }
 
@@ -125,23 +165,10 @@ impl SlotMap {
 struct Generation {
     epoch: u64,
     slots: SlotMap,
-    /// In the order of `slots.masters()`.
+    /// In the order of `slots.masters`.
     masters: Vec<MultiplexedConnection>,
-    /// For each range of `slots`, the index of its master in `masters`.
-    owners: Vec<usize>,
-}
-
-impl Generation {
-    /// The tracking connection of the master that serves `slot`.
-    fn master_for(&self, slot: i64) -> Option<MultiplexedConnection> {
-        let range = self
-            .slots
-            .0
-            .iter()
-            .position(|(first, last, ..)| (*first..=*last).contains(&slot))?;
-        let owner = *self.owners.get(range)?;
-        self.masters.get(owner).cloned()
-    }
+    /// Whether each master's connection applied what reached it, in the same order.
+    settled: Vec<Arc<Settled>>,
 }
 
 /// The key a command of the store acts on (`EVAL`/`EVALSHA`: its first key), if any.
@@ -170,7 +197,7 @@ fn key_of(cmd: &Cmd) -> Option<&[u8]> {
 }
 
 /// The Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key.
-fn slot_of(key: &[u8]) -> i64 {
+fn slot_of(key: &[u8]) -> u16 {
     let tagged = key
         .iter()
         .position(|byte| *byte == b'{')
@@ -191,7 +218,15 @@ fn slot_of(key: &[u8]) -> i64 {
             };
         }
     }
-    i64::from(crc % 16384)
+    crc % 16384
+}
+
+/// The slot every keyed command of `pipeline` acts on, if they share one (the store's
+/// pipelines are on one session's keys, which share a hash tag).
+fn one_slot(pipeline: &Pipeline) -> Option<u16> {
+    let mut slots = pipeline.cmd_iter().filter_map(key_of).map(slot_of);
+    let slot = slots.next()?;
+    slots.all(|other| other == slot).then_some(slot)
 }
 
 /// Whether the master did not run the command because the slot is served elsewhere now.
@@ -205,8 +240,8 @@ pub(in crate::store::redis) struct TrackedCluster {
     /// A node's settings (credentials, TLS, RESP3); each master's connection takes them with
     /// its own address.
     template: ConnectionInfo,
-    #[cfg(feature = "redis-tls")]
-    certificates: Option<redis::TlsCertificates>,
+    tls: Tls,
+    runtime: tokio::runtime::Handle,
     prefix: String,
     timeout: Duration,
     current: RwLock<Option<Arc<Generation>>>,
@@ -223,8 +258,10 @@ pub(in crate::store::redis) struct TrackedCluster {
 pub(in crate::store::redis) struct ClusterSettings {
     pub(in crate::store::redis) commands: ClusterConnection,
     pub(in crate::store::redis) template: ConnectionInfo,
-    #[cfg(feature = "redis-tls")]
-    pub(in crate::store::redis) certificates: Option<redis::TlsCertificates>,
+    pub(in crate::store::redis) tls: Tls,
+    /// The runtime the store was connected on: the watch task of every prefix runs there (so
+    /// `with_key_prefix` needs no runtime of its own).
+    pub(in crate::store::redis) runtime: tokio::runtime::Handle,
 }
 
 impl TrackedCluster {
@@ -240,8 +277,8 @@ impl TrackedCluster {
         let tracked = Arc::new(Self {
             commands: settings.commands,
             template: settings.template,
-            #[cfg(feature = "redis-tls")]
-            certificates: settings.certificates,
+            tls: settings.tls,
+            runtime: settings.runtime,
             prefix,
             timeout,
             current: RwLock::new(None),
@@ -250,7 +287,9 @@ impl TrackedCluster {
             failing: std::sync::atomic::AtomicBool::new(false),
             receiver,
         });
-        tokio::spawn(watch(Arc::downgrade(&tracked), heartbeat));
+        tracked
+            .runtime
+            .spawn(watch(Arc::downgrade(&tracked), heartbeat));
         tracked
     }
 
@@ -258,8 +297,30 @@ impl TrackedCluster {
         ClusterSettings {
             commands: self.commands.clone(),
             template: self.template.clone(),
-            #[cfg(feature = "redis-tls")]
-            certificates: self.certificates.clone(),
+            tls: self.tls.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// What tells whether every invalidation that reached the tracking connection of the
+    /// master serving `key`'s slot has been applied; `None` without a generation.
+    pub(in crate::store::redis) fn watch(&self, key: &[u8]) -> Option<Arc<Settled>> {
+        let generation = self.current()?;
+        if generation.epoch != self.receiver.connected_epoch() {
+            return None;
+        }
+        let master = generation.slots.master_of(slot_of(key))?;
+        generation.settled.get(master).cloned()
+    }
+
+    /// Holds every master's tracking connection back from reading for `pause` (fault injection
+    /// for tests).
+    #[cfg(feature = "testing")]
+    pub(in crate::store::redis) fn pause(&self, pause: Duration) {
+        if let Some(generation) = self.current() {
+            for settled in &generation.settled {
+                settled.pause(pause);
+            }
         }
     }
 
@@ -268,20 +329,28 @@ impl TrackedCluster {
         self.commands.clone()
     }
 
-    /// The tracking connection of the master serving the slot of `cmd`'s key, with its epoch.
-    fn route(&self, cmd: &Cmd) -> Option<(u64, MultiplexedConnection)> {
+    /// The tracking connection of the master serving `slot`, with its epoch. A live generation
+    /// whose map names no master for the slot is not one to trust: it ends.
+    fn route(&self, slot: u16) -> Option<(u64, MultiplexedConnection)> {
         let generation = self.current()?;
         if generation.epoch != self.receiver.connected_epoch() {
             return None;
         }
-        let connection = generation.master_for(slot_of(key_of(cmd)?))?;
-        Some((generation.epoch, connection))
+        let connection = generation
+            .slots
+            .master_of(slot)
+            .and_then(|master| generation.masters.get(master).cloned());
+        if connection.is_none() {
+            self.end(generation.epoch, &Broken::NoSlotMap);
+        }
+        Some((generation.epoch, connection?))
     }
 
     /// Sends `cmd` to its master's tracking connection (the cluster connection if there is
     /// none, or if the master redirected it).
     pub(in crate::store::redis) async fn command(&self, cmd: &Cmd) -> Result<Value, RedisError> {
-        if let Some((epoch, mut connection)) = self.route(cmd) {
+        if let Some((epoch, mut connection)) = key_of(cmd).and_then(|key| self.route(slot_of(key)))
+        {
             match connection.req_packed_command(cmd).await {
                 Err(err) if redirected(err.code()) => self.end(epoch, &Broken::SlotMapChanged),
                 outcome => return outcome,
@@ -297,8 +366,7 @@ impl TrackedCluster {
         offset: usize,
         count: usize,
     ) -> Result<Vec<Value>, RedisError> {
-        if let Some((epoch, mut connection)) =
-            pipeline.cmd_iter().next().and_then(|cmd| self.route(cmd))
+        if let Some((epoch, mut connection)) = one_slot(pipeline).and_then(|slot| self.route(slot))
         {
             let outcome = connection
                 .req_packed_commands(pipeline, offset, count)
@@ -387,8 +455,8 @@ impl TrackedCluster {
         SlotMap::parse(&reply).ok_or(Broken::NoSlotMap)
     }
 
-    /// A client for the master at `host:port`, with the template's settings.
-    fn client_for(&self, host: &str, port: u16) -> Result<redis::Client, RedisError> {
+    /// The settings of the master at `host:port`: the template's, with its address.
+    fn info_for(&self, host: &str, port: u16) -> ConnectionInfo {
         let addr = match self.template.addr() {
             ConnectionAddr::TcpTls {
                 insecure,
@@ -402,12 +470,7 @@ impl TrackedCluster {
             },
             _ => ConnectionAddr::Tcp(host.to_owned(), port),
         };
-        let info = self.template.clone().set_addr(addr);
-        #[cfg(feature = "redis-tls")]
-        if let Some(certificates) = &self.certificates {
-            return redis::Client::build_with_tls(info, certificates.clone());
-        }
-        redis::Client::open(info)
+        self.template.clone().set_addr(addr)
     }
 
     /// Builds a generation: reads the slot map, connects to every master in it with tracking
@@ -422,10 +485,9 @@ impl TrackedCluster {
         }
         let slots = self.slot_map_from_cluster().await?;
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut masters = Vec::new();
-        let addresses = slots.masters();
-        for (host, port) in &addresses {
-            let (host, port) = (host.as_str(), *port);
+        // Every master at once: a build takes one connection set-up, not one per master.
+        let mut connecting = tokio::task::JoinSet::new();
+        for (index, (host, port, _)) in slots.masters.iter().enumerate() {
             let receiver = Arc::clone(&self.receiver);
             let sender = move |push: PushInfo| {
                 receiver.push(epoch, push);
@@ -435,72 +497,84 @@ impl TrackedCluster {
                 .set_connection_timeout(Some(self.timeout))
                 .set_response_timeout(Some(self.timeout))
                 .set_push_sender(sender);
-            let mut connection = self
-                .client_for(host, port)?
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            // Not the writes of this connection: the store applies them to the cache itself.
-            super::track(&mut connection, &self.prefix, true).await?;
-            masters.push(connection);
+            let (info, tls) = (self.info_for(host, *port), self.tls.clone());
+            let (prefix, timeout) = (self.prefix.clone(), self.timeout);
+            connecting.spawn_on(
+                async move {
+                    let (mut connection, settled) =
+                        socket::open(&info, &tls, config, timeout).await?;
+                    // Not the writes of this connection: the store applies them to the cache
+                    // itself.
+                    super::track(&mut connection, &prefix, true).await?;
+                    Ok::<_, RedisError>((index, (connection, settled)))
+                },
+                &self.runtime,
+            );
         }
-        // Tracking is on everywhere; if the map is still the same, no master was missed.
-        let Some(first) = masters.first_mut() else {
-            return Err(Broken::NoSlotMap);
+        let mut masters: Vec<Option<(MultiplexedConnection, Arc<Settled>)>> =
+            vec![None; slots.masters.len()];
+        while let Some(joined) = connecting.join_next().await {
+            let (index, connection) = joined.map_err(|_| Broken::Disconnected)??;
+            if let Some(slot) = masters.get_mut(index) {
+                *slot = Some(connection);
+            }
+        }
+        let Some((masters, settled)) = masters
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|pairs| pairs.into_iter().unzip())
+        else {
+            return Err(Broken::Disconnected);
         };
-        if slot_map(first).await? != slots {
-            return Err(Broken::SlotMapChanged);
-        }
-        let owners = slots
-            .0
-            .iter()
-            .map(|(_, _, host, port, _)| {
-                addresses
-                    .iter()
-                    .position(|(h, p)| h == host && i64::from(*p) == *port)
-                    .unwrap_or(usize::MAX)
-            })
-            .collect();
-        let generation = Arc::new(Generation {
+        // Tracking is on everywhere; if every master still sees the same map, none was missed.
+        let generation = Generation {
             epoch,
             slots,
             masters,
-            owners,
-        });
-        *self
+            settled,
+        };
+        check(&generation).await?;
+        // Published and connected under the lock that `end` takes: a generation cannot be
+        // ended between the two and then serve.
+        let mut current = self
             .current
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(generation);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Some(Arc::new(generation));
         self.receiver.connected(epoch);
+        drop(current);
         tracing::debug!(epoch, "redis cluster cache: tracking on every master");
-        Ok(())
-    }
-
-    /// A heartbeat: every master answers a PING, and one of them (in turn) the slot map, which
-    /// must be the generation's.
-    async fn check(&self, generation: &Generation, turn: usize) -> Result<(), Broken> {
-        for connection in &generation.masters {
-            let mut connection = connection.clone();
-            redis::cmd("PING")
-                .query_async::<Value>(&mut connection)
-                .await?;
-        }
-        let count = generation.masters.len().max(1);
-        if let Some(connection) = generation.masters.get(turn % count) {
-            let mut connection = connection.clone();
-            if slot_map(&mut connection).await? != generation.slots {
-                return Err(Broken::SlotMapChanged);
-            }
-        }
         Ok(())
     }
 }
 
-async fn slot_map(connection: &mut MultiplexedConnection) -> Result<SlotMap, Broken> {
-    let reply: Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(connection)
-        .await?;
-    SlotMap::parse(&reply).ok_or(Broken::NoSlotMap)
+/// A heartbeat, on every master at once: each answers with the slot map, which must be the
+/// generation's, and a cluster state of `ok` (a master cut off from the majority reports
+/// `fail` while it still answers).
+async fn check(generation: &Generation) -> Result<(), Broken> {
+    let mut checks = tokio::task::JoinSet::new();
+    for connection in &generation.masters {
+        let mut connection = connection.clone();
+        checks.spawn(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("CLUSTER").arg("SLOTS").cmd("CLUSTER").arg("INFO");
+            let replies: Vec<Value> = pipe.query_async(&mut connection).await?;
+            Ok::<_, RedisError>(replies)
+        });
+    }
+    while let Some(joined) = checks.join_next().await {
+        let replies = joined.map_err(|_| Broken::Disconnected)??;
+        match (
+            replies.first().and_then(SlotMap::parse),
+            text(replies.get(1)),
+        ) {
+            (Some(map), _) if map != generation.slots => return Err(Broken::SlotMapChanged),
+            (Some(_), Some(info)) if info.contains("cluster_state:ok") => {}
+            (Some(_), Some(_)) => return Err(Broken::ClusterDown),
+            _ => return Err(Broken::NoSlotMap),
+        }
+    }
+    Ok(())
 }
 
 /// Keeps tracking up while the store lives: checks the generation every `interval` (the lease
@@ -508,7 +582,6 @@ async fn slot_map(connection: &mut MultiplexedConnection) -> Result<SlotMap, Bro
 async fn watch(tracked: Weak<TrackedCluster>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut turn = 0usize;
     loop {
         ticks.tick().await;
         let Some(tracked) = tracked.upgrade() else {
@@ -518,8 +591,7 @@ async fn watch(tracked: Weak<TrackedCluster>, interval: Duration) {
         match tracked.current() {
             Some(generation) if tracked.receiver.connected_epoch() == generation.epoch => {
                 let sent = Instant::now();
-                turn = turn.wrapping_add(1);
-                match tokio::time::timeout(within, tracked.check(&generation, turn)).await {
+                match tokio::time::timeout(within, check(&generation)).await {
                     Ok(Ok(())) => tracked.receiver.pong(generation.epoch, sent),
                     Ok(Err(why)) => tracked.end(generation.epoch, &why),
                     Err(_) => tracked.end(generation.epoch, &Broken::Timeout),

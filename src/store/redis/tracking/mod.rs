@@ -5,6 +5,8 @@
 //!   command and the pushes (`NOLOOP`: the store applies its own writes to the cache).
 //! - [`cluster`]: a Redis Cluster, one tracking connection per master beside the cluster
 //!   connection that carries the commands, torn down on any change of the slot map.
+//! - [`socket`]: the sockets of those connections, opened by the store, and how it tells that
+//!   every invalidation that reached one has been applied.
 
 use std::{sync::Arc, time::Instant};
 
@@ -16,6 +18,7 @@ use crate::session::Session;
 #[cfg(feature = "cluster")]
 pub(super) mod cluster;
 pub(super) mod server;
+pub(super) mod socket;
 
 /// Where the cache's invalidations go, type-erased over the session type.
 pub(super) trait Invalidations: Send + Sync + 'static {
@@ -55,32 +58,34 @@ impl<T: Session> Invalidations for Receiver<T> {
     }
 
     fn push(&self, epoch: u64, push: PushInfo) {
-        // A push from a connection the cache no longer listens to says nothing about now.
-        if self.cache.connected_epoch() != epoch {
+        if push.kind == PushKind::Disconnection {
+            // Also for a connection still being set up: it must not be connected after this.
+            self.cache.disconnected(epoch);
             return;
         }
-        match push.kind {
-            PushKind::Invalidate => match push.data.first() {
-                Some(Value::Array(keys)) => {
-                    for key in keys {
-                        let Value::BulkString(name) = key else {
-                            continue;
-                        };
-                        // Owner-index keys share the prefix; only session keys name a session.
-                        if let Some(session) = std::str::from_utf8(name)
-                            .ok()
-                            .and_then(|name| Keys::session_of(&self.prefix, name))
-                        {
-                            self.cache.invalidate(&session);
-                        }
+        // A push from a connection the cache does not listen to (yet, or any more) says nothing
+        // about now: the cache is emptied when a connection's tracking goes on.
+        if self.cache.connected_epoch() != epoch || push.kind != PushKind::Invalidate {
+            return;
+        }
+        match push.data.first() {
+            Some(Value::Array(keys)) => {
+                for key in keys {
+                    let Value::BulkString(name) = key else {
+                        continue;
+                    };
+                    // Owner-index keys share the prefix; only session keys name a session.
+                    if let Some(session) = std::str::from_utf8(name)
+                        .ok()
+                        .and_then(|name| Keys::session_of(&self.prefix, name))
+                    {
+                        self.cache.invalidate(&session);
                     }
                 }
-                // A null invalidation: Redis flushed its tracking table (FLUSHALL, or too many
-                // tracked keys). Anything may have changed.
-                _ => self.cache.flush(),
-            },
-            PushKind::Disconnection => self.cache.disconnected(epoch),
-            _ => {}
+            }
+            // A null invalidation: Redis flushed its tracking table (FLUSHALL, or too many
+            // tracked keys). Anything may have changed.
+            _ => self.cache.flush(),
         }
     }
 }

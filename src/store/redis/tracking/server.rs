@@ -11,15 +11,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, PushInfo, RedisError, Value};
+use redis::{
+    aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionInfo, PushInfo, RedisError, Value,
+};
 
-use super::Invalidations;
+use super::{
+    socket::{self, Settled, Tls},
+    Invalidations,
+};
 
 /// Where a tracked connection is opened.
 #[derive(Clone)]
 pub(in crate::store::redis) enum Source {
-    /// One server; the client speaks RESP3.
-    Server(Box<redis::Client>),
+    /// One server; the settings speak RESP3.
+    Server(Box<ConnectionInfo>, Tls),
     /// The master the sentinels name at the time (asked again for every new connection); the
     /// client's node settings speak RESP3.
     #[cfg(feature = "sentinel")]
@@ -29,22 +34,17 @@ pub(in crate::store::redis) enum Source {
 impl Source {
     async fn open(
         &self,
-        config: &AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection, RedisError> {
+        config: AsyncConnectionConfig,
+        timeout: Duration,
+    ) -> Result<(MultiplexedConnection, Arc<Settled>), RedisError> {
         match self {
-            Source::Server(client) => {
-                client
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
-            }
+            Source::Server(info, tls) => socket::open(info, tls, config, timeout).await,
             #[cfg(feature = "sentinel")]
             Source::Sentinel(sentinels) => {
                 // The redis crate asks the sentinels for the master's address and that node for
                 // its ROLE, so a demoted master the sentinels still name is not taken.
                 let master = sentinels.lock().await.async_get_client().await?;
-                master
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
+                socket::open(master.get_connection_info(), &None, config, timeout).await
             }
         }
     }
@@ -57,7 +57,7 @@ pub(in crate::store::redis) struct Tracked {
     timeout: Duration,
     heartbeat: Duration,
     heartbeat_started: std::sync::atomic::AtomicBool,
-    current: RwLock<Option<(MultiplexedConnection, u64)>>,
+    current: RwLock<Option<(MultiplexedConnection, u64, Arc<Settled>)>>,
     connecting: tokio::sync::Mutex<()>,
     epochs: AtomicU64,
     receiver: Arc<dyn Invalidations>,
@@ -85,12 +85,12 @@ impl Tracked {
     }
 
     /// The open connection, unless its invalidations stopped (a disconnection push).
-    fn current(&self) -> Option<(MultiplexedConnection, u64)> {
+    fn current(&self) -> Option<(MultiplexedConnection, u64, Arc<Settled>)> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
-            .filter(|(_, epoch)| self.receiver.connected_epoch() == *epoch)
+            .filter(|(_, epoch, _)| self.receiver.connected_epoch() == *epoch)
     }
 
     pub(in crate::store::redis) fn source(&self) -> &Source {
@@ -102,11 +102,11 @@ impl Tracked {
     pub(in crate::store::redis) async fn connection(
         self: &Arc<Self>,
     ) -> Result<MultiplexedConnection, RedisError> {
-        if let Some((connection, _)) = self.current() {
+        if let Some((connection, ..)) = self.current() {
             return Ok(connection);
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some((connection, _)) = self.current() {
+        if let Some((connection, ..)) = self.current() {
             return Ok(connection);
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
@@ -119,19 +119,41 @@ impl Tracked {
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_push_sender(sender);
-        let mut connection = self.source.open(&config).await?;
+        // Boxed and erased: opening a connection is a deep future, and every operation's may
+        // include it.
+        let open: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+            Box::pin(self.source.open(config, self.timeout));
+        let (mut connection, settled) = open.await?;
         // Not the writes of this connection: the store applies them to the cache itself.
         super::track(&mut connection, &self.prefix, true).await?;
-        *self
+        // Published and connected under the lock a drop takes: a connection cannot be dropped
+        // between the two and then serve.
+        let mut current = self
             .current
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((connection.clone(), epoch));
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Some((connection.clone(), epoch, settled));
         self.receiver.connected(epoch);
+        drop(current);
         tracing::debug!(epoch, "redis cache: tracking on");
         if !self.heartbeat_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(heartbeat(Arc::downgrade(self), self.heartbeat));
         }
         Ok(connection)
+    }
+
+    /// What tells whether every invalidation that reached the connection has been applied;
+    /// `None` without a connection.
+    pub(in crate::store::redis) fn watch(&self) -> Option<Arc<Settled>> {
+        self.current().map(|(_, _, settled)| settled)
+    }
+
+    /// Holds the connection's reading back for `pause` (fault injection for tests).
+    #[cfg(feature = "testing")]
+    pub(in crate::store::redis) fn pause(&self, pause: Duration) {
+        if let Some((_, _, settled)) = self.current() {
+            settled.pause(pause);
+        }
     }
 
     /// An operation failed with `error` (`None`: it timed out): unless the server merely
@@ -148,7 +170,7 @@ impl Tracked {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some((_, epoch)) = dropped {
+        if let Some((_, epoch, _)) = dropped {
             self.disconnected(epoch);
         }
     }
@@ -159,7 +181,7 @@ impl Tracked {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.as_ref().is_some_and(|(_, open)| *open == epoch) {
+        if current.as_ref().is_some_and(|(_, open, _)| *open == epoch) {
             *current = None;
         }
         drop(current);
@@ -187,7 +209,7 @@ async fn heartbeat(tracked: Weak<Tracked>, interval: Duration) {
         let Some(tracked) = tracked.upgrade() else {
             return;
         };
-        let Some((mut connection, epoch)) = tracked.current() else {
+        let Some((mut connection, epoch, _)) = tracked.current() else {
             continue;
         };
         let sent = Instant::now();

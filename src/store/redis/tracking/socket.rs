@@ -1,0 +1,329 @@
+//! A tracked connection on a socket the store opens itself, so that it can tell when every
+//! invalidation that reached the socket has been applied.
+//!
+//! A logout acknowledged on another instance has its invalidation already on this instance's
+//! socket when a request with the logged-out cookie arrives here (Redis sends the push before
+//! the reply that lets the other instance answer). Before the cache answers a read, the store
+//! asks [`Settled::settled`]: the socket holds no unread byte (a `MSG_PEEK`, no read) and the
+//! connection's driver is not in the middle of a poll. The driver reads until the socket is
+//! empty and hands every complete push to the cache within one poll, so together these mean
+//! that every push that arrived before the question was applied. When they do not hold, the
+//! read waits for the driver's next pass (it has data to read, so it was woken), within a bound.
+
+use std::{
+    future::Future,
+    io,
+    mem::MaybeUninit,
+    net::Shutdown,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+/// What the store knows about one tracked connection's socket and driver.
+pub(in crate::store::redis) struct Settled {
+    stream: Arc<TcpStream>,
+    /// The driver is polling: bytes it read may not have reached the cache yet.
+    in_poll: AtomicBool,
+    /// The driver ended (the connection is gone).
+    closed: AtomicBool,
+    /// Told at the end of every driver poll.
+    passes: tokio::sync::Notify,
+    /// Until when the driver is held back (fault injection for tests, feature `testing`).
+    #[cfg(feature = "testing")]
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Settled {
+    /// Whether every byte that reached the socket before this call has been read and applied:
+    /// `Some(true)` yes, `Some(false)` it cannot be told (the connection is gone: nothing may
+    /// be answered from the cache), `None` not yet (the driver has bytes to read or is reading).
+    pub(in crate::store::redis) fn settled_now(&self) -> Option<bool> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Some(false);
+        }
+        let mut byte = [MaybeUninit::<u8>::uninit()];
+        // The peek first: bytes it does not see were read by a driver poll that either ended
+        // (and applied them) or is still on (`in_poll`, read after).
+        match socket2::SockRef::from(&*self.stream).peek(&mut byte) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                (!self.in_poll.load(Ordering::SeqCst)).then_some(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => None,
+            // Bytes waiting: the driver was woken for them.
+            Ok(read) if read > 0 => None,
+            // End of stream, or a broken socket.
+            _ => Some(false),
+        }
+    }
+
+    /// [`Self::settled_now`], waiting up to `within` for the driver's passes while it says not
+    /// yet; false if the driver did not get there in time.
+    pub(in crate::store::redis) fn settled(&self, within: Duration) -> Settling<'_> {
+        Settling {
+            settled: self,
+            pass: Box::pin(self.passes.notified()),
+            deadline: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+/// The future of [`Settled::settled`]; hand-written, as a read's future holds it.
+pub(in crate::store::redis) struct Settling<'a> {
+    settled: &'a Settled,
+    pass: Pin<Box<tokio::sync::futures::Notified<'a>>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Future for Settling<'_> {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            // Registered before looking, so that a pass ending meanwhile is not missed.
+            self.pass.as_mut().enable();
+            if let Some(answer) = self.settled.settled_now() {
+                return Poll::Ready(answer);
+            }
+            if self.pass.as_mut().poll(cx).is_ready() {
+                let next = Box::pin(self.settled.passes.notified());
+                self.pass = next;
+                continue;
+            }
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Settled {
+    /// Holds the driver back for `pause`: what reaches the socket meanwhile stays unread.
+    pub(in crate::store::redis) fn pause(&self, pause: Duration) {
+        *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(tokio::time::Instant::now() + pause);
+    }
+
+    fn paused_until(&self) -> Option<tokio::time::Instant> {
+        *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The socket, shared between the connection (which reads and writes it) and [`Settled`]
+/// (which only peeks).
+struct Shared(Arc<TcpStream>);
+
+impl AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                outcome => return Poll::Ready(outcome),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
+    }
+}
+
+/// The connection's driver, marking when it polls and telling when a poll ends.
+struct Driven {
+    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+    settled: Arc<Settled>,
+    #[cfg(feature = "testing")]
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Future for Driven {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        #[cfg(feature = "testing")]
+        if let Some(until) = this.settled.paused_until() {
+            if tokio::time::Instant::now() < until {
+                let sleep = this
+                    .pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                sleep.as_mut().reset(until);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        this.settled.in_poll.store(true, Ordering::SeqCst);
+        let outcome = this.driver.as_mut().poll(cx);
+        if outcome.is_ready() {
+            this.settled.closed.store(true, Ordering::SeqCst);
+        }
+        this.settled.in_poll.store(false, Ordering::SeqCst);
+        this.settled.passes.notify_waiters();
+        outcome
+    }
+}
+
+/// TLS on the store's own socket, trusting what `tls` says (the system's roots by default).
+#[cfg(feature = "redis-tls")]
+pub(in crate::store::redis) type Tls = Option<super::super::RedisTls>;
+#[cfg(not(feature = "redis-tls"))]
+pub(in crate::store::redis) type Tls = Option<std::convert::Infallible>;
+
+/// Opens a RESP3 connection to the server `info` names on a socket of the store's own (TLS if
+/// the address says so), spawns its driver, and returns it with what tells when it settled.
+pub(in crate::store::redis) async fn open(
+    info: &ConnectionInfo,
+    #[cfg_attr(not(feature = "redis-tls"), allow(unused_variables))] tls: &Tls,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+) -> Result<(MultiplexedConnection, Arc<Settled>), redis::RedisError> {
+    let (host, port) = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => (host.as_str(), *port),
+        ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a cached store connects to Redis over TCP (redis:// or rediss://)",
+            )
+            .into())
+        }
+    };
+    let stream = tokio::time::timeout(timeout, connect(host, port))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    let stream = Arc::new(stream);
+    let shared = Shared(Arc::clone(&stream));
+    let settled = Arc::new(Settled {
+        stream,
+        in_poll: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        passes: tokio::sync::Notify::new(),
+        #[cfg(feature = "testing")]
+        paused_until: std::sync::Mutex::new(None),
+    });
+    let (connection, driver) = match info.addr() {
+        #[cfg(feature = "redis-tls")]
+        ConnectionAddr::TcpTls { insecure, .. } => {
+            let tls_stream =
+                tokio::time::timeout(timeout, tls_connect(host, *insecure, tls.as_ref(), shared))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            let (connection, driver) =
+                MultiplexedConnection::new_with_config(info.redis_settings(), tls_stream, config)
+                    .await?;
+            (
+                connection,
+                Box::pin(driver) as Pin<Box<dyn Future<Output = ()> + Send>>,
+            )
+        }
+        #[cfg(not(feature = "redis-tls"))]
+        ConnectionAddr::TcpTls { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "rediss:// needs the redis-tls feature",
+            )
+            .into())
+        }
+        _ => {
+            let (connection, driver) =
+                MultiplexedConnection::new_with_config(info.redis_settings(), shared, config)
+                    .await?;
+            (
+                connection,
+                Box::pin(driver) as Pin<Box<dyn Future<Output = ()> + Send>>,
+            )
+        }
+    };
+    tokio::spawn(Driven {
+        driver,
+        settled: Arc::clone(&settled),
+        #[cfg(feature = "testing")]
+        pause: None,
+    });
+    Ok((connection, settled))
+}
+
+/// A TCP connection to the first address of `host` that accepts one, without Nagle's delay.
+async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the Redis host");
+    for address in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(feature = "redis-tls")]
+async fn tls_connect(
+    host: &str,
+    insecure: bool,
+    tls: Option<&super::super::RedisTls>,
+    stream: Shared,
+) -> Result<tokio_rustls::client::TlsStream<Shared>, redis::RedisError> {
+    if insecure {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a cached store does not skip certificate checks (#insecure)",
+        )
+        .into());
+    }
+    let config = super::super::tls::client_config(tls)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await?)
+}
