@@ -3,10 +3,10 @@
 //!
 //! Correctness rests on three rules:
 //!
-//! 1. **Only what Redis tracks is cached.** The store's one connection has `CLIENT TRACKING ON
-//!    BCAST PREFIX <prefix> NOLOOP`: Redis pushes an invalidation for every key under the prefix
-//!    that another client changes. While that connection is up (and answered a heartbeat within
-//!    the lease), an entry is served; the moment it breaks, everything is dropped and nothing
+//! 1. **Only what Redis tracks is cached.** The store's commands connection has `CLIENT
+//!    TRACKING ON REDIRECT <quiet connection> BCAST PREFIX <prefix> NOLOOP`: Redis pushes an
+//!    invalidation for every key under the prefix that another client changes. While both are
+//!    up (and answered a heartbeat within the lease), an entry is served; the moment it breaks, everything is dropped and nothing
 //!    is served or filled until a new connection has tracking on again. Before an entry is
 //!    served, the store makes sure every push that reached the socket was applied
 //!    (`tracking::socket`).

@@ -436,9 +436,11 @@ impl<T: Session> RedisStore<T> {
     /// login or revoke on another instance is seen here as soon as its invalidation arrives.
     /// Needs Redis 7.0 or newer, like the store.
     ///
-    /// Every command goes through one RESP3 connection that receives the invalidations. When it
-    /// breaks (or stops answering the heartbeat), the cache is dropped at once and nothing is
-    /// served from memory until a new connection has tracking on again: requests go to Redis
+    /// The store opens two connections: one for every command, whose tracking sends the
+    /// invalidations to the other, which carries nothing else (before a cached read is answered,
+    /// the store checks that no unread byte waits on it). When either breaks (or stops answering
+    /// the heartbeat), the cache is dropped at once and nothing is served from memory until a
+    /// new pair has tracking on again: requests go to Redis
     /// meanwhile, and get the layer's error response while Redis is down. A sliding read moves
     /// the Redis expiry at most once per refresh interval ([`LocalCache::with_refresh_interval`]),
     /// by the idle timeout plus that interval: a session used within its idle timeout never
@@ -534,9 +536,9 @@ impl<T: Session> RedisStore<T> {
     }
 
     /// [`RedisStore::connect_cluster`] with a local cache in front, as
-    /// [`RedisStore::connect_cached`] describes, on every master: commands go through the
-    /// cluster connection, and beside it one RESP3 connection to each master receives the
-    /// invalidations of every session key, whichever slot it is in. Every heartbeat pings each
+    /// [`RedisStore::connect_cached`] describes, on every master: beside the cluster connection,
+    /// a pair of connections to each master receives the invalidations of every session key,
+    /// whichever slot it is in. Every heartbeat pings each
     /// master and reads the slot map again: a failover, a resharding, a master added or
     /// removed, a master reporting the cluster down, a lost connection or an unanswered ping
     /// empties the cache, and nothing is served from it until tracking is on at every master of

@@ -1,7 +1,8 @@
 //! Tracking on a Redis Cluster. Commands go through the cluster connection (the redis crate
-//! routes them, follows `MOVED`/`ASK` and failovers); beside it, one RESP3 connection to each
-//! master has `CLIENT TRACKING ON BCAST PREFIX <prefix>`, so a change to a session key on any
-//! master reaches the cache, whichever slot the key lives in. The set of those connections (a
+//! routes them, follows `MOVED`/`ASK` and failovers); beside it, a pair of connections to each
+//! master (commands with `CLIENT TRACKING ON REDIRECT ... BCAST PREFIX <prefix> NOLOOP`, and the
+//! quiet one the invalidations go to), so a change to a session key on any master reaches the
+//! cache, whichever slot the key lives in. The set of those connections (a
 //! generation, one epoch) serves only as long as:
 //!
 //! - every connection is up and answered the last heartbeat within the lease, and
@@ -13,9 +14,10 @@
 //! built a new one on the new map.
 //!
 //! While a generation lives, a command on a session's keys goes to the master that serves its
-//! slot over that master's tracking connection, which has `NOLOOP`: the store's own writes (and
-//! the expiry a sliding read moves) do not come back as invalidations, exactly as on one server,
-//! and the cache keeps what the store wrote or read. A command the master redirects (`MOVED`,
+//! slot over that master's tracked commands connection (`NOLOOP`, invalidations redirected to
+//! the master's quiet connection): the store's own writes (and the expiry a sliding read moves)
+//! do not come back as invalidations, exactly as on one server, and the cache keeps what the
+//! store wrote or read. A command the master redirects (`MOVED`,
 //! `ASK`: the map changed) ends the generation and goes through the cluster connection, as does
 //! every command while there is no generation.
 
@@ -36,7 +38,7 @@ use redis::{
 };
 
 use super::{
-    socket::{self, Settled, Tls},
+    socket::{self, Pair, Settled, Tls},
     Invalidations,
 };
 use crate::store::redis::connection::connection_in_doubt;
@@ -165,10 +167,8 @@ fn text(value: Option<&Value>) -> Option<String> {
 struct Generation {
     epoch: u64,
     slots: SlotMap,
-    /// In the order of `slots.masters`.
-    masters: Vec<MultiplexedConnection>,
-    /// Whether each master's connection applied what reached it, in the same order.
-    settled: Vec<Arc<Settled>>,
+    /// Each master's connections, in the order of `slots.masters`.
+    masters: Vec<Pair>,
 }
 
 /// The key a command of the store acts on (`EVAL`/`EVALSHA`: its first key), if any.
@@ -310,7 +310,10 @@ impl TrackedCluster {
             return None;
         }
         let master = generation.slots.master_of(slot_of(key))?;
-        generation.settled.get(master).cloned()
+        generation
+            .masters
+            .get(master)
+            .map(|pair| Arc::clone(&pair.settled))
     }
 
     /// Holds every master's tracking connection back from reading for `pause` (fault injection
@@ -318,8 +321,8 @@ impl TrackedCluster {
     #[cfg(feature = "testing")]
     pub(in crate::store::redis) fn pause(&self, pause: Duration) {
         if let Some(generation) = self.current() {
-            for settled in &generation.settled {
-                settled.pause(pause);
+            for pair in &generation.masters {
+                pair.settled.pause(pause);
             }
         }
     }
@@ -339,7 +342,8 @@ impl TrackedCluster {
         let connection = generation
             .slots
             .master_of(slot)
-            .and_then(|master| generation.masters.get(master).cloned());
+            .and_then(|master| generation.masters.get(master))
+            .map(|pair| pair.commands.clone());
         if connection.is_none() {
             self.end(generation.epoch, &Broken::NoSlotMap);
         }
@@ -501,29 +505,20 @@ impl TrackedCluster {
             let (prefix, timeout) = (self.prefix.clone(), self.timeout);
             connecting.spawn_on(
                 async move {
-                    let (mut connection, settled) =
-                        socket::open(&info, &tls, config, timeout).await?;
-                    // Not the writes of this connection: the store applies them to the cache
-                    // itself.
-                    super::track(&mut connection, &prefix, true).await?;
-                    Ok::<_, RedisError>((index, (connection, settled)))
+                    let pair = socket::open_pair(&info, &tls, &prefix, config, timeout).await?;
+                    Ok::<_, RedisError>((index, pair))
                 },
                 &self.runtime,
             );
         }
-        let mut masters: Vec<Option<(MultiplexedConnection, Arc<Settled>)>> =
-            vec![None; slots.masters.len()];
+        let mut masters: Vec<Option<Pair>> = (0..slots.masters.len()).map(|_| None).collect();
         while let Some(joined) = connecting.join_next().await {
-            let (index, connection) = joined.map_err(|_| Broken::Disconnected)??;
+            let (index, pair) = joined.map_err(|_| Broken::Disconnected)??;
             if let Some(slot) = masters.get_mut(index) {
-                *slot = Some(connection);
+                *slot = Some(pair);
             }
         }
-        let Some((masters, settled)) = masters
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .map(|pairs| pairs.into_iter().unzip())
-        else {
+        let Some(masters) = masters.into_iter().collect::<Option<Vec<_>>>() else {
             return Err(Broken::Disconnected);
         };
         // Tracking is on everywhere; if every master still sees the same map, none was missed.
@@ -531,7 +526,6 @@ impl TrackedCluster {
             epoch,
             slots,
             masters,
-            settled,
         };
         check(&generation).await?;
         // Published and connected under the lock that `end` takes: a generation cannot be
@@ -548,14 +542,15 @@ impl TrackedCluster {
     }
 }
 
-/// A heartbeat, on every master at once: each answers with the slot map, which must be the
-/// generation's, and a cluster state of `ok` (a master cut off from the majority reports
-/// `fail` while it still answers).
+/// A heartbeat, on every master at once: its quiet connection answers a PING, and its commands
+/// connection the slot map, which must be the generation's, and a cluster state of `ok` (a
+/// master cut off from the majority reports `fail` while it still answers).
 async fn check(generation: &Generation) -> Result<(), Broken> {
     let mut checks = tokio::task::JoinSet::new();
-    for connection in &generation.masters {
-        let mut connection = connection.clone();
+    for pair in &generation.masters {
+        let (mut connection, mut quiet) = (pair.commands.clone(), pair.invalidations.clone());
         checks.spawn(async move {
+            redis::cmd("PING").query_async::<Value>(&mut quiet).await?;
             let mut pipe = redis::pipe();
             pipe.cmd("CLUSTER").arg("SLOTS").cmd("CLUSTER").arg("INFO");
             let replies: Vec<Value> = pipe.query_async(&mut connection).await?;

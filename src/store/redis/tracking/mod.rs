@@ -1,10 +1,11 @@
 //! How a cached [`RedisStore`](super::RedisStore) learns that a session changed: RESP3
 //! connections with `CLIENT TRACKING ON BCAST`, whose invalidation pushes reach the local cache.
 //!
-//! - [`server`]: one server (or the master Sentinel names), one connection that carries every
-//!   command and the pushes (`NOLOOP`: the store applies its own writes to the cache).
-//! - [`cluster`]: a Redis Cluster, one tracking connection per master beside the cluster
-//!   connection that carries the commands, torn down on any change of the slot map.
+//! - [`server`]: one server (or the master Sentinel names): a connection for the commands,
+//!   whose tracking sends its invalidations to a second, quiet one (`NOLOOP`: the store applies
+//!   its own writes to the cache).
+//! - [`cluster`]: a Redis Cluster, such a pair for every master beside the cluster connection,
+//!   torn down on any change of the slot map.
 //! - [`socket`]: the sockets of those connections, opened by the store, and how it tells that
 //!   every invalidation that reached one has been applied.
 
@@ -90,21 +91,24 @@ impl<T: Session> Invalidations for Receiver<T> {
     }
 }
 
-/// Switches tracking on for every key under `prefix`, whoever changes it; with `noloop`, not
-/// the changes this connection makes itself.
+/// Switches tracking on, on the connection the store's commands go through, for every key under
+/// `prefix`, whoever changes it, except through this connection (`NOLOOP`: the store applies
+/// its own writes to the cache); the invalidations go to the connection `to` (`REDIRECT`), which
+/// carries nothing else, so that an unread byte on it can only be an invalidation.
 async fn track(
     connection: &mut MultiplexedConnection,
     prefix: &str,
-    noloop: bool,
+    to: i64,
 ) -> Result<(), RedisError> {
-    let mut cmd = redis::cmd("CLIENT");
-    cmd.arg("TRACKING")
+    redis::cmd("CLIENT")
+        .arg("TRACKING")
         .arg("ON")
+        .arg("REDIRECT")
+        .arg(to)
         .arg("BCAST")
         .arg("PREFIX")
-        .arg(prefix);
-    if noloop {
-        cmd.arg("NOLOOP");
-    }
-    cmd.exec_async(connection).await
+        .arg(prefix)
+        .arg("NOLOOP")
+        .exec_async(connection)
+        .await
 }

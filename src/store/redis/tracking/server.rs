@@ -1,7 +1,7 @@
-//! The connection of a cached store on one server: one RESP3 multiplexed connection that
-//! carries every command and receives Redis's invalidation pushes, opened again after any
-//! failure with tracking switched on before it serves, and pinged by a heartbeat. Behind
-//! Sentinel, each new connection goes to the master the sentinels name then.
+//! The connections of a cached store on one server: one for the commands, whose tracking sends
+//! Redis's invalidation pushes to a second, quiet one; opened again (both) after any failure,
+//! with tracking switched on before they serve, and pinged by a heartbeat. Behind Sentinel, each
+//! new pair goes to the master the sentinels name then.
 
 use std::{
     sync::{
@@ -12,11 +12,11 @@ use std::{
 };
 
 use redis::{
-    aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionInfo, PushInfo, RedisError, Value,
+    aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionInfo, PushInfo, RedisError,
 };
 
 use super::{
-    socket::{self, Settled, Tls},
+    socket::{self, Pair, Settled, Tls},
     Invalidations,
 };
 
@@ -34,17 +34,21 @@ pub(in crate::store::redis) enum Source {
 impl Source {
     async fn open(
         &self,
+        prefix: &str,
         config: AsyncConnectionConfig,
         timeout: Duration,
-    ) -> Result<(MultiplexedConnection, Arc<Settled>), RedisError> {
+    ) -> Result<Pair, RedisError> {
         match self {
-            Source::Server(info, tls) => socket::open(info, tls, config, timeout).await,
+            Source::Server(info, tls) => {
+                socket::open_pair(info, tls, prefix, config, timeout).await
+            }
             #[cfg(feature = "sentinel")]
             Source::Sentinel(sentinels) => {
                 // The redis crate asks the sentinels for the master's address and that node for
                 // its ROLE, so a demoted master the sentinels still name is not taken.
                 let master = sentinels.lock().await.async_get_client().await?;
-                socket::open(master.get_connection_info(), &None, config, timeout).await
+                let info = master.get_connection_info();
+                socket::open_pair(info, &None, prefix, config, timeout).await
             }
         }
     }
@@ -57,7 +61,7 @@ pub(in crate::store::redis) struct Tracked {
     timeout: Duration,
     heartbeat: Duration,
     heartbeat_started: std::sync::atomic::AtomicBool,
-    current: RwLock<Option<(MultiplexedConnection, u64, Arc<Settled>)>>,
+    current: RwLock<Option<(Arc<Pair>, u64)>>,
     connecting: tokio::sync::Mutex<()>,
     epochs: AtomicU64,
     receiver: Arc<dyn Invalidations>,
@@ -85,12 +89,12 @@ impl Tracked {
     }
 
     /// The open connection, unless its invalidations stopped (a disconnection push).
-    fn current(&self) -> Option<(MultiplexedConnection, u64, Arc<Settled>)> {
+    fn current(&self) -> Option<(Arc<Pair>, u64)> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
-            .filter(|(_, epoch, _)| self.receiver.connected_epoch() == *epoch)
+            .filter(|(_, epoch)| self.receiver.connected_epoch() == *epoch)
     }
 
     pub(in crate::store::redis) fn source(&self) -> &Source {
@@ -102,12 +106,12 @@ impl Tracked {
     pub(in crate::store::redis) async fn connection(
         self: &Arc<Self>,
     ) -> Result<MultiplexedConnection, RedisError> {
-        if let Some((connection, ..)) = self.current() {
-            return Ok(connection);
+        if let Some((pair, _)) = self.current() {
+            return Ok(pair.commands.clone());
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some((connection, ..)) = self.current() {
-            return Ok(connection);
+        if let Some((pair, _)) = self.current() {
+            return Ok(pair.commands.clone());
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         let receiver = Arc::clone(&self.receiver);
@@ -122,17 +126,16 @@ impl Tracked {
         // Boxed and erased: opening a connection is a deep future, and every operation's may
         // include it.
         let open: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
-            Box::pin(self.source.open(config, self.timeout));
-        let (mut connection, settled) = open.await?;
-        // Not the writes of this connection: the store applies them to the cache itself.
-        super::track(&mut connection, &self.prefix, true).await?;
+            Box::pin(self.source.open(&self.prefix, config, self.timeout));
+        let pair = Arc::new(open.await?);
+        let connection = pair.commands.clone();
         // Published and connected under the lock a drop takes: a connection cannot be dropped
         // between the two and then serve.
         let mut current = self
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *current = Some((connection.clone(), epoch, settled));
+        *current = Some((pair, epoch));
         self.receiver.connected(epoch);
         drop(current);
         tracing::debug!(epoch, "redis cache: tracking on");
@@ -145,14 +148,14 @@ impl Tracked {
     /// What tells whether every invalidation that reached the connection has been applied;
     /// `None` without a connection.
     pub(in crate::store::redis) fn watch(&self) -> Option<Arc<Settled>> {
-        self.current().map(|(_, _, settled)| settled)
+        self.current().map(|(pair, _)| Arc::clone(&pair.settled))
     }
 
     /// Holds the connection's reading back for `pause` (fault injection for tests).
     #[cfg(feature = "testing")]
     pub(in crate::store::redis) fn pause(&self, pause: Duration) {
-        if let Some((_, _, settled)) = self.current() {
-            settled.pause(pause);
+        if let Some((pair, _)) = self.current() {
+            pair.settled.pause(pause);
         }
     }
 
@@ -170,7 +173,7 @@ impl Tracked {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some((_, epoch, _)) = dropped {
+        if let Some((_, epoch)) = dropped {
             self.disconnected(epoch);
         }
     }
@@ -181,7 +184,7 @@ impl Tracked {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.as_ref().is_some_and(|(_, open, _)| *open == epoch) {
+        if current.as_ref().is_some_and(|(_, open)| *open == epoch) {
             *current = None;
         }
         drop(current);
@@ -209,12 +212,11 @@ async fn heartbeat(tracked: Weak<Tracked>, interval: Duration) {
         let Some(tracked) = tracked.upgrade() else {
             return;
         };
-        let Some((mut connection, epoch, _)) = tracked.current() else {
+        let Some((pair, epoch)) = tracked.current() else {
             continue;
         };
         let sent = Instant::now();
-        let ping_cmd = redis::cmd("PING");
-        let ping = ping_cmd.query_async::<Value>(&mut connection);
+        let ping = pair.ping();
         match tokio::time::timeout(tracked.timeout.min(interval.saturating_mul(3)), ping).await {
             Ok(Ok(_)) => tracked.receiver.pong(epoch, sent),
             Ok(Err(err)) if !crate::store::redis::connection::connection_in_doubt(Some(&err)) => {

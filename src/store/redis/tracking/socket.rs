@@ -1,10 +1,12 @@
-//! A tracked connection on a socket the store opens itself, so that it can tell when every
-//! invalidation that reached the socket has been applied.
+//! The sockets of a cached store's connections, opened by the store itself, so that it can tell
+//! when every invalidation that reached one has been applied.
 //!
 //! A logout acknowledged on another instance has its invalidation already on this instance's
 //! socket when a request with the logged-out cookie arrives here (Redis sends the push before
-//! the reply that lets the other instance answer). Before the cache answers a read, the store
-//! asks [`Settled::settled`]: the socket holds no unread byte (a `MSG_PEEK`, no read) and the
+//! the reply that lets the other instance answer). The invalidations come on a quiet connection
+//! of their own ([`Pair`]: the commands connection's tracking redirects them there), so an
+//! unread byte on it can only be one. Before the cache answers a read, the store asks
+//! [`Settled::settled_now`]: the socket holds no unread byte (a `MSG_PEEK`, no read) and the
 //! connection's driver is not in the middle of a poll. The driver reads until the socket is
 //! empty and hands every complete push to the cache within one poll, so together these mean
 //! that every push that arrived before the question was applied. When they do not hold, the
@@ -289,6 +291,53 @@ pub(in crate::store::redis) async fn open(
         pause: None,
     });
     Ok((connection, settled))
+}
+
+/// A tracked server: the connection the store's commands go through, and the quiet one its
+/// tracking sends invalidations to, with what tells when those have all been applied.
+pub(in crate::store::redis) struct Pair {
+    pub(in crate::store::redis) commands: MultiplexedConnection,
+    pub(in crate::store::redis) invalidations: MultiplexedConnection,
+    pub(in crate::store::redis) settled: Arc<Settled>,
+}
+
+impl Pair {
+    /// Both connections answer a PING.
+    pub(in crate::store::redis) async fn ping(&self) -> Result<(), redis::RedisError> {
+        for connection in [&self.invalidations, &self.commands] {
+            redis::cmd("PING")
+                .query_async::<redis::Value>(&mut connection.clone())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a [`Pair`] to the server `info` names (RESP3): first the quiet connection, whose
+/// pushes `config` sends on, then the one for commands, with tracking for the keys under
+/// `prefix` redirected to the first.
+pub(in crate::store::redis) async fn open_pair(
+    info: &ConnectionInfo,
+    tls: &Tls,
+    prefix: &str,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+) -> Result<Pair, redis::RedisError> {
+    let (mut invalidations, settled) = open(info, tls, config, timeout).await?;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut invalidations)
+        .await?;
+    let plain = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let (mut commands, _) = open(info, tls, plain, timeout).await?;
+    super::track(&mut commands, prefix, id).await?;
+    Ok(Pair {
+        commands,
+        invalidations,
+        settled,
+    })
 }
 
 /// A TCP connection to the first address of `host` that accepts one, without Nagle's delay.
