@@ -927,6 +927,68 @@ async fn an_outage_stops_the_cache_at_once_and_service_recovers() {
     );
 }
 
+/// Either of the store's two connections killed on the server (`CLIENT KILL`): the commands
+/// connection (whose tracking stops with it) or the quiet one the invalidations go to. The cache
+/// drops its sessions at once, well before the next heartbeat could notice, and is used again
+/// once a new pair has tracking on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_connection_killed_stops_the_cache_at_once() {
+    let server = RedisServer::start();
+    // A heartbeat far away: only the connections' own ends can stop the cache in time.
+    let store = cached(
+        &server,
+        LocalCache::new().with_heartbeat(Duration::from_secs(5)),
+    )
+    .await;
+    let mut client = Client::new(app(store.clone(), Duration::from_secs(3600)));
+    for victim in ["commands", "invalidations"] {
+        client.get("/incr").await;
+        let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
+        for _ in 0..5 {
+            client.get("/read").await;
+            if store.is_cached(&key) {
+                break;
+            }
+        }
+        assert!(store.is_cached(&key), "cached before the kill");
+        // The commands connection is the one with tracking on (`redir=` names the other).
+        let clients: String = server.command(&["CLIENT", "LIST"]);
+        let (commands, invalidations) = clients
+            .lines()
+            .find_map(|line| {
+                let field = |name: &str| {
+                    line.split(' ')
+                        .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+                        .map(str::to_owned)
+                };
+                let redirect = field("redir")?;
+                (redirect != "-1").then(|| (field("id").unwrap(), redirect))
+            })
+            .expect("a tracking client");
+        let id = if victim == "commands" {
+            commands
+        } else {
+            invalidations
+        };
+        let killed: i64 = server.command(&["CLIENT", "KILL", "ID", &id]);
+        assert_eq!(killed, 1);
+        let at = Instant::now();
+        while store.is_cached(&key) {
+            assert!(
+                at.elapsed() < Duration::from_millis(500),
+                "the cache outlived the {victim} connection"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        println!(
+            "{victim} connection killed: cache dropped after {:?}",
+            at.elapsed()
+        );
+        // Served again (from Redis, then from a new pair's cache).
+        assert_eq!(client.get("/read").await.status, StatusCode::OK);
+    }
+}
+
 /// The owner index and the HTTP-level hardening suite behave as on the uncached store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_index_and_hardening_through_the_cache() {

@@ -33,12 +33,11 @@ use redis::{
     aio::{ConnectionLike, MultiplexedConnection},
     cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-    Arg, AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, PushInfo,
-    RedisError, Value,
+    Arg, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, PushInfo, RedisError, Value,
 };
 
 use super::{
-    socket::{self, Pair, Settled, Tls},
+    socket::{self, Pair, Pushes, Settled, Tls},
     Invalidations,
 };
 use crate::store::redis::connection::connection_in_doubt;
@@ -493,19 +492,12 @@ impl TrackedCluster {
         let mut connecting = tokio::task::JoinSet::new();
         for (index, (host, port, _)) in slots.masters.iter().enumerate() {
             let receiver = Arc::clone(&self.receiver);
-            let sender = move |push: PushInfo| {
-                receiver.push(epoch, push);
-                Ok::<(), std::convert::Infallible>(())
-            };
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout))
-                .set_push_sender(sender);
+            let pushes: Pushes = Arc::new(move |push: PushInfo| receiver.push(epoch, push));
             let (info, tls) = (self.info_for(host, *port), self.tls.clone());
             let (prefix, timeout) = (self.prefix.clone(), self.timeout);
             connecting.spawn_on(
                 async move {
-                    let pair = socket::open_pair(&info, &tls, &prefix, config, timeout).await?;
+                    let pair = socket::open_pair(&info, &tls, &prefix, pushes, timeout).await?;
                     Ok::<_, RedisError>((index, pair))
                 },
                 &self.runtime,

@@ -59,7 +59,13 @@ impl<T: Session> Invalidations for Receiver<T> {
     }
 
     fn push(&self, epoch: u64, push: PushInfo) {
-        if push.kind == PushKind::Disconnection {
+        let ended = match &push.kind {
+            PushKind::Disconnection => true,
+            // The quiet connection is gone: Redis tells the commands connection.
+            PushKind::Other(kind) => kind == "tracking-redir-broken",
+            _ => false,
+        };
+        if ended {
             // Also for a connection still being set up: it must not be connected after this.
             self.cache.disconnected(epoch);
             return;

@@ -11,12 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{
-    aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionInfo, PushInfo, RedisError,
-};
+use redis::{aio::MultiplexedConnection, ConnectionInfo, PushInfo, RedisError};
 
 use super::{
-    socket::{self, Pair, Settled, Tls},
+    socket::{self, Pair, Pushes, Settled, Tls},
     Invalidations,
 };
 
@@ -35,12 +33,12 @@ impl Source {
     async fn open(
         &self,
         prefix: &str,
-        config: AsyncConnectionConfig,
+        pushes: Pushes,
         timeout: Duration,
     ) -> Result<Pair, RedisError> {
         match self {
             Source::Server(info, tls) => {
-                socket::open_pair(info, tls, prefix, config, timeout).await
+                socket::open_pair(info, tls, prefix, pushes, timeout).await
             }
             #[cfg(feature = "sentinel")]
             Source::Sentinel(sentinels) => {
@@ -48,7 +46,7 @@ impl Source {
                 // its ROLE, so a demoted master the sentinels still name is not taken.
                 let master = sentinels.lock().await.async_get_client().await?;
                 let info = master.get_connection_info();
-                socket::open_pair(info, &None, prefix, config, timeout).await
+                socket::open_pair(info, &None, prefix, pushes, timeout).await
             }
         }
     }
@@ -115,18 +113,11 @@ impl Tracked {
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         let receiver = Arc::clone(&self.receiver);
-        let sender = move |push: PushInfo| {
-            receiver.push(epoch, push);
-            Ok::<(), std::convert::Infallible>(())
-        };
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_push_sender(sender);
+        let pushes: Pushes = Arc::new(move |push: PushInfo| receiver.push(epoch, push));
         // Boxed and erased: opening a connection is a deep future, and every operation's may
         // include it.
         let open: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
-            Box::pin(self.source.open(&self.prefix, config, self.timeout));
+            Box::pin(self.source.open(&self.prefix, pushes, self.timeout));
         let pair = Arc::new(open.await?);
         let connection = pair.commands.clone();
         // Published and connected under the lock a drop takes: a connection cannot be dropped

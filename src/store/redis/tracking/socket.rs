@@ -313,25 +313,36 @@ impl Pair {
     }
 }
 
-/// Opens a [`Pair`] to the server `info` names (RESP3): first the quiet connection, whose
-/// pushes `config` sends on, then the one for commands, with tracking for the keys under
-/// `prefix` redirected to the first.
+/// Where a pair's pushes go: the invalidations, and the end of either connection.
+pub(in crate::store::redis) type Pushes = Arc<dyn Fn(redis::PushInfo) + Send + Sync>;
+
+/// Opens a [`Pair`] to the server `info` names (RESP3): first the quiet connection, then the
+/// one for commands, with tracking for the keys under `prefix` redirected to the first. Both
+/// send their pushes to `pushes`: the commands connection's end (or its
+/// `tracking-redir-broken`) stops the invalidations as surely as the quiet one's.
 pub(in crate::store::redis) async fn open_pair(
     info: &ConnectionInfo,
     tls: &Tls,
     prefix: &str,
-    config: AsyncConnectionConfig,
+    pushes: Pushes,
     timeout: Duration,
 ) -> Result<Pair, redis::RedisError> {
-    let (mut invalidations, settled) = open(info, tls, config, timeout).await?;
+    let config = |pushes: Pushes| {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(move |push: redis::PushInfo| {
+                pushes(push);
+                Ok::<(), std::convert::Infallible>(())
+            })
+    };
+    let (mut invalidations, settled) =
+        open(info, tls, config(Arc::clone(&pushes)), timeout).await?;
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut invalidations)
         .await?;
-    let plain = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let (mut commands, _) = open(info, tls, plain, timeout).await?;
+    let (mut commands, _) = open(info, tls, config(pushes), timeout).await?;
     super::track(&mut commands, prefix, id).await?;
     Ok(Pair {
         commands,
