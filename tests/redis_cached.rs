@@ -142,6 +142,31 @@ async fn fetch(client: &Http, base: &str, path: &str, cookie: &mut Option<String
     String::from_utf8(body.to_vec()).unwrap()
 }
 
+/// Logs in on A (over HTTP) and reads on B until B's cache holds the session: the cookie and
+/// the session's key. (A read whose claim an earlier push removed does not fill: the push of A's
+/// own write can arrive after B's read began.)
+async fn logged_in_on_a_cached_on_b(
+    client: &Http,
+    base_a: &str,
+    base_b: &str,
+    b: &RedisStore<Counter>,
+) -> (Option<String>, tower_typed_sessions::SessionKey) {
+    let mut cookie = None;
+    fetch(client, base_a, "/login", &mut cookie).await;
+    let key = fetch(client, base_a, "/key", &mut cookie).await;
+    let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
+    for _ in 0..5 {
+        assert!(is_logged_in(
+            &fetch(client, base_b, "/read", &mut cookie).await
+        ));
+        if b.is_cached(&key) {
+            break;
+        }
+    }
+    assert!(b.is_cached(&key), "B caches the session");
+    (cookie, key)
+}
+
 /// 1,000 logouts on instance A, each followed at once by a request with the same cookie on
 /// instance B, which had the session cached: none is served as logged in. A and B run as
 /// separate processes would (own runtimes, own connections), over HTTP. Then the lag from a
@@ -170,21 +195,7 @@ async fn logouts_seen_at_once(target: Target) {
     let mut served_logged_in = 0;
     let (hits_before, _) = b.cache_hits_and_misses();
     for _ in 0..1000 {
-        let mut cookie = None;
-        fetch(&client, &base_a, "/login", &mut cookie).await;
-        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
-        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
-        // B reads it until it holds it (a read whose claim an earlier push removed does not
-        // fill: the push of A's own create can arrive after B's read began).
-        for _ in 0..5 {
-            assert!(is_logged_in(
-                &fetch(&client, &base_b, "/read", &mut cookie).await
-            ));
-            if b.is_cached(&key) {
-                break;
-            }
-        }
-        assert!(b.is_cached(&key), "B caches the session");
+        let (mut cookie, _) = logged_in_on_a_cached_on_b(&client, &base_a, &base_b, &b).await;
         assert!(is_logged_in(
             &fetch(&client, &base_b, "/read", &mut cookie).await
         ));
@@ -283,19 +294,7 @@ async fn unread_invalidations(target: Target) {
     let mut served_logged_in = 0;
     let mut waits = Vec::new();
     for _ in 0..100 {
-        let mut cookie = None;
-        fetch(&client, &base_a, "/login", &mut cookie).await;
-        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
-        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
-        for _ in 0..5 {
-            assert!(is_logged_in(
-                &fetch(&client, &base_b, "/read", &mut cookie).await
-            ));
-            if b.is_cached(&key) {
-                break;
-            }
-        }
-        assert!(b.is_cached(&key), "B caches the session");
+        let (mut cookie, _) = logged_in_on_a_cached_on_b(&client, &base_a, &base_b, &b).await;
         b.pause_invalidations(pause);
         let paused = Instant::now();
         let mut copy = cookie.clone();
