@@ -51,7 +51,7 @@ impl Connection {
     pub(super) fn watch(
         &self,
         key: &crate::id::SessionKey,
-    ) -> Option<std::sync::Arc<super::tracking::socket::Settled>> {
+    ) -> Option<(std::sync::Arc<super::tracking::socket::Settled>, u64)> {
         match self {
             Connection::Tracked(tracked) => tracked.watch(),
             // A session's keys hash by their tag, the session key itself.

@@ -1413,10 +1413,15 @@ impl<T: Session> Store<T> for RedisStore<T> {
         // instance just acknowledged) is applied before the cache answers; when that cannot be
         // told in time, Redis answers.
         let settled = match self.connection.watch(key) {
-            Some(watch) => match watch.settled_now() {
-                Some(answer) => answer,
-                None => watch.settled(self.command_timeout).await,
-            },
+            // The entries must be those of the connection checked (not of one that replaced it
+            // while the read waited).
+            Some((watch, epoch)) => {
+                let settled = match watch.settled_now() {
+                    Some(answer) => answer,
+                    None => watch.settled(self.command_timeout).await,
+                };
+                settled && cache.connected_epoch() == epoch
+            }
             None => false,
         };
         let ticket = if settled {

@@ -303,7 +303,7 @@ impl TrackedCluster {
 
     /// What tells whether every invalidation that reached the tracking connection of the
     /// master serving `key`'s slot has been applied; `None` without a generation.
-    pub(in crate::store::redis) fn watch(&self, key: &[u8]) -> Option<Arc<Settled>> {
+    pub(in crate::store::redis) fn watch(&self, key: &[u8]) -> Option<(Arc<Settled>, u64)> {
         let generation = self.current()?;
         if generation.epoch != self.receiver.connected_epoch() {
             return None;
@@ -312,7 +312,7 @@ impl TrackedCluster {
         generation
             .masters
             .get(master)
-            .map(|pair| Arc::clone(&pair.settled))
+            .map(|pair| (Arc::clone(&pair.settled), generation.epoch))
     }
 
     /// Holds every master's tracking connection back from reading for `pause` (fault injection

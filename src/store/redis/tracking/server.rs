@@ -136,10 +136,11 @@ impl Tracked {
         Ok(connection)
     }
 
-    /// What tells whether every invalidation that reached the connection has been applied;
-    /// `None` without a connection.
-    pub(in crate::store::redis) fn watch(&self) -> Option<Arc<Settled>> {
-        self.current().map(|(pair, _)| Arc::clone(&pair.settled))
+    /// What tells whether every invalidation that reached the connection has been applied, and
+    /// the epoch it belongs to; `None` without a connection.
+    pub(in crate::store::redis) fn watch(&self) -> Option<(Arc<Settled>, u64)> {
+        self.current()
+            .map(|(pair, epoch)| (Arc::clone(&pair.settled), epoch))
     }
 
     /// Holds the connection's reading back for `pause` (fault injection for tests).

@@ -19,7 +19,7 @@ use std::{
     net::Shutdown,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     task::{ready, Context, Poll},
@@ -39,8 +39,16 @@ pub(in crate::store::redis) struct Settled {
     in_poll: AtomicBool,
     /// The driver ended (the connection is gone).
     closed: AtomicBool,
+    /// Driver polls begun, and the number of the last one that ended: a poll begun after a
+    /// question read until the socket was empty, so once it ended, every byte that was there
+    /// when the question was asked has been applied.
+    started: AtomicU64,
+    done: AtomicU64,
     /// Told at the end of every driver poll.
     passes: tokio::sync::Notify,
+    /// The commands connection of the same pair: once it hung up, its tracking is gone, and
+    /// this socket's silence means nothing.
+    partner: std::sync::OnceLock<Arc<Settled>>,
     /// Until when the driver is held back (fault injection for tests, feature `testing`).
     #[cfg(feature = "testing")]
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
@@ -51,21 +59,38 @@ impl Settled {
     /// `Some(true)` yes, `Some(false)` it cannot be told (the connection is gone: nothing may
     /// be answered from the cache), `None` not yet (the driver has bytes to read or is reading).
     pub(in crate::store::redis) fn settled_now(&self) -> Option<bool> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.hung_up() || self.partner.get().is_some_and(|partner| partner.hung_up()) {
             return Some(false);
         }
         let mut byte = [MaybeUninit::<u8>::uninit()];
-        // The peek first: bytes it does not see were read by a driver poll that either ended
-        // (and applied them) or is still on (`in_poll`, read after).
-        match socket2::SockRef::from(&*self.stream).peek(&mut byte) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                (!self.in_poll.load(Ordering::SeqCst)).then_some(true)
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => None,
-            // Bytes waiting: the driver was woken for them.
-            Ok(read) if read > 0 => None,
-            // End of stream, or a broken socket.
-            _ => Some(false),
+        loop {
+            // The peek first: bytes it does not see were read by a driver poll that either
+            // ended (and applied them) or is still on (`in_poll`, read after).
+            return match socket2::SockRef::from(&*self.stream).peek(&mut byte) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    (!self.in_poll.load(Ordering::SeqCst)).then_some(true)
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // Bytes waiting: the driver was woken for them.
+                Ok(read) if read > 0 => None,
+                // End of stream, or a broken socket.
+                _ => Some(false),
+            };
+        }
+    }
+
+    /// Whether the connection ended, or its socket reports a hang-up or an error (seen by the
+    /// runtime, before the driver read up to it), without reading anything.
+    fn hung_up(&self) -> bool {
+        if self.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut ready = std::pin::pin!(self.stream.ready(tokio::io::Interest::READABLE));
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        match ready.as_mut().poll(&mut context) {
+            Poll::Ready(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
         }
     }
 
@@ -74,6 +99,7 @@ impl Settled {
     pub(in crate::store::redis) fn settled(&self, within: Duration) -> Settling<'_> {
         Settling {
             settled: self,
+            need: self.started.load(Ordering::SeqCst) + 1,
             pass: Box::pin(self.passes.notified()),
             deadline: Box::pin(tokio::time::sleep(within)),
         }
@@ -83,6 +109,8 @@ impl Settled {
 /// The future of [`Settled::settled`]; hand-written, as a read's future holds it.
 pub(in crate::store::redis) struct Settling<'a> {
     settled: &'a Settled,
+    /// The first driver poll begun after the question.
+    need: u64,
     pass: Pin<Box<tokio::sync::futures::Notified<'a>>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
@@ -97,13 +125,18 @@ impl Future for Settling<'_> {
             if let Some(answer) = self.settled.settled_now() {
                 return Poll::Ready(answer);
             }
+            // Under steady traffic the socket may never be empty: a whole poll begun after the
+            // question is enough.
+            if self.settled.done.load(Ordering::SeqCst) >= self.need {
+                return Poll::Ready(true);
+            }
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
             if self.pass.as_mut().poll(cx).is_ready() {
                 let next = Box::pin(self.settled.passes.notified());
                 self.pass = next;
                 continue;
-            }
-            if self.deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(false);
             }
             return Poll::Pending;
         }
@@ -181,6 +214,8 @@ impl AsyncWrite for Shared {
 struct Driven {
     driver: Pin<Box<dyn Future<Output = ()> + Send>>,
     settled: Arc<Settled>,
+    /// Told when the driver ends, however it ends (the redis crate reports only some ends).
+    pushes: Pushes,
     #[cfg(feature = "testing")]
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -202,14 +237,35 @@ impl Future for Driven {
                 }
             }
         }
+        let pass = this.settled.started.fetch_add(1, Ordering::SeqCst) + 1;
         this.settled.in_poll.store(true, Ordering::SeqCst);
         let outcome = this.driver.as_mut().poll(cx);
-        if outcome.is_ready() {
-            this.settled.closed.store(true, Ordering::SeqCst);
-        }
         this.settled.in_poll.store(false, Ordering::SeqCst);
+        this.settled.done.store(pass, Ordering::SeqCst);
+        if outcome.is_ready() {
+            this.end();
+        }
         this.settled.passes.notify_waiters();
         outcome
+    }
+}
+
+impl Driven {
+    /// The connection is gone: said once, to the readers waiting and to the cache.
+    fn end(&self) {
+        if !self.settled.closed.swap(true, Ordering::SeqCst) {
+            (self.pushes)(redis::PushInfo {
+                kind: redis::PushKind::Disconnection,
+                data: Vec::new(),
+            });
+        }
+        self.settled.passes.notify_waiters();
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -221,12 +277,20 @@ pub(in crate::store::redis) type Tls = Option<std::convert::Infallible>;
 
 /// Opens a RESP3 connection to the server `info` names on a socket of the store's own (TLS if
 /// the address says so), spawns its driver, and returns it with what tells when it settled.
-pub(in crate::store::redis) async fn open(
+async fn open(
     info: &ConnectionInfo,
     #[cfg_attr(not(feature = "redis-tls"), allow(unused_variables))] tls: &Tls,
-    config: AsyncConnectionConfig,
+    pushes: Pushes,
     timeout: Duration,
 ) -> Result<(MultiplexedConnection, Arc<Settled>), redis::RedisError> {
+    let sender = Arc::clone(&pushes);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_push_sender(move |push: redis::PushInfo| {
+            sender(push);
+            Ok::<(), std::convert::Infallible>(())
+        });
     let (host, port) = match info.addr() {
         ConnectionAddr::Tcp(host, port) => (host.as_str(), *port),
         ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
@@ -247,7 +311,10 @@ pub(in crate::store::redis) async fn open(
         stream,
         in_poll: AtomicBool::new(false),
         closed: AtomicBool::new(false),
+        started: AtomicU64::new(0),
+        done: AtomicU64::new(0),
         passes: tokio::sync::Notify::new(),
+        partner: std::sync::OnceLock::new(),
         #[cfg(feature = "testing")]
         paused_until: std::sync::Mutex::new(None),
     });
@@ -287,6 +354,7 @@ pub(in crate::store::redis) async fn open(
     tokio::spawn(Driven {
         driver,
         settled: Arc::clone(&settled),
+        pushes,
         #[cfg(feature = "testing")]
         pause: None,
     });
@@ -327,22 +395,13 @@ pub(in crate::store::redis) async fn open_pair(
     pushes: Pushes,
     timeout: Duration,
 ) -> Result<Pair, redis::RedisError> {
-    let config = |pushes: Pushes| {
-        AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_push_sender(move |push: redis::PushInfo| {
-                pushes(push);
-                Ok::<(), std::convert::Infallible>(())
-            })
-    };
-    let (mut invalidations, settled) =
-        open(info, tls, config(Arc::clone(&pushes)), timeout).await?;
+    let (mut invalidations, settled) = open(info, tls, Arc::clone(&pushes), timeout).await?;
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut invalidations)
         .await?;
-    let (mut commands, _) = open(info, tls, config(pushes), timeout).await?;
+    let (mut commands, commands_settled) = open(info, tls, pushes, timeout).await?;
+    let _ = settled.partner.set(commands_settled);
     super::track(&mut commands, prefix, id).await?;
     Ok(Pair {
         commands,
