@@ -39,11 +39,14 @@ pub(in crate::store::redis) struct Settled {
     in_poll: AtomicBool,
     /// The driver ended (the connection is gone).
     closed: AtomicBool,
-    /// Driver polls begun, and the number of the last one that ended: a poll begun after a
-    /// question read until the socket was empty, so once it ended, every byte that was there
-    /// when the question was asked has been applied.
+    /// Driver polls begun, and the number of the last one that ended having read the socket
+    /// empty: once such a poll begun after a question ended, every byte that was there when the
+    /// question was asked has been applied.
     started: AtomicU64,
     done: AtomicU64,
+    /// The current driver poll found the socket empty (a read would block). A poll that ends
+    /// without that (the runtime's budget ran out, readiness not yet seen) counts for nothing.
+    drained: Arc<AtomicBool>,
     /// Told at the end of every driver poll.
     passes: tokio::sync::Notify,
     /// The commands connection of the same pair: once it hung up, its tracking is gone, and
@@ -164,7 +167,7 @@ impl Settled {
 
 /// The socket, shared between the connection (which reads and writes it) and [`Settled`]
 /// (which only peeks).
-struct Shared(Arc<TcpStream>);
+struct Shared(Arc<TcpStream>, Arc<AtomicBool>);
 
 impl AsyncRead for Shared {
     fn poll_read(
@@ -179,7 +182,10 @@ impl AsyncRead for Shared {
                     buf.advance(read);
                     return Poll::Ready(Ok(()));
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.1.store(true, Ordering::SeqCst);
+                    continue;
+                }
                 Err(err) => return Poll::Ready(Err(err)),
             }
         }
@@ -239,9 +245,13 @@ impl Future for Driven {
         }
         let pass = this.settled.started.fetch_add(1, Ordering::SeqCst) + 1;
         this.settled.in_poll.store(true, Ordering::SeqCst);
+        this.settled.drained.store(false, Ordering::SeqCst);
         let outcome = this.driver.as_mut().poll(cx);
         this.settled.in_poll.store(false, Ordering::SeqCst);
-        this.settled.done.store(pass, Ordering::SeqCst);
+        // Only a poll that read the socket empty applied everything that was on it.
+        if this.settled.drained.load(Ordering::SeqCst) {
+            this.settled.done.store(pass, Ordering::SeqCst);
+        }
         if outcome.is_ready() {
             this.end();
         }
@@ -306,13 +316,15 @@ async fn open(
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let stream = Arc::new(stream);
-    let shared = Shared(Arc::clone(&stream));
+    let drained = Arc::new(AtomicBool::new(false));
+    let shared = Shared(Arc::clone(&stream), Arc::clone(&drained));
     let settled = Arc::new(Settled {
         stream,
         in_poll: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         started: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        drained,
         passes: tokio::sync::Notify::new(),
         partner: std::sync::OnceLock::new(),
         #[cfg(feature = "testing")]
