@@ -142,6 +142,14 @@ async fn fetch(client: &Http, base: &str, path: &str, cookie: &mut Option<String
     String::from_utf8(body.to_vec()).unwrap()
 }
 
+/// Two instances A and B on `target` (1 h idle timeout): their base URLs and stores.
+fn two_instances(target: &Target) -> (String, RedisStore<Counter>, String, RedisStore<Counter>) {
+    let hour = Duration::from_secs(3600);
+    let (addr_a, a) = instance(target.clone(), hour);
+    let (addr_b, b) = instance(target.clone(), hour);
+    (format!("http://{addr_a}"), a, format!("http://{addr_b}"), b)
+}
+
 /// Logs in on A (over HTTP) and reads on B until B's cache holds the session: the cookie and
 /// the session's key. (A read whose claim an earlier push removed does not fill: the push of A's
 /// own write can arrive after B's read began.)
@@ -188,9 +196,7 @@ async fn a_logout_on_one_instance_is_seen_at_once_by_another_on_a_cluster() {
 
 async fn logouts_seen_at_once(target: Target) {
     let hour = Duration::from_secs(3600);
-    let (addr_a, a) = instance(target.clone(), hour);
-    let (addr_b, b) = instance(target.clone(), hour);
-    let (base_a, base_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let (base_a, a, base_b, b) = two_instances(&target);
     let client = http_client();
     let mut served_logged_in = 0;
     let (hits_before, _) = b.cache_hits_and_misses();
@@ -285,10 +291,7 @@ async fn a_logout_whose_invalidation_is_still_unread_is_not_served_on_a_cluster(
 
 #[cfg(feature = "testing")]
 async fn unread_invalidations(target: Target) {
-    let hour = Duration::from_secs(3600);
-    let (addr_a, _a) = instance(target.clone(), hour);
-    let (addr_b, b) = instance(target.clone(), hour);
-    let (base_a, base_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let (base_a, _a, base_b, b) = two_instances(&target);
     let client = http_client();
     let pause = Duration::from_millis(30);
     let mut served_logged_in = 0;
@@ -316,6 +319,116 @@ async fn unread_invalidations(target: Target) {
     assert!(
         median >= pause / 2,
         "B's reads waited for the held-back invalidation: {median:?}"
+    );
+}
+
+/// A login's new session is kept by the cache of the instance that wrote it, and a logout on
+/// another instance racing that login still ends it there. Each round creates a session on A,
+/// then sends A's `/login` and B's `/logout` (with the cookie from before the login) with the
+/// logout starting from 400 µs before the login to 400 µs after it, in 9 steps over the rounds,
+/// so that the logout reaches Redis first in some rounds and the login in others; in every
+/// other round A's replies are held back 15 ms (`hold_replies`), so that B's invalidation
+/// reaches A while A's write is in flight, and in the others mostly after A stored the session
+/// it wrote. However they land, the logged-out session is over: A's next read with the newest
+/// cookie does not see it. First, logins alone show A keeping the session its login wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_is_cached_where_it_was_made_and_a_racing_logout_still_ends_it() {
+    let server = RedisServer::start();
+    login_racing_logout(Target::Server(server.url())).await;
+}
+
+/// The same on a Cluster. Here a login writes the new session first, on its slot's master,
+/// then retires the old one on the old slot's master, whose replies the held rounds hold back:
+/// when the two sessions sit on different masters (about two rounds in three), the logout
+/// lands while the retire is in flight.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_is_cached_where_it_was_made_and_a_racing_logout_still_ends_it_on_a_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    login_racing_logout(Target::Cluster(cluster.urls())).await;
+}
+
+async fn login_racing_logout(target: Target) {
+    let (base_a, a, base_b, _b) = two_instances(&target);
+    let client = http_client();
+
+    // Alone, a login is answered from A's cache on the next read.
+    let mut cached_after_login = 0;
+    for _ in 0..50 {
+        let mut cookie = None;
+        fetch(&client, &base_a, "/incr", &mut cookie).await;
+        fetch(&client, &base_a, "/login", &mut cookie).await;
+        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
+        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
+        if a.is_cached(&key) {
+            cached_after_login += 1;
+        }
+    }
+    assert_eq!(
+        cached_after_login, 50,
+        "A keeps the session its login wrote"
+    );
+
+    let spin = |micros: u64| {
+        let until = Instant::now() + Duration::from_micros(micros);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    };
+    // The round's session counts 1; a login after the logout starts a new one at 0.
+    let (mut resurrected, mut login_first, mut logout_first) = (0, 0, 0);
+    for round in 0..450u64 {
+        let mut cookie = None;
+        fetch(&client, &base_a, "/incr", &mut cookie).await;
+        let key = fetch(&client, &base_a, "/key", &mut cookie).await;
+        let key = tower_typed_sessions::SessionKey::parse(&key).unwrap();
+        // -400 µs (the logout first) to +400 µs (the login first).
+        let offset = (round % 9) as i64 * 100 - 400;
+        let (login_delay, logout_delay) = (offset.max(0) as u64, (-offset).max(0) as u64);
+        // Every other round, A's login reaches Redis at once but A learns that it is done only
+        // 15 ms later (the replies of the connection serving the old session are held back): a
+        // logout that follows it lands while A's write is still in flight.
+        #[cfg(feature = "testing")]
+        if round % 2 == 1 {
+            a.hold_replies(&key, Duration::from_millis(15));
+        }
+        let login = {
+            let (client, base, mut cookie) = (client.clone(), base_a.clone(), cookie.clone());
+            tokio::spawn(async move {
+                spin(login_delay);
+                fetch(&client, &base, "/login", &mut cookie).await;
+                cookie
+            })
+        };
+        let logout = {
+            let (client, base, mut cookie) = (client.clone(), base_b.clone(), cookie.clone());
+            tokio::spawn(async move {
+                spin(logout_delay);
+                fetch(&client, &base, "/logout", &mut cookie).await;
+            })
+        };
+        let (login, logout) = tokio::join!(login, logout);
+        logout.unwrap();
+        let mut newest = login.unwrap();
+        match fetch(&client, &base_a, "/read", &mut newest).await.as_str() {
+            // The login moved the session, then the logout ended it where it moved.
+            "0 new=true" => login_first += 1,
+            // The logout ended it, then the login started a new session.
+            "0 new=false" => logout_first += 1,
+            body => {
+                println!("round {round}: read {body:?} after the logout");
+                resurrected += 1;
+            }
+        }
+    }
+    println!(
+        "{target:?}: 450 logins on A racing a logout on B: login first {login_first}, logout \
+         first {logout_first}; the logged-out session read on A afterwards: {resurrected}"
+    );
+    assert_eq!(resurrected, 0);
+    assert!(
+        login_first > 0 && logout_first > 0,
+        "both orders were covered"
     );
 }
 
@@ -798,6 +911,15 @@ async fn a_warm_read_sends_nothing_and_a_write_one_command() {
     let seen = commands(&mut monitor);
     assert_eq!(seen.len(), 10, "10 writes, one command each: {seen:?}");
     assert!(seen.iter().all(|line| line.contains("\"SET\"")), "{seen:?}");
+    // A login's new session is written with plain commands (NOLOOP covers them): the cache
+    // keeps it, and the reads after it send nothing.
+    client.get("/login").await;
+    commands(&mut monitor);
+    for _ in 0..20 {
+        assert_eq!(client.get("/read").await.body, "11 new=false");
+    }
+    let seen = commands(&mut monitor);
+    assert!(seen.is_empty(), "20 reads after a login sent {seen:?}");
 }
 
 /// The Redis expiry moves at most once per refresh interval, to the idle timeout plus the

@@ -178,7 +178,11 @@ async fn round_trips_and_commands_per_request() {
     client.get("/read").await;
     check("read once the flash is gone", 1, &["GETEX", "GETEX"]);
     client.get("/login").await;
-    check("regenerate (login)", 2, &["GETEX", "GETEX", "EVALSHA"]);
+    check(
+        "regenerate (login): the new session is written beside the script, in one transaction",
+        2,
+        &["GETEX", "GETEX", "MULTI", "EVALSHA", "SET", "SET", "EXEC"],
+    );
     client.get("/logout").await;
     check("delete (logout)", 2, &["GETEX", "GETEX", "EVALSHA"]);
     assert_eq!(client.get("/read").await.body, "0 new=true", "logged out");

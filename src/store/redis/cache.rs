@@ -18,9 +18,11 @@
 //!    means Redis does not tell us about them): a write that found another write's claim
 //!    leaves the slot empty, and the next read goes to Redis. Redis (7.0 to 8.x, and Valkey)
 //!    records a Lua script's own client as the writer of the keys it changes, so NOLOOP does
-//!    not cover scripted writes (create, an optimistic save, regenerate, delete): their
-//!    invalidation comes back right after the reply and removes the entry the write stored, and
-//!    the next read goes to Redis once. Plain-command writes (the default save, `SET`) keep it.
+//!    not cover scripted writes: their invalidation comes back right after the reply and
+//!    removes the entry the write stored, and the next read goes to Redis once. So the writes
+//!    whose result is worth keeping are plain commands: the default save (`SET`), and a
+//!    regenerate's new session (`SET … NX` inside the transaction whose script retires the old
+//!    one). A create, an optimistic save and a delete are scripts.
 //!
 //! Entries are evicted by a CLOCK sweep (LRU-like: a hit marks an entry, the sweep spares a
 //! marked one once) when the count passes the capacity.
@@ -405,15 +407,6 @@ impl<T: Clone> Cache<T> {
             drop(slots);
             self.release(key, ticket);
         }
-    }
-
-    /// Whether the write under `ticket` still holds `key`'s slot, alone, having found it clean
-    /// (an entry, so no flash pending).
-    pub(super) fn wrote_clean(&self, key: &SessionKey, ticket: Ticket) -> bool {
-        matches!(
-            self.lock(key).slots.get(key),
-            Some(State::Writing { ticket: t, alone: true, clean: true }) if *t == ticket
-        )
     }
 
     fn store_ready(&self, slots: &mut Slots<T>, record: Record<T>) {

@@ -71,8 +71,8 @@ const SCAN_BATCH: usize = 1000;
 /// | save, last write wins | `SET record XX KEEPTTL` (with a flash, also `SET live flash XX KEEPTTL`) | 1 (2 when the session moved or ended meanwhile) |
 /// | save, optimistic | one script | 1 |
 /// | create, delete | one script | 1 |
-/// | regenerate, one server | one script over both sessions' keys | 1 |
-/// | regenerate, Cluster | create the new session, then a script turns the old one into the pointer (the new one is removed if that fails) | 2 or 3 |
+/// | regenerate, one server | a transaction: a script turns the old session into the pointer (if it is live and the new keys are free), then `SET … NX` writes the new record and `live` key (removed again if the script refused) | 1 (2 when refused) |
+/// | regenerate, Cluster | `SET … NX` the new session, then a script turns the old one into the pointer (the new one is removed if that fails) | 2 or 3 |
 /// | count | `SCAN MATCH prefix{*}:live` and one `GETRANGE` of each record's header (on every primary of a Cluster) | |
 ///
 /// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
@@ -234,6 +234,12 @@ fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
         9 => return Err(foreign()),
         _ => return Err(malformed("unknown outcome")),
     })
+}
+
+/// Which of a regenerate's two `SET … NX` (record, `live` key) wrote.
+fn written(replies: &[Value]) -> [bool; 2] {
+    let wrote = |reply: Option<&Value>| matches!(reply, Some(Value::Okay));
+    [wrote(replies.first()), wrote(replies.get(1))]
 }
 
 /// One `SCAN` step over the `live` keys (`pattern`: [`RedisStore::live_pattern`]).
@@ -736,6 +742,36 @@ impl<T: Session> RedisStore<T> {
         }
     }
 
+    /// Holds back, for `hold`, the replies to this store's commands on the connection that
+    /// serves the session `key` (on a Cluster, its slot's master; not the commands, nor the
+    /// invalidations): a write reaches Redis at once, and the store learns that it was done
+    /// `hold` later. Fault injection for tests (feature `testing`) of what reaches the cache
+    /// while a write is in flight; does nothing on a store without a cache.
+    ///
+    /// ```no_run
+    /// # use tower_typed_sessions::{store::redis::LocalCache, RedisStore, Session};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # use tower_typed_sessions::{SessionKey, StoreError};
+    /// # async fn run(key: SessionKey) -> Result<(), StoreError> {
+    /// let store = RedisStore::<Data>::connect_cached("redis://127.0.0.1:6379", LocalCache::new())
+    ///     .await?;
+    /// store.hold_replies(&key, std::time::Duration::from_millis(20));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn hold_replies(&self, key: &SessionKey, hold: Duration) {
+        match &self.connection {
+            Connection::Tracked(tracked) => tracked.hold_replies(hold),
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(tracked) => {
+                tracked.hold_replies(&self.keys(key).record, hold);
+            }
+            _ => {}
+        }
+    }
+
     /// How many sessions the local cache holds now (zero without a cache).
     pub fn cached_sessions(&self) -> usize {
         self.cache.as_ref().map_or(0, |cache| cache.len())
@@ -868,6 +904,14 @@ impl<T: Session> RedisStore<T> {
             }
         }
         Ok(replies)
+    }
+
+    /// Sends `pipe` as a transaction (`MULTI` … `EXEC`) in one round trip and returns each
+    /// command's reply, errors included: a command of a transaction that failed does not undo
+    /// the others, so the caller looks at each.
+    async fn transaction(&self, pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn().await?;
+        self.timed(pipe.query_async(&mut conn)).await
     }
 
     /// Sends `cmd` within the command timeout, keeping the server's error as it is.
@@ -1005,8 +1049,8 @@ impl<T: Session> RedisStore<T> {
         })
     }
 
-    /// Regenerate on a Cluster, where two sessions' keys live in different slots: create the
-    /// new session first, then turn the old one into the pointer if it is still live at the
+    /// Regenerate on a Cluster, where two sessions' keys live in different slots: write the new
+    /// session first, then turn the old one into the pointer if it is still live at the
     /// expected revision, and remove the new one if not.
     #[cfg(feature = "cluster")]
     async fn regenerate_in_steps(
@@ -1015,11 +1059,15 @@ impl<T: Session> RedisStore<T> {
         record: &Record<T>,
         expect: Expect,
         forward: Forward,
-    ) -> Result<WriteOutcome, StoreError> {
-        if self.create_in_redis(record).await? == WriteOutcome::Collision {
-            return Ok(WriteOutcome::Collision);
-        }
+    ) -> Result<(WriteOutcome, bool), StoreError> {
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
+        let mut pipe = Pipeline::with_capacity(2);
+        self.write_new_session(&mut pipe, &new_keys, record, expect)?;
+        let created = written(&self.pipeline(pipe).await?);
+        if created != [true, true] {
+            self.remove_written(&new_keys, created).await?;
+            return Ok((WriteOutcome::Collision, false));
+        }
         let (now, pointer) = (now_arg(), layout::pointer_value(&forward));
         let reply: Vec<Value> = self
             .run(
@@ -1034,21 +1082,76 @@ impl<T: Session> RedisStore<T> {
                 },
             )
             .await?;
-        let outcome = match write_outcome(&reply)? {
-            // The retire ran, and this is a resend (the cluster client resends a command whose
-            // reply a dropped connection lost): the old key already points here.
-            WriteOutcome::Moved(to) if to == record.key => return Ok(WriteOutcome::Done),
+        self.finish_regenerate(&new_keys, created, &reply, record)
+            .await
+    }
+
+    /// Writes a regenerated session's record and `live` key (plain `SET … NX`, so that a cached
+    /// store's `NOLOOP` covers them) as the next two commands of `pipe`.
+    fn write_new_session(
+        &self,
+        pipe: &mut Pipeline,
+        keys: &Keys,
+        record: &Record<T>,
+        expect: Expect,
+    ) -> Result<(), StoreError> {
+        let expiry = millis(record.effective_expiry());
+        let mut set_record = Cmd::with_capacity(6, keys.record.len() + RECORD_SIZE_HINT + 40);
+        set_record.arg("SET").arg(&keys.record);
+        Self::record_arg(&mut set_record, record, next_revision(record, expect))?;
+        set_record
+            .arg("NX")
+            .arg("PXAT")
+            .arg(self.record_end(expiry));
+        let mut set_live = Cmd::with_capacity(6, keys.live.len() + FLASH_SIZE_HINT + 40);
+        set_live.arg("SET").arg(&keys.live);
+        Self::flash_arg(&mut set_live, record)?;
+        set_live.arg("NX").arg("PXAT").arg(expiry);
+        pipe.add_command(set_record).add_command(set_live);
+        Ok(())
+    }
+
+    /// Removes what [`Self::write_new_session`] wrote (`written`: record, `live` key) when the
+    /// regenerate did not go through.
+    async fn remove_written(&self, keys: &Keys, written: [bool; 2]) -> Result<(), StoreError> {
+        if written == [false, false] {
+            return Ok(());
+        }
+        let mut undo = redis::cmd("DEL");
+        for (key, wrote) in [&keys.record, &keys.live].into_iter().zip(written) {
+            if wrote {
+                undo.arg(key);
+            }
+        }
+        self.query::<i64>(undo).await?;
+        Ok(())
+    }
+
+    /// What a regenerate comes to once the old session's script answered (`reply`) and the new
+    /// session's keys were written (`written`): the new keys are removed unless it went
+    /// through, and a flash still pending on the old session moves over unless this one brings
+    /// its own. Also says whether the new session may hold what `record` does not show (a
+    /// flash that moved over, or nothing known: a resend).
+    async fn finish_regenerate(
+        &self,
+        new_keys: &Keys,
+        written: [bool; 2],
+        reply: &[Value],
+        record: &Record<T>,
+    ) -> Result<(WriteOutcome, bool), StoreError> {
+        let outcome = match write_outcome(reply)? {
+            // The script ran before, and this is a resend (the cluster client resends a command
+            // whose reply a dropped connection lost): the old key already points here.
+            WriteOutcome::Moved(to) if to == record.key => return Ok((WriteOutcome::Done, true)),
             outcome => outcome,
         };
         if outcome != WriteOutcome::Done {
-            let mut undo = redis::cmd("DEL");
-            undo.arg(&new_keys.record).arg(&new_keys.live);
-            self.query::<i64>(undo).await?;
-            return Ok(outcome);
+            self.remove_written(new_keys, written).await?;
+            return Ok((outcome, false));
         }
-        // A flash still pending on the old session moves over unless this one brings its own.
         let pending = bytes(reply.get(1)).unwrap_or_default();
-        if record.flash.is_empty() && !pending.is_empty() {
+        let carried = record.flash.is_empty() && !pending.is_empty();
+        if carried {
             let mut carry = redis::cmd("SET");
             carry
                 .arg(&new_keys.live)
@@ -1057,7 +1160,7 @@ impl<T: Session> RedisStore<T> {
                 .arg("KEEPTTL");
             self.query::<Option<String>>(carry).await?;
         }
-        Ok(WriteOutcome::Done)
+        Ok((WriteOutcome::Done, carried))
     }
 
     /// Counts the live sessions among `live_keys` (`p{K}:live` keys): those whose record is
@@ -1180,43 +1283,37 @@ impl<T: Session> RedisStore<T> {
     }
 
     /// Runs a write of `keys` with the cache told first (each key's entry goes, reads in flight
-    /// will not fill), then stores what `fill` says the write left, if it went through alone.
-    async fn write_through(
+    /// will not fill), then stores what the write says it left, if it went through alone.
+    async fn write_through<'a>(
         &self,
         keys: &[&SessionKey],
-        fill: Fill<'_, T>,
-        write: impl Future<Output = Result<WriteOutcome, StoreError>>,
+        write: impl Future<Output = Result<(WriteOutcome, Fill<'a, T>), StoreError>>,
     ) -> Result<WriteOutcome, StoreError> {
         let Some(cache) = &self.cache else {
-            return write.await;
+            return write.await.map(|(outcome, _)| outcome);
         };
         let mut claims = cache::Claims::new(cache);
         for key in keys {
             claims.hold(**key, cache.begin_write(key));
         }
-        let outcome = write.await;
+        let written = write.await;
         let tickets = claims.take();
-        let done = matches!(outcome, Ok(WriteOutcome::Done));
-        // A regenerated session may be kept under its new key only if no flash was pending
-        // under the old one (it would have moved along, unseen by this copy).
-        let moved_clean = match (fill, tickets.first()) {
-            (Fill::Regenerated(..), Some((old, ticket))) => cache.wrote_clean(old, *ticket),
-            _ => false,
+        let fill = match &written {
+            Ok((WriteOutcome::Done, fill)) => *fill,
+            _ => Fill::Nothing,
         };
         for (key, ticket) in tickets {
             match fill {
-                Fill::Created(record) if done && record.key == key && cache::cacheable(record) => {
+                Fill::Created(record) if record.key == key && cache::cacheable(record) => {
                     cache.fill_write(&key, ticket, record.clone(), false);
                 }
-                Fill::Saved(record, revision)
-                    if done && record.key == key && cache::cacheable(record) =>
-                {
+                Fill::Saved(record, revision) if record.key == key && cache::cacheable(record) => {
                     let mut stored = record.clone();
                     stored.revision = revision;
                     cache.fill_write(&key, ticket, stored, true);
                 }
                 Fill::Regenerated(record, revision)
-                    if done && moved_clean && record.key == key && cache::cacheable(record) =>
+                    if record.key == key && cache::cacheable(record) =>
                 {
                     let mut stored = record.clone();
                     stored.revision = revision;
@@ -1225,7 +1322,7 @@ impl<T: Session> RedisStore<T> {
                 _ => cache.release(&key, ticket),
             }
         }
-        outcome
+        written.map(|(outcome, _)| outcome)
     }
 
     async fn load_from_redis(
@@ -1345,42 +1442,66 @@ impl<T: Session> RedisStore<T> {
         record: &Record<T>,
         expect: Expect,
         forward: Forward,
-    ) -> Result<WriteOutcome, StoreError> {
+    ) -> Result<(WriteOutcome, bool), StoreError> {
         #[cfg(feature = "cluster")]
         if self.connection.cluster().is_some() {
             return self.regenerate_in_steps(old, record, expect, forward).await;
         }
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
         let (now, pointer) = (now_arg(), layout::pointer_value(&forward));
-        let expiry = millis(record.effective_expiry());
-        let revision = next_revision(record, expect);
-        let reply: Vec<Value> = self
-            .run(
-                &self.scripts.regenerate,
+        let old_moved = old_keys.moved();
+        // One transaction: the script retires the old session (or refuses, writing nothing),
+        // then the new session's keys are written; what they wrote is removed after a refusal.
+        let handover = |verb: &str, script: &[u8]| -> Result<Pipeline, StoreError> {
+            let mut pipe = Pipeline::with_capacity(3);
+            pipe.atomic().ignore_errors();
+            let mut retire = Self::script_cmd(
+                verb,
+                script,
                 &[
                     &old_keys.record,
                     &old_keys.live,
-                    &old_keys.moved(),
+                    &old_moved,
                     &new_keys.record,
                     &new_keys.live,
                 ],
-                |cmd| {
-                    cmd.arg(&now).arg(expect_arg(expect));
-                    Self::record_arg(cmd, record, revision)?;
-                    Self::flash_arg(cmd, record)?;
-                    cmd.arg(expiry)
-                        .arg(self.record_end(expiry))
-                        .arg(&pointer)
-                        .arg(millis(forward.until));
-                    Ok(())
-                },
-            )
+            );
+            retire
+                .arg(&now)
+                .arg(expect_arg(expect))
+                .arg(&pointer)
+                .arg(millis(forward.until));
+            pipe.add_command(retire);
+            self.write_new_session(&mut pipe, &new_keys, record, expect)?;
+            Ok(pipe)
+        };
+        let lua = &self.scripts.regenerate;
+        let mut replies = self
+            .transaction(handover("EVALSHA", lua.script.get_hash().as_bytes())?)
             .await?;
-        Ok(match write_outcome(&reply)? {
-            // Already moved here: this script ran before (a resend after a lost reply).
-            WriteOutcome::Moved(to) if to == record.key => WriteOutcome::Done,
-            outcome => outcome,
-        })
+        if matches!(replies.first(), Some(Value::ServerError(err)) if err.kind() == Some(ServerErrorKind::NoScript))
+        {
+            self.remove_written(&new_keys, written(replies.get(1..).unwrap_or_default()))
+                .await?;
+            replies = self
+                .transaction(handover("EVAL", lua.code.as_bytes())?)
+                .await?;
+        }
+        let created = written(replies.get(1..).unwrap_or_default());
+        let reply = match replies.first() {
+            Some(Value::Array(reply)) => reply.as_slice(),
+            Some(Value::ServerError(err)) => {
+                let err: RedisError = err.clone().into();
+                self.remove_written(&new_keys, created).await?;
+                return Err(backend(err));
+            }
+            _ => {
+                self.remove_written(&new_keys, created).await?;
+                return Err(malformed("regenerate reply"));
+            }
+        };
+        self.finish_regenerate(&new_keys, created, reply, record)
+            .await
     }
 
     async fn delete_in_redis(
@@ -1446,16 +1567,19 @@ impl<T: Session> Store<T> for RedisStore<T> {
         if self.cache.is_none() {
             return self.create_in_redis(record).await;
         }
-        let fill = Fill::Created(record);
-        Box::pin(self.write_through(&[&record.key], fill, self.create_in_redis(record))).await
+        let write = async move { Ok((self.create_in_redis(record).await?, Fill::Created(record))) };
+        Box::pin(self.write_through(&[&record.key], write)).await
     }
 
     async fn save(&self, record: &Record<T>, expect: Expect) -> Result<WriteOutcome, StoreError> {
         if self.cache.is_none() {
             return self.save_in_redis(record, expect).await;
         }
-        let fill = Fill::Saved(record, next_revision(record, expect));
-        Box::pin(self.write_through(&[&record.key], fill, self.save_in_redis(record, expect))).await
+        let write = async move {
+            let outcome = self.save_in_redis(record, expect).await?;
+            Ok((outcome, Fill::Saved(record, next_revision(record, expect))))
+        };
+        Box::pin(self.write_through(&[&record.key], write)).await
     }
 
     async fn regenerate(
@@ -1466,22 +1590,32 @@ impl<T: Session> Store<T> for RedisStore<T> {
         forward: Forward,
     ) -> Result<WriteOutcome, StoreError> {
         if self.cache.is_none() {
-            return self.regenerate_in_redis(old, record, expect, forward).await;
+            return Ok(self
+                .regenerate_in_redis(old, record, expect, forward)
+                .await?
+                .0);
         }
-        let fill = Fill::Regenerated(record, next_revision(record, expect));
-        Box::pin(self.write_through(
-            &[old, &record.key],
-            fill,
-            self.regenerate_in_redis(old, record, expect, forward),
-        ))
-        .await
+        let write = async move {
+            let (outcome, carried) = self
+                .regenerate_in_redis(old, record, expect, forward)
+                .await?;
+            // A flash that moved over from the old session is not in this copy.
+            let fill = if carried {
+                Fill::Nothing
+            } else {
+                Fill::Regenerated(record, next_revision(record, expect))
+            };
+            Ok((outcome, fill))
+        };
+        Box::pin(self.write_through(&[old, &record.key], write)).await
     }
 
     async fn delete(&self, key: &SessionKey, expect: Expect) -> Result<WriteOutcome, StoreError> {
         if self.cache.is_none() {
             return self.delete_in_redis(key, expect).await;
         }
-        Box::pin(self.write_through(&[key], Fill::Nothing, self.delete_in_redis(key, expect))).await
+        let write = async move { Ok((self.delete_in_redis(key, expect).await?, Fill::Nothing)) };
+        Box::pin(self.write_through(&[key], write)).await
     }
 
     async fn count(&self) -> Result<usize, StoreError> {

@@ -3,8 +3,8 @@
 //! Reads and last-write-wins saves never run a script (see `layout.rs`): a script costs Redis
 //! at least 0.5 µs per call and 0.6 µs per `redis.call`, against about 0.3 µs for a native
 //! command. What is left here is a create (nothing may be under any of the three keys), a save
-//! that checks a revision, a delete, and a regenerate (one server) or its second half, retire
-//! (Cluster, where two sessions' keys live in different slots). Every script is inline, with no
+//! that checks a revision, a delete, and the old session's half of a regenerate (the new
+//! session is written with plain `SET … NX` beside it). Every script is inline, with no
 //! helper functions: defining a function costs a script call time too. KEYS are always the
 //! session's `record`, `live` and `moved` keys (then the new session's for a regenerate).
 //! Rust formats every value a script writes (the record with its header, the pointer) and every
@@ -83,35 +83,37 @@ if live then return {1} end
 return {0}
 "#;
 
-/// Moves a live session to the new keys and leaves the pointer (one server). KEYS: the old
-/// session's three, the new one's record and `live`. ARGV: now, expected revision ('' any), new
-/// record value, flash ('' carries the pending one over), expiry ms, record TTL end ms, pointer
-/// value, pointer end ms. `MGET` reads both old keys in one call and `SET … NX` checks the new
-/// key while writing it.
-const REGENERATE: &str = concat!(
-    live_at_expected_revision!(),
-    r#"
-if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PXAT', ARGV[6]) then return {4} end
-if ARGV[4] ~= '' then pending = ARGV[4] end
-redis.call('SET', KEYS[5], pending, 'PXAT', ARGV[5])
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[3], ARGV[7], 'PXAT', ARGV[8])
-return {1}
-"#
-);
-
-/// The second half of a regenerate on a Cluster, once the new session was created: turns the
-/// old session into the pointer if it is still live at the expected revision. ARGV: now,
-/// expected revision ('' any), pointer value, pointer end ms. Returns {1, pending flash} done,
-/// else as the others.
-const RETIRE: &str = concat!(
-    live_at_expected_revision!(),
-    r#"
+/// The end of a script that retires a live session (after [`live_at_expected_revision`]):
+/// removes the record and `live` key, leaves the pointer (ARGV[3], ending at ARGV[4] ms) and
+/// returns `{1, pending flash}`.
+macro_rules! into_pointer {
+    () => {
+        r#"
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
 return {1, pending}
 "#
+    };
+}
+
+/// The first command of a regenerate on one server, in a transaction whose next two commands
+/// write the new session's record and `live` key with plain `SET … NX` (plain commands, so
+/// that a cached store's `NOLOOP` covers them and it keeps the copy it wrote): turns the old
+/// session into the pointer if it is live at the expected revision and the new keys are free.
+/// KEYS: the old session's three, the new one's record and `live`. ARGV: now, expected revision
+/// ('' any), pointer value, pointer end ms. Returns as [`RETIRE`], or `{4}` when a new key is
+/// taken; the caller removes what the `SET`s wrote when it did not answer done.
+const REGENERATE: &str = concat!(
+    live_at_expected_revision!(),
+    "if redis.call('EXISTS', KEYS[4], KEYS[5]) > 0 then return {4} end",
+    into_pointer!()
 );
+
+/// The second half of a regenerate on a Cluster, once the new session was written: turns the
+/// old session into the pointer if it is still live at the expected revision. ARGV: now,
+/// expected revision ('' any), pointer value, pointer end ms. Returns {1, pending flash} done,
+/// else as the others.
+const RETIRE: &str = concat!(live_at_expected_revision!(), into_pointer!());
 
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
 /// latest deadline of its sessions), on one key, so it is Cluster-safe.

@@ -326,6 +326,21 @@ impl TrackedCluster {
         }
     }
 
+    /// Holds back for `hold` the replies of the commands connection of the master serving
+    /// `redis_key`'s slot (fault injection for tests).
+    #[cfg(feature = "testing")]
+    pub(in crate::store::redis) fn hold_replies(&self, redis_key: &str, hold: Duration) {
+        if let Some(generation) = self.current() {
+            if let Some(pair) = generation
+                .slots
+                .master_of(slot_of(redis_key.as_bytes()))
+                .and_then(|master| generation.masters.get(master))
+            {
+                pair.settled.hold_replies(hold);
+            }
+        }
+    }
+
     /// The cluster connection, for what spans several masters (`SCAN`, `SCRIPT LOAD`).
     pub(in crate::store::redis) fn commands(&self) -> ClusterConnection {
         self.commands.clone()

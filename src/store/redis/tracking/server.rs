@@ -151,6 +151,14 @@ impl Tracked {
         }
     }
 
+    /// Holds the commands connection's replies back for `hold` (fault injection for tests).
+    #[cfg(feature = "testing")]
+    pub(in crate::store::redis) fn hold_replies(&self, hold: Duration) {
+        if let Some((pair, _)) = self.current() {
+            pair.settled.hold_replies(hold);
+        }
+    }
+
     /// An operation failed with `error` (`None`: it timed out): unless the server merely
     /// refused the command, the connection is dropped with everything cached through it.
     pub(in crate::store::redis) fn failed(&self, error: Option<&RedisError>) {

@@ -55,6 +55,9 @@ pub(in crate::store::redis) struct Settled {
     /// Until when the driver is held back (fault injection for tests, feature `testing`).
     #[cfg(feature = "testing")]
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Until when the socket's reading (not its writing) is held back (tests).
+    #[cfg(feature = "testing")]
+    replies_held: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Settled {
@@ -157,6 +160,18 @@ impl Settled {
             Some(tokio::time::Instant::now() + pause);
     }
 
+    /// Holds back the reading of the commands connection of this pair for `hold`, from now:
+    /// what it sends still leaves, its replies wait.
+    pub(in crate::store::redis) fn hold_replies(&self, hold: Duration) {
+        if let Some(commands) = self.partner.get() {
+            *commands
+                .replies_held
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                Some(tokio::time::Instant::now() + hold);
+        }
+    }
+
     fn paused_until(&self) -> Option<tokio::time::Instant> {
         *self
             .paused_until
@@ -167,23 +182,40 @@ impl Settled {
 
 /// The socket, shared between the connection (which reads and writes it) and [`Settled`]
 /// (which only peeks).
-struct Shared(Arc<TcpStream>, Arc<AtomicBool>);
+struct Shared {
+    stream: Arc<TcpStream>,
+    drained: Arc<AtomicBool>,
+    /// Until when reading is held back, writing not (fault injection for tests).
+    #[cfg(feature = "testing")]
+    replies_held: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    #[cfg(feature = "testing")]
+    hold_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
 
 impl AsyncRead for Shared {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        #[cfg(feature = "testing")]
+        let held = *self
+            .replies_held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        #[cfg(feature = "testing")]
+        if held_back(&mut self.hold_timer, held, cx) {
+            return Poll::Pending;
+        }
         loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read(buf.initialize_unfilled()) {
                 Ok(read) => {
                     buf.advance(read);
                     return Poll::Ready(Ok(()));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.1.store(true, Ordering::SeqCst);
+                    self.drained.store(true, Ordering::SeqCst);
                     continue;
                 }
                 Err(err) => return Poll::Ready(Err(err)),
@@ -199,8 +231,8 @@ impl AsyncWrite for Shared {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(buf) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 outcome => return Poll::Ready(outcome),
             }
@@ -212,8 +244,24 @@ impl AsyncWrite for Shared {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
+        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(Shutdown::Write))
     }
+}
+
+/// Whether a fault injection (tests) still holds something back until `until`: then `timer`
+/// wakes the task when it ends.
+#[cfg(feature = "testing")]
+fn held_back(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    until: Option<tokio::time::Instant>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let Some(until) = until.filter(|until| tokio::time::Instant::now() < *until) else {
+        return false;
+    };
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+    timer.as_mut().reset(until);
+    timer.as_mut().poll(cx).is_pending()
 }
 
 /// The connection's driver, marking when it polls and telling when a poll ends.
@@ -232,16 +280,8 @@ impl Future for Driven {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         #[cfg(feature = "testing")]
-        if let Some(until) = this.settled.paused_until() {
-            if tokio::time::Instant::now() < until {
-                let sleep = this
-                    .pause
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-                sleep.as_mut().reset(until);
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
+        if held_back(&mut this.pause, this.settled.paused_until(), cx) {
+            return Poll::Pending;
         }
         let pass = this.settled.started.fetch_add(1, Ordering::SeqCst) + 1;
         this.settled.in_poll.store(true, Ordering::SeqCst);
@@ -317,7 +357,16 @@ async fn open(
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let stream = Arc::new(stream);
     let drained = Arc::new(AtomicBool::new(false));
-    let shared = Shared(Arc::clone(&stream), Arc::clone(&drained));
+    #[cfg(feature = "testing")]
+    let replies_held = Arc::new(std::sync::Mutex::new(None));
+    let shared = Shared {
+        stream: Arc::clone(&stream),
+        drained: Arc::clone(&drained),
+        #[cfg(feature = "testing")]
+        replies_held: Arc::clone(&replies_held),
+        #[cfg(feature = "testing")]
+        hold_timer: None,
+    };
     let settled = Arc::new(Settled {
         stream,
         in_poll: AtomicBool::new(false),
@@ -329,6 +378,8 @@ async fn open(
         partner: std::sync::OnceLock::new(),
         #[cfg(feature = "testing")]
         paused_until: std::sync::Mutex::new(None),
+        #[cfg(feature = "testing")]
+        replies_held,
     });
     let (connection, driver) = match info.addr() {
         #[cfg(feature = "redis-tls")]
