@@ -376,7 +376,7 @@ async fn login_racing_logout(target: Target) {
         }
     };
     // The round's session counts 1; a login after the logout starts a new one at 0.
-    let (mut resurrected, mut login_first, mut logout_first) = (0, 0, 0);
+    let (mut login_first, mut logout_first, mut refused) = (0, 0, 0);
     for round in 0..450u64 {
         let mut cookie = None;
         fetch(&client, &base_a, "/incr", &mut cookie).await;
@@ -410,25 +410,35 @@ async fn login_racing_logout(target: Target) {
         let (login, logout) = tokio::join!(login, logout);
         logout.unwrap();
         let mut newest = login.unwrap();
-        match fetch(&client, &base_a, "/read", &mut newest).await.as_str() {
+        let new_cookie = newest != cookie;
+        match (
+            new_cookie,
+            fetch(&client, &base_a, "/read", &mut newest).await.as_str(),
+        ) {
             // The login moved the session, then the logout ended it where it moved.
-            "0 new=true" => login_first += 1,
+            (true, "0 new=true") => login_first += 1,
             // The logout ended it, then the login started a new session.
-            "0 new=false" => logout_first += 1,
-            body => {
-                println!("round {round}: read {body:?} after the logout");
-                resurrected += 1;
+            (true, "0 new=false") => logout_first += 1,
+            // The logout landed between the login's load and its write: refused, no cookie.
+            (false, "0 new=true") => refused += 1,
+            (new_cookie, body) => {
+                panic!("round {round}: read {body:?} after the logout (new cookie: {new_cookie})")
             }
         }
     }
+    // Live now: the 50 sessions of the first part and those the logins after a logout started.
+    // A refused login left nothing (a session under a key no cookie carries would count here).
+    let live = a.count().await.unwrap();
     println!(
         "{target:?}: 450 logins on A racing a logout on B: login first {login_first}, logout \
-         first {logout_first}; the logged-out session read on A afterwards: {resurrected}"
+         first {logout_first}, login refused {refused}; the logged-out session was never read \
+         again; live sessions {live} (expected {})",
+        50 + logout_first
     );
-    assert_eq!(resurrected, 0);
+    assert_eq!(live, 50 + logout_first, "no session left behind");
     assert!(
-        login_first > 0 && logout_first > 0,
-        "both orders were covered"
+        login_first > 0 && logout_first > 0 && refused > 0,
+        "every order was covered"
     );
 }
 

@@ -179,9 +179,9 @@ async fn round_trips_and_commands_per_request() {
     check("read once the flash is gone", 1, &["GETEX", "GETEX"]);
     client.get("/login").await;
     check(
-        "regenerate (login): the new session is written beside the script, in one transaction",
+        "regenerate (login): the new session is written, then the script, in one transaction",
         2,
-        &["GETEX", "GETEX", "MULTI", "EVALSHA", "SET", "SET", "EXEC"],
+        &["GETEX", "GETEX", "MULTI", "SET", "SET", "EVALSHA", "EXEC"],
     );
     client.get("/logout").await;
     check("delete (logout)", 2, &["GETEX", "GETEX", "EVALSHA"]);

@@ -21,8 +21,9 @@
 //!    not cover scripted writes: their invalidation comes back right after the reply and
 //!    removes the entry the write stored, and the next read goes to Redis once. So the writes
 //!    whose result is worth keeping are plain commands: the default save (`SET`), and a
-//!    regenerate's new session (`SET … NX` inside the transaction whose script retires the old
-//!    one). A create, an optimistic save and a delete are scripts.
+//!    regenerate's new session (`SET … NX`, before the script that retires the old one; a
+//!    pending flash the script moves over is its write, and such a session is not kept). A
+//!    create, an optimistic save and a delete are scripts.
 //!
 //! Entries are evicted by a CLOCK sweep (LRU-like: a hit marks an entry, the sweep spares a
 //! marked one once) when the count passes the capacity.
@@ -133,6 +134,9 @@ struct Slots<T> {
     clock: VecDeque<SessionKey>,
     ready: usize,
     next_ticket: u64,
+    /// Loads this shard answered (counted under its lock: a shared counter would be one more
+    /// cache line that every hit moves between cores).
+    hits: u64,
 }
 
 /// What a load found in the cache.
@@ -145,7 +149,6 @@ pub(super) enum Lookup<T> {
 /// Counters, for tests and benchmarks.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub(super) hits: AtomicU64,
     pub(super) misses: AtomicU64,
     pub(super) invalidations: AtomicU64,
     pub(super) flushes: AtomicU64,
@@ -182,6 +185,7 @@ impl<T: Clone> Cache<T> {
                         slots: HashMap::new(),
                         clock: VecDeque::new(),
                         ready: 0,
+                        hits: 0,
                         next_ticket: 1,
                     })
                 })
@@ -312,7 +316,7 @@ impl<T: Clone> Cache<T> {
             Slot::Occupied(mut occupied) => match occupied.get_mut() {
                 State::Ready(ready) if answers(&ready.record, options) => {
                     ready.referenced = true;
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    slots.hits += 1;
                     Lookup::Hit(ready.record.clone())
                 }
                 State::Ready(_) => {
@@ -463,6 +467,11 @@ impl<T: Clone> Cache<T> {
     /// How many sessions are cached.
     pub(super) fn len(&self) -> usize {
         self.shards.iter().map(|shard| lock(shard).ready).sum()
+    }
+
+    /// Loads answered from the cache so far.
+    pub(super) fn hits(&self) -> u64 {
+        self.shards.iter().map(|shard| lock(shard).hits).sum()
     }
 }
 

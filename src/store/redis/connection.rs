@@ -110,7 +110,12 @@ pub(super) fn connection_in_doubt(error: Option<&RedisError>) -> bool {
                 || error.is_connection_refusal()
                 || error.is_timeout()
                 || error.is_unrecoverable_error()
-                || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+                // EXECABORT: a transaction refused as a whole, as a replica or a loading
+                // server refuses writes (the reason is inside; taken as one of those).
+                || matches!(
+                    error.code(),
+                    Some("READONLY" | "MASTERDOWN" | "LOADING" | "EXECABORT")
+                )
         }
     }
 }

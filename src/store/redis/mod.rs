@@ -71,8 +71,8 @@ const SCAN_BATCH: usize = 1000;
 /// | save, last write wins | `SET record XX KEEPTTL` (with a flash, also `SET live flash XX KEEPTTL`) | 1 (2 when the session moved or ended meanwhile) |
 /// | save, optimistic | one script | 1 |
 /// | create, delete | one script | 1 |
-/// | regenerate, one server | a transaction: a script turns the old session into the pointer (if it is live and the new keys are free), then `SET … NX` writes the new record and `live` key (removed again if the script refused) | 1 (2 when refused) |
-/// | regenerate, Cluster | `SET … NX` the new session, then a script turns the old one into the pointer (the new one is removed if that fails) | 2 or 3 |
+/// | regenerate, one server | a transaction: `SET … NX` of the new record and `live` key, then a script that turns the old session into the pointer (if it is live and the new record is this call's), or removes the new keys | 1 (2 if Redis lost the script) |
+/// | regenerate, Cluster | `SET … NX` the new session, then a script turns the old one into the pointer (the new one is removed if that fails; a pending flash moves over after) | 2 or 3 |
 /// | count | `SCAN MATCH prefix{*}:live` and one `GETRANGE` of each record's header (on every primary of a Cluster) | |
 ///
 /// Each operation has a timeout (default 1 s), so a hung server never hangs a request. The
@@ -236,7 +236,7 @@ fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
     })
 }
 
-/// Which of a regenerate's two `SET … NX` (record, `live` key) wrote.
+/// Which of a regenerate's two `SET … NX` (record, `live` key: the first two replies) wrote.
 fn written(replies: &[Value]) -> [bool; 2] {
     let wrote = |reply: Option<&Value>| matches!(reply, Some(Value::Okay));
     [wrote(replies.first()), wrote(replies.get(1))]
@@ -704,10 +704,7 @@ impl<T: Session> RedisStore<T> {
     pub fn cache_hits_and_misses(&self) -> (u64, u64) {
         self.cache.as_ref().map_or((0, 0), |cache| {
             (
-                cache
-                    .counters
-                    .hits
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                cache.hits(),
                 cache
                     .counters
                     .misses
@@ -906,12 +903,19 @@ impl<T: Session> RedisStore<T> {
         Ok(replies)
     }
 
-    /// Sends `pipe` as a transaction (`MULTI` … `EXEC`) in one round trip and returns each
-    /// command's reply, errors included: a command of a transaction that failed does not undo
-    /// the others, so the caller looks at each.
-    async fn transaction(&self, pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
+    /// Sends `pipe` in one round trip and returns each command's reply, errors included (the
+    /// commands of a pipeline or a transaction that failed do not undo the others, so the
+    /// caller looks at each). An error that may mean a failover is reported to the connection.
+    async fn replies(&self, mut pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
+        pipe.ignore_errors();
         let mut conn = self.conn().await?;
-        self.timed(pipe.query_async(&mut conn)).await
+        let replies: Vec<Value> = self.timed(pipe.query_async(&mut conn)).await?;
+        for reply in &replies {
+            if let Value::ServerError(err) = reply {
+                self.connection.failed(Some(&err.clone().into()));
+            }
+        }
+        Ok(replies)
     }
 
     /// Sends `cmd` within the command timeout, keeping the server's error as it is.
@@ -1061,9 +1065,18 @@ impl<T: Session> RedisStore<T> {
         forward: Forward,
     ) -> Result<(WriteOutcome, bool), StoreError> {
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
+        let (record_value, live_value) = Self::new_session_values(record, expect)?;
         let mut pipe = Pipeline::with_capacity(2);
-        self.write_new_session(&mut pipe, &new_keys, record, expect)?;
-        let created = written(&self.pipeline(pipe).await?);
+        self.write_new_session(&mut pipe, &new_keys, (&record_value, &live_value), record);
+        let replies = self.replies(pipe).await?;
+        let created = written(&replies);
+        if let Some(Value::ServerError(err)) =
+            replies.iter().find(|r| matches!(r, Value::ServerError(_)))
+        {
+            let err: RedisError = err.clone().into();
+            self.remove_written(&new_keys, created).await?;
+            return Err(backend(err));
+        }
         if created != [true, true] {
             self.remove_written(&new_keys, created).await?;
             return Ok((WriteOutcome::Collision, false));
@@ -1086,29 +1099,46 @@ impl<T: Session> RedisStore<T> {
             .await
     }
 
-    /// Writes a regenerated session's record and `live` key (plain `SET … NX`, so that a cached
-    /// store's `NOLOOP` covers them) as the next two commands of `pipe`.
+    /// A regenerated session's record and `live` values, as its keys will hold them.
+    fn new_session_values(
+        record: &Record<T>,
+        expect: Expect,
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+        let mut record_value = Vec::with_capacity(RECORD_SIZE_HINT);
+        layout::write_record(&mut record_value, next_revision(record, expect), record)?;
+        let mut live_value = Vec::new();
+        if !record.flash.is_empty() {
+            serde_json::to_writer(&mut live_value, &record.flash)
+                .map_err(|err| StoreError::Encode(Box::new(err)))?;
+        }
+        Ok((record_value, live_value))
+    }
+
+    /// Writes a regenerated session's record and `live` key (`values`) with plain `SET … NX`
+    /// (so that a cached store's `NOLOOP` covers them) as the next two commands of `pipe`.
     fn write_new_session(
         &self,
         pipe: &mut Pipeline,
         keys: &Keys,
+        (record_value, live_value): (&[u8], &[u8]),
         record: &Record<T>,
-        expect: Expect,
-    ) -> Result<(), StoreError> {
+    ) {
         let expiry = millis(record.effective_expiry());
-        let mut set_record = Cmd::with_capacity(6, keys.record.len() + RECORD_SIZE_HINT + 40);
-        set_record.arg("SET").arg(&keys.record);
-        Self::record_arg(&mut set_record, record, next_revision(record, expect))?;
+        let mut set_record = redis::cmd("SET");
         set_record
+            .arg(&keys.record)
+            .arg(record_value)
             .arg("NX")
             .arg("PXAT")
             .arg(self.record_end(expiry));
-        let mut set_live = Cmd::with_capacity(6, keys.live.len() + FLASH_SIZE_HINT + 40);
-        set_live.arg("SET").arg(&keys.live);
-        Self::flash_arg(&mut set_live, record)?;
-        set_live.arg("NX").arg("PXAT").arg(expiry);
+        let mut set_live = redis::cmd("SET");
+        set_live
+            .arg(&keys.live)
+            .arg(live_value)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expiry);
         pipe.add_command(set_record).add_command(set_live);
-        Ok(())
     }
 
     /// Removes what [`Self::write_new_session`] wrote (`written`: record, `live` key) when the
@@ -1450,11 +1480,13 @@ impl<T: Session> RedisStore<T> {
         let (old_keys, new_keys) = (self.keys(old), self.keys(&record.key));
         let (now, pointer) = (now_arg(), layout::pointer_value(&forward));
         let old_moved = old_keys.moved();
-        // One transaction: the script retires the old session (or refuses, writing nothing),
-        // then the new session's keys are written; what they wrote is removed after a refusal.
-        let handover = |verb: &str, script: &[u8]| -> Result<Pipeline, StoreError> {
+        let (record_value, live_value) = Self::new_session_values(record, expect)?;
+        // One transaction: the new session's keys, then the script that retires the old session
+        // or, refusing, removes them again (so that nothing is left, whatever happens after).
+        let handover = |verb: &str, script: &[u8]| {
             let mut pipe = Pipeline::with_capacity(3);
-            pipe.atomic().ignore_errors();
+            pipe.atomic();
+            self.write_new_session(&mut pipe, &new_keys, (&record_value, &live_value), record);
             let mut retire = Self::script_cmd(
                 verb,
                 script,
@@ -1470,38 +1502,41 @@ impl<T: Session> RedisStore<T> {
                 .arg(&now)
                 .arg(expect_arg(expect))
                 .arg(&pointer)
-                .arg(millis(forward.until));
+                .arg(millis(forward.until))
+                .arg(&record_value)
+                .arg(&live_value);
             pipe.add_command(retire);
-            self.write_new_session(&mut pipe, &new_keys, record, expect)?;
-            Ok(pipe)
+            pipe
         };
         let lua = &self.scripts.regenerate;
         let mut replies = self
-            .transaction(handover("EVALSHA", lua.script.get_hash().as_bytes())?)
+            .replies(handover("EVALSHA", lua.script.get_hash().as_bytes()))
             .await?;
-        if matches!(replies.first(), Some(Value::ServerError(err)) if err.kind() == Some(ServerErrorKind::NoScript))
+        if matches!(replies.get(2), Some(Value::ServerError(err)) if err.kind() == Some(ServerErrorKind::NoScript))
         {
-            self.remove_written(&new_keys, written(replies.get(1..).unwrap_or_default()))
-                .await?;
-            replies = self
-                .transaction(handover("EVAL", lua.code.as_bytes())?)
-                .await?;
+            // The keys the first attempt wrote hold this call's values: the script takes them
+            // as its own.
+            replies = self.replies(handover("EVAL", lua.code.as_bytes())).await?;
         }
-        let created = written(replies.get(1..).unwrap_or_default());
-        let reply = match replies.first() {
-            Some(Value::Array(reply)) => reply.as_slice(),
+        let reply = match replies.get(2) {
+            Some(Value::Array(reply)) => reply,
             Some(Value::ServerError(err)) => {
+                // The script stopped before writing (a value of another type under a key):
+                // what the SETs wrote goes.
                 let err: RedisError = err.clone().into();
-                self.remove_written(&new_keys, created).await?;
+                self.remove_written(&new_keys, written(&replies)).await?;
                 return Err(backend(err));
             }
             _ => {
-                self.remove_written(&new_keys, created).await?;
+                self.remove_written(&new_keys, written(&replies)).await?;
                 return Err(malformed("regenerate reply"));
             }
         };
-        self.finish_regenerate(&new_keys, created, reply, record)
-            .await
+        let outcome = write_outcome(reply)?;
+        let carried = outcome == WriteOutcome::Done
+            && live_value.is_empty()
+            && !bytes(reply.get(1)).unwrap_or_default().is_empty();
+        Ok((outcome, carried))
     }
 
     async fn delete_in_redis(

@@ -3,8 +3,8 @@
 //! Reads and last-write-wins saves never run a script (see `layout.rs`): a script costs Redis
 //! at least 0.5 µs per call and 0.6 µs per `redis.call`, against about 0.3 µs for a native
 //! command. What is left here is a create (nothing may be under any of the three keys), a save
-//! that checks a revision, a delete, and the old session's half of a regenerate (the new
-//! session is written with plain `SET … NX` beside it). Every script is inline, with no
+//! that checks a revision, a delete, and the checking half of a regenerate (the new session is
+//! written with plain `SET … NX` before it). Every script is inline, with no
 //! helper functions: defining a function costs a script call time too. KEYS are always the
 //! session's `record`, `live` and `moved` keys (then the new session's for a regenerate).
 //! Rust formats every value a script writes (the record with its header, the pointer) and every
@@ -83,37 +83,51 @@ if live then return {1} end
 return {0}
 "#;
 
-/// The end of a script that retires a live session (after [`live_at_expected_revision`]):
-/// removes the record and `live` key, leaves the pointer (ARGV[3], ending at ARGV[4] ms) and
-/// returns `{1, pending flash}`.
-macro_rules! into_pointer {
-    () => {
-        r#"
+/// The last command of a regenerate on one server, in a transaction whose first two commands
+/// wrote the new session's record and `live` key with plain `SET … NX` (plain commands, so that
+/// a cached store's `NOLOOP` covers them and it keeps the copy it wrote). Turns the old session
+/// into the pointer if it is live at the expected revision and the new record holds this
+/// call's value (else its `SET` found the key taken); on a refusal it removes the new keys when
+/// the record is this call's, so a refused regenerate leaves nothing, in the same step.
+/// KEYS: the old session's three, the new one's record and `live`. ARGV: now, expected revision
+/// ('' any), pointer value, pointer end ms, the new record's value, the new `live` value ('' no
+/// flash: a pending one moves over). Returns `{1, pending flash}` done, `{4}` a new key taken,
+/// else as the others.
+const REGENERATE: &str = r#"
+local got = redis.call('MGET', KEYS[1], KEYS[2], KEYS[4])
+local v, pending = got[1], got[2]
+local mine = got[3] == ARGV[5]
+local refused
+if not v then
+  local p = redis.call('GET', KEYS[3])
+  if p and string.byte(p, 1) == 80 then refused = {2, string.sub(p, 2, 44)} else refused = {0} end
+elseif string.byte(v, 1) ~= 83 or #v < 36 then refused = {9}
+elseif not pending or string.sub(v, 22, 36) <= ARGV[1] then refused = {0}
+elseif ARGV[2] ~= '' and string.sub(v, 2, 21) ~= ARGV[2] then refused = {3}
+elseif not mine then refused = {4}
+end
+if refused then
+  if mine then redis.call('DEL', KEYS[4], KEYS[5]) end
+  return refused
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
+if ARGV[6] == '' and pending ~= '' then redis.call('SET', KEYS[5], pending, 'KEEPTTL') end
 return {1, pending}
-"#
-    };
-}
-
-/// The first command of a regenerate on one server, in a transaction whose next two commands
-/// write the new session's record and `live` key with plain `SET … NX` (plain commands, so
-/// that a cached store's `NOLOOP` covers them and it keeps the copy it wrote): turns the old
-/// session into the pointer if it is live at the expected revision and the new keys are free.
-/// KEYS: the old session's three, the new one's record and `live`. ARGV: now, expected revision
-/// ('' any), pointer value, pointer end ms. Returns as [`RETIRE`], or `{4}` when a new key is
-/// taken; the caller removes what the `SET`s wrote when it did not answer done.
-const REGENERATE: &str = concat!(
-    live_at_expected_revision!(),
-    "if redis.call('EXISTS', KEYS[4], KEYS[5]) > 0 then return {4} end",
-    into_pointer!()
-);
+"#;
 
 /// The second half of a regenerate on a Cluster, once the new session was written: turns the
 /// old session into the pointer if it is still live at the expected revision. ARGV: now,
 /// expected revision ('' any), pointer value, pointer end ms. Returns {1, pending flash} done,
 /// else as the others.
-const RETIRE: &str = concat!(live_at_expected_revision!(), into_pointer!());
+const RETIRE: &str = concat!(
+    live_at_expected_revision!(),
+    r#"
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
+return {1, pending}
+"#
+);
 
 /// Adds ARGV[1] to the owner's set KEYS[1] and keeps the set at least until ARGV[2] ms (the
 /// latest deadline of its sessions), on one key, so it is Cluster-safe.

@@ -54,10 +54,10 @@ pub(in crate::store::redis) struct Settled {
     partner: std::sync::OnceLock<Arc<Settled>>,
     /// Until when the driver is held back (fault injection for tests, feature `testing`).
     #[cfg(feature = "testing")]
-    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    paused_until: HoldBack,
     /// Until when the socket's reading (not its writing) is held back (tests).
     #[cfg(feature = "testing")]
-    replies_held: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    replies_held: Arc<HoldBack>,
 }
 
 impl Settled {
@@ -65,7 +65,11 @@ impl Settled {
     /// `Some(true)` yes, `Some(false)` it cannot be told (the connection is gone: nothing may
     /// be answered from the cache), `None` not yet (the driver has bytes to read or is reading).
     pub(in crate::store::redis) fn settled_now(&self) -> Option<bool> {
-        if self.hung_up() || self.partner.get().is_some_and(|partner| partner.hung_up()) {
+        // This socket's own hang-up shows in the peek (end of stream or an error); the
+        // partner's, whose socket carries replies, only in the runtime's readiness.
+        if self.closed.load(Ordering::SeqCst)
+            || self.partner.get().is_some_and(|partner| partner.hung_up())
+        {
             return Some(false);
         }
         let mut byte = [MaybeUninit::<u8>::uninit()];
@@ -153,30 +157,19 @@ impl Future for Settling<'_> {
 impl Settled {
     /// Holds the driver back for `pause`: what reaches the socket meanwhile stays unread.
     pub(in crate::store::redis) fn pause(&self, pause: Duration) {
-        *self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(tokio::time::Instant::now() + pause);
+        self.paused_until.hold(pause);
     }
 
     /// Holds back the reading of the commands connection of this pair for `hold`, from now:
     /// what it sends still leaves, its replies wait.
     pub(in crate::store::redis) fn hold_replies(&self, hold: Duration) {
         if let Some(commands) = self.partner.get() {
-            *commands
-                .replies_held
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                Some(tokio::time::Instant::now() + hold);
+            commands.replies_held.hold(hold);
         }
     }
 
     fn paused_until(&self) -> Option<tokio::time::Instant> {
-        *self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.paused_until.until()
     }
 }
 
@@ -191,7 +184,7 @@ struct Shared {
     deferred: bool,
     /// Until when reading is held back, writing not (fault injection for tests).
     #[cfg(feature = "testing")]
-    replies_held: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    replies_held: Arc<HoldBack>,
     #[cfg(feature = "testing")]
     hold_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -203,10 +196,7 @@ impl AsyncRead for Shared {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         #[cfg(feature = "testing")]
-        let held = *self
-            .replies_held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held = self.replies_held.until();
         #[cfg(feature = "testing")]
         if held_back(&mut self.hold_timer, held, cx) {
             return Poll::Pending;
@@ -256,6 +246,37 @@ impl AsyncWrite for Shared {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(Shutdown::Write))
+    }
+}
+
+/// Until when a fault injection (tests) holds something back. Checked on every read and driver
+/// poll of a build with the `testing` feature, so the check is one load while nothing is held.
+#[cfg(feature = "testing")]
+#[derive(Default)]
+struct HoldBack {
+    armed: AtomicBool,
+    until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+#[cfg(feature = "testing")]
+impl HoldBack {
+    fn hold(&self, hold: Duration) {
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(tokio::time::Instant::now() + hold);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn until(&self) -> Option<tokio::time::Instant> {
+        if !self.armed.load(Ordering::Relaxed) {
+            return None;
+        }
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -372,11 +393,13 @@ async fn open(
     let stream = Arc::new(stream);
     let drained = Arc::new(AtomicBool::new(false));
     #[cfg(feature = "testing")]
-    let replies_held = Arc::new(std::sync::Mutex::new(None));
+    let replies_held = Arc::new(HoldBack::default());
     let shared = Shared {
         stream: Arc::clone(&stream),
         drained: Arc::clone(&drained),
-        coalesce,
+        // Over TLS the TLS stream takes the bytes whatever this socket says and writes them
+        // on its flush: holding back here would only add a wake-up.
+        coalesce: coalesce && !matches!(info.addr(), ConnectionAddr::TcpTls { .. }),
         deferred: false,
         #[cfg(feature = "testing")]
         replies_held: Arc::clone(&replies_held),
@@ -393,7 +416,7 @@ async fn open(
         passes: tokio::sync::Notify::new(),
         partner: std::sync::OnceLock::new(),
         #[cfg(feature = "testing")]
-        paused_until: std::sync::Mutex::new(None),
+        paused_until: HoldBack::default(),
         #[cfg(feature = "testing")]
         replies_held,
     });
