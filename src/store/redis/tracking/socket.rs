@@ -6,8 +6,9 @@
 //! the reply that lets the other instance answer). The invalidations come on a quiet connection
 //! of their own ([`Pair`]: the commands connection's tracking redirects them there), so an
 //! unread byte on it can only be one. Before the cache answers a read, the store asks
-//! [`Settled::settled_now`]: the socket holds no unread byte (a `MSG_PEEK`, no read) and the
-//! connection's driver is not in the middle of a poll. The driver reads until the socket is
+//! [`Settled::settled_now`]: the socket holds no unread byte and neither socket of the pair
+//! hung up (a `poll` with no timeout on Linux, a `MSG_PEEK` elsewhere; nothing is read), and
+//! the connection's driver is not in the middle of a poll. The driver reads until the socket is
 //! empty and hands every complete push to the cache within one poll, so together these mean
 //! that every push that arrived before the question was applied. When they do not hold, the
 //! read waits for the driver's next pass (it has data to read, so it was woken), within a bound.
@@ -15,7 +16,6 @@
 use std::{
     future::Future,
     io,
-    mem::MaybeUninit,
     net::Shutdown,
     pin::Pin,
     sync::{
@@ -65,36 +65,75 @@ impl Settled {
     /// `Some(true)` yes, `Some(false)` it cannot be told (the connection is gone: nothing may
     /// be answered from the cache), `None` not yet (the driver has bytes to read or is reading).
     pub(in crate::store::redis) fn settled_now(&self) -> Option<bool> {
-        // This socket's own hang-up shows in the peek (end of stream or an error); the
-        // partner's, whose socket carries replies, only in the runtime's readiness.
         if self.closed.load(Ordering::SeqCst)
-            || self.partner.get().is_some_and(|partner| partner.hung_up())
+            || self
+                .partner
+                .get()
+                .is_some_and(|partner| partner.closed.load(Ordering::SeqCst))
         {
             return Some(false);
         }
-        let mut byte = [MaybeUninit::<u8>::uninit()];
+        // The sockets first: bytes they do not show were read by a driver poll that either
+        // ended (and applied them) or is still on (`in_poll`, read after).
+        match self.sockets_now() {
+            Sockets::Quiet => (!self.in_poll.load(Ordering::SeqCst)).then_some(true),
+            // Bytes waiting: the driver was woken for them.
+            Sockets::Unread => None,
+            Sockets::HungUp => Some(false),
+        }
+    }
+
+    /// This socket and its partner's, without reading or locking either: one `poll` with no
+    /// timeout (Linux: TCP answers it without the socket's lock, which a peek takes and which
+    /// both worker threads would contend for on every cached read). An end of stream or an
+    /// error on either, and unread bytes on this one, show before the driver reads up to them.
+    #[cfg(target_os = "linux")]
+    fn sockets_now(&self) -> Sockets {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let ended = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+        let partner: &Settled = self.partner.get().map_or(self, |partner| partner);
+        let mut fds = [
+            PollFd::new(&*self.stream, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(&*partner.stream, PollFlags::RDHUP),
+        ];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         loop {
-            // The peek first: bytes it does not see were read by a driver poll that either
-            // ended (and applied them) or is still on (`in_poll`, read after).
-            return match socket2::SockRef::from(&*self.stream).peek(&mut byte) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    (!self.in_poll.load(Ordering::SeqCst)).then_some(true)
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                // Bytes waiting: the driver was woken for them.
-                Ok(read) if read > 0 => None,
-                // End of stream, or a broken socket.
-                _ => Some(false),
+            return match poll(&mut fds, Some(&now)) {
+                Ok(_) if fds.iter().any(|fd| fd.revents().intersects(ended)) => Sockets::HungUp,
+                Ok(_) if fds[0].revents().contains(PollFlags::IN) => Sockets::Unread,
+                Ok(_) => Sockets::Quiet,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => Sockets::HungUp,
             };
         }
     }
 
-    /// Whether the connection ended, or its socket reports a hang-up or an error (seen by the
-    /// runtime, before the driver read up to it), without reading anything.
-    fn hung_up(&self) -> bool {
-        if self.closed.load(Ordering::SeqCst) {
-            return true;
+    /// Elsewhere: a peek at this socket, and the runtime's readiness of the partner's (whose
+    /// socket carries replies, so a peek tells nothing of its end).
+    #[cfg(not(target_os = "linux"))]
+    fn sockets_now(&self) -> Sockets {
+        if self.partner.get().is_some_and(|partner| partner.hung_up()) {
+            return Sockets::HungUp;
         }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        loop {
+            return match socket2::SockRef::from(&*self.stream).peek(&mut byte) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => Sockets::Quiet,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(read) if read > 0 => Sockets::Unread,
+                // End of stream, or a broken socket.
+                _ => Sockets::HungUp,
+            };
+        }
+    }
+
+    /// Whether the socket reports a hang-up or an error (seen by the runtime, before the driver
+    /// read up to it), without reading anything.
+    #[cfg(not(target_os = "linux"))]
+    fn hung_up(&self) -> bool {
         let mut ready = std::pin::pin!(self.stream.ready(tokio::io::Interest::READABLE));
         let mut context = Context::from_waker(std::task::Waker::noop());
         match ready.as_mut().poll(&mut context) {
@@ -114,6 +153,16 @@ impl Settled {
             deadline: Box::pin(tokio::time::sleep(within)),
         }
     }
+}
+
+/// What a socket pair shows at one moment.
+enum Sockets {
+    /// No unread byte, no end.
+    Quiet,
+    /// Bytes wait on the quiet socket.
+    Unread,
+    /// Either socket ended or failed.
+    HungUp,
 }
 
 /// The future of [`Settled::settled`]; hand-written, as a read's future holds it.
@@ -174,7 +223,7 @@ impl Settled {
 }
 
 /// The socket, shared between the connection (which reads and writes it) and [`Settled`]
-/// (which only peeks).
+/// (which only looks).
 struct Shared {
     stream: Arc<TcpStream>,
     drained: Arc<AtomicBool>,
