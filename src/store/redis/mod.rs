@@ -236,6 +236,14 @@ fn write_outcome(reply: &[Value]) -> Result<WriteOutcome, StoreError> {
     })
 }
 
+/// The first error among a pipeline's replies.
+fn first_error(replies: &[Value]) -> Option<RedisError> {
+    replies.iter().find_map(|reply| match reply {
+        Value::ServerError(err) => Some(err.clone().into()),
+        _ => None,
+    })
+}
+
 /// Which of a regenerate's two `SET … NX` (record, `live` key: the first two replies) wrote.
 fn written(replies: &[Value]) -> [bool; 2] {
     let wrote = |reply: Option<&Value>| matches!(reply, Some(Value::Okay));
@@ -889,18 +897,12 @@ impl<T: Session> RedisStore<T> {
     /// Sends the pipeline (all on one session's keys, so one slot) in one round trip. A
     /// command's error fails the whole, as what it is (a value of another type under a session
     /// key is foreign data, not an outage).
-    async fn pipeline(&self, mut pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
-        pipe.ignore_errors();
-        let mut conn = self.conn().await?;
-        let replies: Vec<Value> = self.timed(pipe.query_async(&mut conn)).await?;
-        for reply in &replies {
-            if let Value::ServerError(err) = reply {
-                let err: RedisError = err.clone().into();
-                self.connection.failed(Some(&err));
-                return Err(backend(err));
-            }
+    async fn pipeline(&self, pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
+        let replies = self.replies(pipe).await?;
+        match first_error(&replies) {
+            Some(err) => Err(backend(err)),
+            None => Ok(replies),
         }
-        Ok(replies)
     }
 
     /// Sends `pipe` in one round trip and returns each command's reply, errors included (the
@@ -1070,10 +1072,7 @@ impl<T: Session> RedisStore<T> {
         self.write_new_session(&mut pipe, &new_keys, (&record_value, &live_value), record);
         let replies = self.replies(pipe).await?;
         let created = written(&replies);
-        if let Some(Value::ServerError(err)) =
-            replies.iter().find(|r| matches!(r, Value::ServerError(_)))
-        {
-            let err: RedisError = err.clone().into();
+        if let Some(err) = first_error(&replies) {
             self.remove_written(&new_keys, created).await?;
             return Err(backend(err));
         }
