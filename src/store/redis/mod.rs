@@ -767,6 +767,9 @@ impl<T: Session> RedisStore<T> {
     #[cfg(feature = "testing")]
     #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn hold_replies(&self, key: &SessionKey, hold: Duration) {
+        // One server: one connection serves every key.
+        #[cfg(not(feature = "cluster"))]
+        let _ = key;
         match &self.connection {
             Connection::Tracked(tracked) => tracked.hold_replies(hold),
             #[cfg(feature = "cluster")]
@@ -1161,6 +1164,7 @@ impl<T: Session> RedisStore<T> {
     /// through, and a flash still pending on the old session moves over unless this one brings
     /// its own. Also says whether the new session may hold what `record` does not show (a
     /// flash that moved over, or nothing known: a resend).
+    #[cfg(feature = "cluster")]
     async fn finish_regenerate(
         &self,
         new_keys: &Keys,

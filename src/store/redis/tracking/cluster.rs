@@ -292,6 +292,8 @@ impl TrackedCluster {
         tracked
     }
 
+    // Without TLS the setting is an `Option<Infallible>`, which is `Copy`.
+    #[cfg_attr(not(feature = "redis-tls"), allow(clippy::clone_on_copy))]
     pub(in crate::store::redis) fn settings(&self) -> ClusterSettings {
         ClusterSettings {
             commands: self.commands.clone(),
@@ -493,6 +495,8 @@ impl TrackedCluster {
 
     /// Builds a generation: reads the slot map, connects to every master in it with tracking
     /// on, and checks that the map did not change meanwhile.
+    // Without TLS the setting is an `Option<Infallible>`, which is `Copy`.
+    #[cfg_attr(not(feature = "redis-tls"), allow(clippy::clone_on_copy))]
     async fn build(&self) -> Result<(), Broken> {
         let _one_at_a_time = self.building.lock().await;
         if self

@@ -240,25 +240,24 @@ struct Shared {
 
 impl AsyncRead for Shared {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         #[cfg(feature = "testing")]
-        let held = self.replies_held.until();
-        #[cfg(feature = "testing")]
-        if held_back(&mut self.hold_timer, held, cx) {
+        if held_back(&mut this.hold_timer, this.replies_held.until(), cx) {
             return Poll::Pending;
         }
         loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
+            ready!(this.stream.poll_read_ready(cx))?;
+            match this.stream.try_read(buf.initialize_unfilled()) {
                 Ok(read) => {
                     buf.advance(read);
                     return Poll::Ready(Ok(()));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.drained.store(true, Ordering::SeqCst);
+                    this.drained.store(true, Ordering::SeqCst);
                     continue;
                 }
                 Err(err) => return Poll::Ready(Err(err)),
