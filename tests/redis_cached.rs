@@ -329,8 +329,11 @@ async fn unread_invalidations(target: Target) {
 /// so that the logout reaches Redis first in some rounds and the login in others; in every
 /// other round A's replies are held back 15 ms (`hold_replies`), so that B's invalidation
 /// reaches A while A's write is in flight, and in the others mostly after A stored the session
-/// it wrote. However they land, the logged-out session is over: A's next read with the newest
-/// cookie does not see it. First, logins alone show A keeping the session its login wrote.
+/// it wrote. Every order must occur (told apart by the login's cookie and the read after it:
+/// login first, logout first, logout between the login's read and its write). However they
+/// land, the logged-out session is over: A's next read with the newest cookie does not see it,
+/// and the live sessions counted afterwards show that a refused login left nothing behind.
+/// First, logins alone show A keeping the session its login wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_is_cached_where_it_was_made_and_a_racing_logout_still_ends_it() {
     let server = RedisServer::start();
