@@ -1126,21 +1126,14 @@ impl<T: Session> RedisStore<T> {
         record: &Record<T>,
     ) {
         let expiry = millis(record.effective_expiry());
-        let mut set_record = redis::cmd("SET");
-        set_record
-            .arg(&keys.record)
-            .arg(record_value)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(self.record_end(expiry));
-        let mut set_live = redis::cmd("SET");
-        set_live
-            .arg(&keys.live)
-            .arg(live_value)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(expiry);
-        pipe.add_command(set_record).add_command(set_live);
+        for (key, value, end) in [
+            (&keys.record, record_value, self.record_end(expiry)),
+            (&keys.live, live_value, expiry),
+        ] {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value).arg("NX").arg("PXAT").arg(end);
+            pipe.add_command(set);
+        }
     }
 
     /// Removes what [`Self::write_new_session`] wrote (`written`: record, `live` key) when the
