@@ -1061,6 +1061,52 @@ async fn an_outage_stops_the_cache_at_once_and_service_recovers() {
     );
 }
 
+/// The store's command timeout also bounds the cached store's own connections: with 3 s, a
+/// write that Redis answers only after 1.2 s (`CLIENT PAUSE`) is waited for and succeeds,
+/// though the heartbeat drops the cache meanwhile; with the default 1 s, the same pause fails
+/// the request with no cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_timeout_is_the_stores_on_the_tracked_connections() {
+    let server = RedisServer::start();
+    for (timeout, answered) in [
+        (Duration::from_secs(3), true),
+        (Duration::from_secs(1), false),
+    ] {
+        let store = cached(&server, LocalCache::new())
+            .await
+            .with_command_timeout(timeout);
+        let mut client = Client::new(support::routes().layer(SessionLayer::new(store.clone())));
+        assert_eq!(client.get("/incr").await.body, "1");
+        assert_eq!(client.get("/read").await.body, "1 new=false");
+        assert!(store.cached_sessions() > 0, "{timeout:?}: nothing cached");
+        server.command::<()>(&["CLIENT", "PAUSE", "1200", "ALL"]);
+        let started = Instant::now();
+        let reply = client.get("/incr").await;
+        let took = started.elapsed();
+        if answered {
+            assert_eq!(reply.status, StatusCode::OK, "{timeout:?}, after {took:?}");
+            assert_eq!(reply.body, "2");
+            assert!(
+                took >= Duration::from_millis(1000),
+                "answered after {took:?}"
+            );
+        } else {
+            assert_eq!(
+                reply.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "after {took:?}"
+            );
+            assert!(reply.set_cookies().is_empty());
+            assert!(
+                took < Duration::from_millis(1190),
+                "answered after {took:?}"
+            );
+        }
+        // Let the pause end before the next round.
+        tokio::time::sleep(Duration::from_millis(1300).saturating_sub(started.elapsed())).await;
+    }
+}
+
 /// Either of the store's two connections killed on the server (`CLIENT KILL`): the commands
 /// connection (whose tracking stops with it) or the quiet one the invalidations go to. The cache
 /// drops its sessions at once, well before the next heartbeat could notice, and is used again

@@ -434,6 +434,34 @@ async fn a_hung_redis_times_out_instead_of_hanging_the_request() {
     assert!(matches!(&events.take()[..], [Event::Error(msg)] if msg.contains("timed out")));
 }
 
+/// The command timeout is the store's, whichever way: with 3 s, a Redis that answers only after
+/// 1.2 s (`CLIENT PAUSE`) is waited for, not cut off by a shorter timeout of the connection's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_command_timeout_waits_for_a_slow_redis() {
+    let server = RedisServer::start();
+    let events = Events::default();
+    let store = store_on(&server)
+        .await
+        .with_command_timeout(Duration::from_secs(3));
+    let mut client = Client::new(app(store, &events));
+    assert_eq!(client.get("/incr").await.body, "1");
+    server.command::<()>(&["CLIENT", "PAUSE", "1200", "ALL"]);
+    let started = Instant::now();
+    let reply = client.get("/incr").await;
+    let took = started.elapsed();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "after {took:?}: {:?}",
+        events.take()
+    );
+    assert_eq!(reply.body, "2");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "answered after {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_or_foreign_values_under_a_session_key_become_a_fresh_session() {
     let server = RedisServer::start();

@@ -333,7 +333,9 @@ impl<T: Session> RedisStore<T> {
     async fn connect_client(client: redis::Client) -> Result<Self, StoreError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
-            .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
+            // No reply timeout of the redis crate's own: the store's command timeout bounds
+            // every operation, and one here would cut a longer one short.
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
@@ -413,9 +415,10 @@ impl<T: Session> RedisStore<T> {
             redis::sentinel::SentinelServerType::Master,
         )
         .map_err(backend)?;
+        // The store's command timeout bounds every operation, the sentinels' answer included.
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
-            .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT));
+            .set_response_timeout(None);
         let master = connection::sentinel::Master::new(client, config);
         let store = Self::with_connection(Connection::Sentinel(std::sync::Arc::new(master)));
         store.load_scripts().await?;
@@ -683,6 +686,13 @@ impl<T: Session> RedisStore<T> {
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         // A cached store tracks the keys under its prefix: track the new one.
+        self.retracked()
+    }
+
+    /// A cached store's tracking set up again with the store's prefix and command timeout (its
+    /// connections are opened, and their heartbeats answered, within that timeout), with an
+    /// empty cache; the store itself when it has no cache.
+    fn retracked(mut self) -> Self {
         let Some(local) = self.cache.as_ref().map(|cache| cache.settings.clone()) else {
             return self;
         };
@@ -791,11 +801,25 @@ impl<T: Session> RedisStore<T> {
     }
 
     /// How long one store operation may take before it fails with [`StoreError::Timeout`]
-    /// (default 1 s).
+    /// (default 1 s), whatever it waits for: a reply, a reconnection, the sentinels. A cached
+    /// store also opens its tracked connections within it. On a Cluster, a node that has not
+    /// answered within 1 s is asked again (by the redis crate) inside that time.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tower_typed_sessions::{RedisStore, Session};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+    /// let store = RedisStore::<Data>::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_command_timeout(Duration::from_secs(3));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
-        self
+        self.retracked()
     }
 
     /// How long an expired session stays in Redis so that a client coming back with its cookie

@@ -118,7 +118,10 @@ impl Tracked {
         // include it.
         let open: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
             Box::pin(self.source.open(&self.prefix, pushes, self.timeout));
-        let pair = Arc::new(open.await?);
+        let pair = tokio::time::timeout(self.timeout, open)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let pair = Arc::new(pair);
         let connection = pair.commands.clone();
         // Published and connected under the lock a drop takes: a connection cannot be dropped
         // between the two and then serve.

@@ -419,7 +419,9 @@ async fn open(
     let sender = Arc::clone(&pushes);
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
+        // No reply timeout here: the store's command timeout bounds each operation, and the
+        // pair's set-up and heartbeats have their own (set with it).
+        .set_response_timeout(None)
         .set_push_sender(move |push: redis::PushInfo| {
             sender(push);
             Ok::<(), std::convert::Infallible>(())
