@@ -374,9 +374,11 @@ impl<T: Session> RedisStore<T> {
 
     #[cfg(feature = "cluster")]
     fn cluster_builder(nodes: &[&str]) -> redis::cluster::ClusterClientBuilder {
+        // No reply timeout of the redis crate's: it cut a longer command timeout short, and the
+        // redis crate retries a command whose node timed out (a write could then run twice).
+        // The store's command timeout bounds each operation.
         redis::cluster::ClusterClient::builder(nodes.iter().copied())
             .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
-            .response_timeout(DEFAULT_COMMAND_TIMEOUT)
             .retries(2)
             // The redis crate waits at least 1.28 s before a retry (a request caught in a
             // failover would outlast the command timeout): 10 to 100 ms, so that a request
@@ -801,9 +803,9 @@ impl<T: Session> RedisStore<T> {
     }
 
     /// How long one store operation may take before it fails with [`StoreError::Timeout`]
-    /// (default 1 s), whatever it waits for: a reply, a reconnection, the sentinels. A cached
-    /// store also opens its tracked connections within it. On a Cluster, a node that has not
-    /// answered within 1 s is asked again (by the redis crate) inside that time.
+    /// (default 1 s), whatever it waits for: a reply, a reconnection, the sentinels. No shorter
+    /// timeout of the redis crate's cuts it (on a Cluster either). A cached store also opens its
+    /// tracked connections within it.
     ///
     /// ```no_run
     /// # use std::time::Duration;
