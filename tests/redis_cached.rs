@@ -1107,6 +1107,95 @@ async fn the_command_timeout_is_the_stores_on_the_tracked_connections() {
     }
 }
 
+/// A command that fails on a tracked connection which has already been replaced ends nothing
+/// but that old connection: A's write, whose reply is held back, times out after the quiet
+/// connection of its pair was killed and B's requests opened a new pair; B's session stays
+/// cached and is read from the cache afterwards. (Before, the late timeout dropped the new
+/// pair and its cache too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
+    let server = RedisServer::start();
+    // A heartbeat far away: only the operations' own failures end a pair here.
+    let store = cached(
+        &server,
+        LocalCache::new().with_heartbeat(Duration::from_secs(30)),
+    )
+    .await
+    .with_command_timeout(Duration::from_millis(600));
+    let app = || app(store.clone(), Duration::from_secs(3600));
+    let mut a = Client::new(app());
+    a.get("/incr").await;
+    let key_a = tower_typed_sessions::SessionKey::parse(&a.get("/key").await.body).unwrap();
+    for _ in 0..5 {
+        if store.is_cached(&key_a) {
+            break;
+        }
+        a.get("/read").await;
+    }
+    assert!(store.is_cached(&key_a), "A's session cached");
+    let clients: String = server.command(&["CLIENT", "LIST"]);
+    let quiet = clients
+        .lines()
+        .find_map(|line| {
+            line.split(' ')
+                .find_map(|pair| pair.strip_prefix("redir="))
+                .filter(|redirect| *redirect != "-1")
+                .map(str::to_owned)
+        })
+        .expect("a tracking client");
+
+    store.hold_replies(&key_a, Duration::from_secs(3));
+    let started = Instant::now();
+    let late = tokio::spawn(async move { a.get("/incr").await.status });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let killed: i64 = server.command(&["CLIENT", "KILL", "ID", &quiet]);
+    assert_eq!(killed, 1);
+    while store.cached_sessions() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "the cache outlived its pair"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let mut b = Client::new(app());
+    b.get("/incr").await;
+    let key_b = tower_typed_sessions::SessionKey::parse(&b.get("/key").await.body).unwrap();
+    for _ in 0..5 {
+        if store.is_cached(&key_b) {
+            break;
+        }
+        b.get("/read").await;
+    }
+    assert!(
+        store.is_cached(&key_b),
+        "B's session cached through the new pair"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "B was set up only after {:?}, A's timeout may already have come",
+        started.elapsed()
+    );
+
+    assert_eq!(
+        late.await.unwrap(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "A's write timed out"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(
+        store.is_cached(&key_b),
+        "A's late timeout ended the new pair"
+    );
+    let (hits, _) = store.cache_hits_and_misses();
+    assert_eq!(b.get("/read").await.body, "1 new=false");
+    assert_eq!(
+        store.cache_hits_and_misses().0,
+        hits + 1,
+        "B's read came from the cache"
+    );
+}
+
 /// Either of the store's two connections killed on the server (`CLIENT KILL`): the commands
 /// connection (whose tracking stops with it) or the quiet one the invalidations go to. The cache
 /// drops its sessions at once, well before the next heartbeat could notice, and is used again

@@ -69,34 +69,60 @@ impl Connection {
         match self {
             Connection::Single(manager) => Ok(Conn::Single(manager.clone())),
             // Boxed: opening a tracked connection is a deep future.
-            Connection::Tracked(tracked) => Box::pin(tracked.connection()).await.map(Conn::Tracked),
+            Connection::Tracked(tracked) => Box::pin(tracked.connection())
+                .await
+                .map(|(conn, epoch)| Conn::Tracked(conn, epoch)),
             #[cfg(feature = "cluster")]
             Connection::Cluster(cluster) => Ok(Conn::Cluster(cluster.clone())),
             #[cfg(feature = "cluster")]
-            Connection::TrackedCluster(tracked) => Ok(Conn::TrackedCluster(tracked.clone())),
+            Connection::TrackedCluster(tracked) => {
+                Ok(Conn::TrackedCluster(tracked.clone(), tracked.epoch()))
+            }
             #[cfg(feature = "sentinel")]
-            Connection::Sentinel(master) => master.connection().await.map(Conn::Sentinel),
+            Connection::Sentinel(master) => master
+                .connection()
+                .await
+                .map(|(conn, generation)| Conn::Sentinel(conn, generation)),
         }
     }
 
-    /// An operation failed with `error` (`None`: it timed out). Behind Sentinel, a failure that
-    /// may mean the master went away or was demoted makes the next operation ask the sentinels
-    /// again; the other connections reconnect by themselves.
-    pub(super) fn failed(&self, error: Option<&RedisError>) {
+    /// The generation an operation that starts now goes through, for one that takes no
+    /// [`Conn`] (the cluster connection's own commands).
+    #[cfg(feature = "cluster")]
+    pub(super) fn generation(&self) -> Generation {
+        match self {
+            Connection::TrackedCluster(tracked) => tracked.epoch(),
+            _ => 0,
+        }
+    }
+
+    /// An operation through `generation` failed with `error` (`None`: it timed out). Unless
+    /// the server merely refused the command, that generation ends: a cached store's tracked
+    /// connections with their cache, and behind Sentinel the master's connection, so that the
+    /// next operation asks the sentinels again. A newer generation, opened while the operation
+    /// was under way, is not touched. The other connections reconnect by themselves.
+    pub(super) fn failed(&self, generation: Generation, error: Option<&RedisError>) {
+        if !connection_in_doubt(error) {
+            return;
+        }
         if let Connection::Tracked(tracked) = self {
-            tracked.failed(error);
+            tracked.end(generation);
         }
         #[cfg(feature = "cluster")]
         if let Connection::TrackedCluster(tracked) = self {
-            tracked.failed(error);
+            tracked.failed(generation);
         }
         #[cfg(feature = "sentinel")]
         if let Connection::Sentinel(master) = self {
-            master.failed(error);
+            master.failed(generation);
         }
-        let _ = error;
     }
 }
+
+/// Which of a reopening connection's successive incarnations an operation went through (0: a
+/// connection that never reopens as another, or none open), so that its failure ends that one
+/// and not one opened since.
+pub(super) type Generation = u64;
 
 /// Whether an operation's failure (`None`: a timeout) may mean the connection is gone or now
 /// reaches a server that is not the master (a failover): the connection is then dropped. A
@@ -120,30 +146,47 @@ pub(super) fn connection_in_doubt(error: Option<&RedisError>) -> bool {
     }
 }
 
-/// One operation's connection: a cheap clone of a multiplexed one.
+/// One operation's connection: a cheap clone of a multiplexed one, with its generation.
 pub(super) enum Conn {
     Single(ConnectionManager),
-    Tracked(redis::aio::MultiplexedConnection),
+    Tracked(redis::aio::MultiplexedConnection, Generation),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
     /// Each command to its master's tracking connection.
     #[cfg(feature = "cluster")]
-    TrackedCluster(std::sync::Arc<super::tracking::cluster::TrackedCluster>),
+    TrackedCluster(
+        std::sync::Arc<super::tracking::cluster::TrackedCluster>,
+        Generation,
+    ),
     #[cfg(feature = "sentinel")]
-    Sentinel(redis::aio::MultiplexedConnection),
+    Sentinel(redis::aio::MultiplexedConnection, Generation),
+}
+
+impl Conn {
+    /// The generation this connection belongs to.
+    pub(super) fn generation(&self) -> Generation {
+        match self {
+            Conn::Tracked(_, generation) => *generation,
+            #[cfg(feature = "cluster")]
+            Conn::TrackedCluster(_, generation) => *generation,
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(_, generation) => *generation,
+            _ => 0,
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Tracked(conn) => conn.req_packed_command(cmd),
+            Conn::Tracked(conn, _) => conn.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
-            Conn::TrackedCluster(tracked) => Box::pin(tracked.command(cmd)),
+            Conn::TrackedCluster(tracked, _) => Box::pin(tracked.command(cmd)),
             #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.req_packed_command(cmd),
+            Conn::Sentinel(conn, _) => conn.req_packed_command(cmd),
         }
     }
 
@@ -155,37 +198,42 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Tracked(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Tracked(conn, _) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
-            Conn::TrackedCluster(tracked) => Box::pin(tracked.pipeline(pipeline, offset, count)),
+            Conn::TrackedCluster(tracked, _) => Box::pin(tracked.pipeline(pipeline, offset, count)),
             #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(conn, _) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Tracked(conn) => conn.get_db(),
+            Conn::Tracked(conn, _) => conn.get_db(),
             #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.get_db(),
             #[cfg(feature = "cluster")]
-            Conn::TrackedCluster(_) => 0,
+            Conn::TrackedCluster(..) => 0,
             #[cfg(feature = "sentinel")]
-            Conn::Sentinel(conn) => conn.get_db(),
+            Conn::Sentinel(conn, _) => conn.get_db(),
         }
     }
 }
 
 #[cfg(feature = "sentinel")]
 pub(super) mod sentinel {
-    use std::sync::RwLock;
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        RwLock,
+    };
 
     use redis::{
         aio::MultiplexedConnection, sentinel::SentinelClient, AsyncConnectionConfig, RedisError,
     };
+
+    use super::Generation;
 
     /// The master a Sentinel deployment names, and one multiplexed connection to it while it
     /// works. Any failure that may mean a failover drops the connection, so that the next
@@ -193,7 +241,9 @@ pub(super) mod sentinel {
     /// response, no cookie) only until the sentinels have promoted a replica.
     pub(crate) struct Master {
         sentinels: tokio::sync::Mutex<SentinelClient>,
-        current: RwLock<Option<MultiplexedConnection>>,
+        /// The connection, and its generation (counted from 1).
+        current: RwLock<Option<(MultiplexedConnection, Generation)>>,
+        generations: AtomicU64,
         config: AsyncConnectionConfig,
     }
 
@@ -202,18 +252,21 @@ pub(super) mod sentinel {
             Self {
                 sentinels: tokio::sync::Mutex::new(sentinels),
                 current: RwLock::new(None),
+                generations: AtomicU64::new(0),
                 config,
             }
         }
 
-        fn current(&self) -> Option<MultiplexedConnection> {
+        fn current(&self) -> Option<(MultiplexedConnection, Generation)> {
             self.current
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone()
         }
 
-        pub(crate) async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        pub(crate) async fn connection(
+            &self,
+        ) -> Result<(MultiplexedConnection, Generation), RedisError> {
             if let Some(connection) = self.current() {
                 return Ok(connection);
             }
@@ -228,26 +281,32 @@ pub(super) mod sentinel {
             let connection = master
                 .get_multiplexed_async_connection_with_config(&self.config)
                 .await?;
+            let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
             *self
                 .current
                 .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                Some((connection.clone(), generation));
             tracing::info!("redis sentinel: connected to the current master");
-            Ok(connection)
+            Ok((connection, generation))
         }
 
-        pub(crate) fn failed(&self, error: Option<&RedisError>) {
-            if super::connection_in_doubt(error) {
-                let dropped = self
-                    .current
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .take();
-                if dropped.is_some() {
-                    tracing::warn!(
-                        "redis sentinel: the master failed; the next operation asks the sentinels again"
-                    );
-                }
+        /// An operation through connection `generation` failed in a way that may mean a
+        /// failover: that connection goes (not one opened since).
+        pub(crate) fn failed(&self, generation: Generation) {
+            let mut current = self
+                .current
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if current
+                .as_ref()
+                .is_some_and(|(_, open)| *open == generation)
+            {
+                *current = None;
+                drop(current);
+                tracing::warn!(
+                    "redis sentinel: the master failed; the next operation asks the sentinels again"
+                );
             }
         }
     }

@@ -20,7 +20,7 @@ use redis::{
     ServerErrorKind, Value,
 };
 
-use self::connection::{Conn, Connection};
+use self::connection::{Conn, Connection, Generation};
 use time::OffsetDateTime;
 
 pub use self::cache::LocalCache;
@@ -879,20 +879,21 @@ impl<T: Session> RedisStore<T> {
         format!("{}owner:{owner}", self.prefix)
     }
 
-    /// Runs `f` within the command timeout; a failure is reported to the connection (behind
-    /// Sentinel it may mean a failover).
+    /// Runs `f`, which goes through connection `generation`, within the command timeout; a
+    /// failure is reported to the connection (behind Sentinel it may mean a failover).
     async fn timed<V>(
         &self,
+        generation: Generation,
         f: impl Future<Output = Result<V, RedisError>>,
     ) -> Result<V, StoreError> {
         match tokio::time::timeout(self.command_timeout, f).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
-                self.connection.failed(Some(&err));
+                self.connection.failed(generation, Some(&err));
                 Err(backend(err))
             }
             Err(_) => {
-                self.connection.failed(None);
+                self.connection.failed(generation, None);
                 Err(StoreError::Timeout)
             }
         }
@@ -904,7 +905,8 @@ impl<T: Session> RedisStore<T> {
     async fn conn(&self) -> Result<Conn, StoreError> {
         match &self.connection {
             #[cfg(feature = "sentinel")]
-            Connection::Sentinel(_) => self.timed(self.connection.get()).await,
+            // Nothing open to end if asking the sentinels fails.
+            Connection::Sentinel(_) => self.timed(0, self.connection.get()).await,
             other => other.get().await.map_err(backend),
         }
     }
@@ -913,14 +915,16 @@ impl<T: Session> RedisStore<T> {
         let mut conn = self.conn().await?;
         for lua in self.scripts.all() {
             let load = lua.script.prepare_invoke();
-            self.timed(load.load_async(&mut conn)).await?;
+            self.timed(conn.generation(), load.load_async(&mut conn))
+                .await?;
         }
         Ok(())
     }
 
     async fn query<V: FromRedisValue + Send>(&self, cmd: Cmd) -> Result<V, StoreError> {
         let mut conn = self.conn().await?;
-        self.timed(cmd.query_async(&mut conn)).await
+        self.timed(conn.generation(), cmd.query_async(&mut conn))
+            .await
     }
 
     /// Sends the pipeline (all on one session's keys, so one slot) in one round trip. A
@@ -940,10 +944,12 @@ impl<T: Session> RedisStore<T> {
     async fn replies(&self, mut pipe: Pipeline) -> Result<Vec<Value>, StoreError> {
         pipe.ignore_errors();
         let mut conn = self.conn().await?;
-        let replies: Vec<Value> = self.timed(pipe.query_async(&mut conn)).await?;
+        let generation = conn.generation();
+        let replies: Vec<Value> = self.timed(generation, pipe.query_async(&mut conn)).await?;
         for reply in &replies {
             if let Value::ServerError(err) = reply {
-                self.connection.failed(Some(&err.clone().into()));
+                self.connection
+                    .failed(generation, Some(&err.clone().into()));
             }
         }
         Ok(replies)
@@ -955,15 +961,16 @@ impl<T: Session> RedisStore<T> {
         cmd: &Cmd,
     ) -> Result<redis::RedisResult<V>, StoreError> {
         let mut conn = self.conn().await?;
+        let generation = conn.generation();
         match tokio::time::timeout(self.command_timeout, cmd.query_async(&mut conn)).await {
             Ok(result) => {
                 if let Err(err) = &result {
-                    self.connection.failed(Some(err));
+                    self.connection.failed(generation, Some(err));
                 }
                 Ok(result)
             }
             Err(_) => {
-                self.connection.failed(None);
+                self.connection.failed(generation, None);
                 Err(StoreError::Timeout)
             }
         }
@@ -1251,11 +1258,15 @@ impl<T: Session> RedisStore<T> {
         conn: &mut redis::cluster_async::ClusterConnection,
     ) -> Result<usize, StoreError> {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let generation = self.connection.generation();
         let nodes: String = self
-            .timed(conn.route_command(
-                redis::cmd("CLUSTER").arg("NODES").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            ))
+            .timed(
+                generation,
+                conn.route_command(
+                    redis::cmd("CLUSTER").arg("NODES").clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                ),
+            )
             .await
             .and_then(|value| String::from_redis_value(value).map_err(|e| backend(e.into())))?;
         let pattern = self.live_pattern();
@@ -1284,7 +1295,9 @@ impl<T: Session> RedisStore<T> {
             let mut cursor: u64 = 0;
             loop {
                 let scan = scan_live(cursor, &pattern);
-                let value = self.timed(conn.route_command(scan, route.clone())).await?;
+                let value = self
+                    .timed(generation, conn.route_command(scan, route.clone()))
+                    .await?;
                 let (next, keys): (u64, Vec<String>) =
                     FromRedisValue::from_redis_value(value).map_err(|e| backend(e.into()))?;
                 total += self.live_among(keys).await?;
@@ -1681,12 +1694,16 @@ impl<T: Session> Store<T> for RedisStore<T> {
             return self.count_cluster(&mut conn).await;
         }
         let mut conn = self.conn().await?;
+        let generation = conn.generation();
         let pattern = self.live_pattern();
         let mut total = 0;
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
-                .timed(scan_live(cursor, &pattern).query_async(&mut conn))
+                .timed(
+                    generation,
+                    scan_live(cursor, &pattern).query_async(&mut conn),
+                )
                 .await?;
             total += self.live_among(keys).await?;
             cursor = next;

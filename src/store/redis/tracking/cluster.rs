@@ -40,7 +40,6 @@ use super::{
     socket::{self, Pair, Pushes, Settled, Tls},
     Invalidations,
 };
-use crate::store::redis::connection::connection_in_doubt;
 
 /// Why a generation could not be built or had to end.
 #[derive(Debug)]
@@ -436,13 +435,19 @@ impl TrackedCluster {
             .clone()
     }
 
-    /// An operation failed with `error` (`None`: it timed out): unless the server merely
-    /// refused the command, a node may be gone, and the generation ends.
-    pub(in crate::store::redis) fn failed(&self, error: Option<&RedisError>) {
-        if connection_in_doubt(error) {
-            if let Some(generation) = self.current() {
-                self.end(generation.epoch, &Broken::CommandFailed);
-            }
+    /// The epoch of the generation in use now (0: none).
+    pub(in crate::store::redis) fn epoch(&self) -> u64 {
+        self.current().map_or(0, |generation| generation.epoch)
+    }
+
+    /// An operation that started under generation `epoch` failed in a way that may mean a node
+    /// is gone: that generation ends (not one built since).
+    pub(in crate::store::redis) fn failed(&self, epoch: u64) {
+        if self
+            .current()
+            .is_some_and(|generation| generation.epoch == epoch)
+        {
+            self.end(epoch, &Broken::CommandFailed);
         }
     }
 

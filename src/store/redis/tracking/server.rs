@@ -103,13 +103,13 @@ impl Tracked {
     /// heartbeat, which ends with the store.
     pub(in crate::store::redis) async fn connection(
         self: &Arc<Self>,
-    ) -> Result<MultiplexedConnection, RedisError> {
-        if let Some((pair, _)) = self.current() {
-            return Ok(pair.commands.clone());
+    ) -> Result<(MultiplexedConnection, u64), RedisError> {
+        if let Some((pair, epoch)) = self.current() {
+            return Ok((pair.commands.clone(), epoch));
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some((pair, _)) = self.current() {
-            return Ok(pair.commands.clone());
+        if let Some((pair, epoch)) = self.current() {
+            return Ok((pair.commands.clone(), epoch));
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         let receiver = Arc::clone(&self.receiver);
@@ -136,7 +136,7 @@ impl Tracked {
         if !self.heartbeat_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(heartbeat(Arc::downgrade(self), self.heartbeat));
         }
-        Ok(connection)
+        Ok((connection, epoch))
     }
 
     /// What tells whether every invalidation that reached the connection has been applied, and
@@ -162,27 +162,9 @@ impl Tracked {
         }
     }
 
-    /// An operation failed with `error` (`None`: it timed out): unless the server merely
-    /// refused the command, the connection is dropped with everything cached through it.
-    pub(in crate::store::redis) fn failed(&self, error: Option<&RedisError>) {
-        if crate::store::redis::connection::connection_in_doubt(error) {
-            self.drop_connection();
-        }
-    }
-
-    fn drop_connection(&self) {
-        let dropped = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some((_, epoch)) = dropped {
-            self.disconnected(epoch);
-        }
-    }
-
-    /// The heartbeat of connection `epoch` failed: that connection goes, not a newer one.
-    fn drop_epoch(&self, epoch: u64) {
+    /// Connection `epoch` failed (a command through it, or its heartbeat): it is dropped with
+    /// everything cached through it, unless a newer one has replaced it.
+    pub(in crate::store::redis) fn end(&self, epoch: u64) {
         let mut current = self
             .current
             .write()
@@ -225,7 +207,7 @@ async fn heartbeat(tracked: Weak<Tracked>, interval: Duration) {
             Ok(Err(err)) if !crate::store::redis::connection::connection_in_doubt(Some(&err)) => {
                 tracked.receiver.pong(epoch, sent);
             }
-            _ => tracked.drop_epoch(epoch),
+            _ => tracked.end(epoch),
         }
     }
 }
