@@ -10,15 +10,15 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, Request, Response};
+use http::{header, HeaderValue, Request, Response};
 use tower_service::Service;
 
 use pin_project_lite::pin_project;
 
 use crate::{
     cookies::{self, CookieHeaders},
-    engine::{self, Engine},
-    handle::State,
+    engine::{self, Engine, Pending, Write},
+    error::SessionError,
     lazy::{Finished, LazySession},
     session::Session,
     store::Store,
@@ -72,8 +72,8 @@ type WriteFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + S
 
 pin_project! {
     /// The response future of [`SessionService`]: the handler's future, then, only if the
-    /// handler loaded the session, the write (boxed, since it awaits the store). A request that
-    /// never loads costs no allocation here.
+    /// handler loaded the session and the store has work to do, the write (boxed, since it
+    /// awaits the store). A request that never loads, or only reads, costs no allocation here.
     pub struct ResponseFuture<F, T, St, B, E> {
         #[pin]
         handler: F,
@@ -122,37 +122,56 @@ where
             }
             Finished::Loaded(state) => state,
         };
-        let engine = Arc::clone(this.engine);
-        let writing = this
-            .writing
-            .insert(Box::pin(write(engine, state, response)));
-        writing.as_mut().poll(cx)
+        let loaded = state.existing.is_some();
+        match this.engine.write_now(state) {
+            // A read: answered in this poll, with nothing boxed.
+            Write::Done(cookie) => {
+                Poll::Ready(Ok(respond(this.engine, response, Ok(cookie), loaded)))
+            }
+            Write::Later(pending) => {
+                let engine = Arc::clone(this.engine);
+                let writing = this
+                    .writing
+                    .insert(Box::pin(write(engine, pending, response, loaded)));
+                writing.as_mut().poll(cx)
+            }
+        }
     }
 }
 
-/// Writes what the handler left in a loaded session and adds the Set-Cookie (or the error
-/// response, if the store fails).
+/// Writes what the handler left in a loaded session, for the store, and answers.
 async fn write<T: Session, St: Store<T>, B: From<Bytes>, E>(
     engine: Arc<Engine<T, St>>,
-    state: State<T>,
-    mut response: Response<B>,
+    pending: Pending<T>,
+    response: Response<B>,
+    loaded: bool,
 ) -> Result<Response<B>, E> {
-    let loaded = state.existing.is_some();
-    match engine.write(state).await {
+    let written = engine.write_later(pending).await;
+    Ok(respond(&engine, response, written, loaded))
+}
+
+/// `response` with the write's Set-Cookie, or the error response if the store failed.
+fn respond<T: Session, St: Store<T>, B: From<Bytes>>(
+    engine: &Engine<T, St>,
+    mut response: Response<B>,
+    written: Result<Option<HeaderValue>, SessionError>,
+    loaded: bool,
+) -> Response<B> {
+    match written {
         Ok(Some(cookie)) => {
             let headers = response.headers_mut();
             headers.append(header::SET_COOKIE, cookie);
             cookies::mark_uncacheable(headers);
-            Ok(response)
+            response
         }
         Ok(None) => {
             if loaded {
                 // The handler may have rendered session data: caches must key on it.
                 cookies::vary_on_cookie(response.headers_mut());
             }
-            Ok(response)
+            response
         }
-        Err(err) => Ok(engine.error_response(&err)),
+        Err(err) => engine.error_response(&err),
     }
 }
 

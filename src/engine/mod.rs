@@ -22,6 +22,7 @@ mod sealed;
 mod write;
 
 pub(crate) use load::loader;
+pub(crate) use write::{Pending, Write};
 
 use std::sync::Arc;
 

@@ -21,12 +21,38 @@ use crate::{
     store::{Expect, Forward, LoadOptions, Store, WriteOutcome},
 };
 
+/// A request's write as decided when its handler finished.
+// Returned once and taken apart at once: boxing the change would cost every write an
+// allocation to save a move.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Write<T> {
+    /// Nothing for the store to do (the session is unchanged, or only its cookie is sent
+    /// again): the Set-Cookie, if any, with no future to run.
+    Done(Option<HeaderValue>),
+    /// The store has work to do: [`Engine::write_later`] does it.
+    Later(Pending<T>),
+}
+
+/// What a [`Write::Later`] must do.
+pub(crate) struct Pending<T>(Step<T>);
+
+enum Step<T> {
+    /// A cookie-only session: sealed on its own path, which may ask the revocation list.
+    Sealed(State<T>),
+    Change {
+        change: Change<T>,
+        stale_cookie: bool,
+        now: OffsetDateTime,
+    },
+}
+
 impl<T: Session, St: Store<T>> Engine<T, St> {
-    /// Writes what the handler left and returns the Set-Cookie to send, if any. A request whose
-    /// cookie named no live session, and that creates none, gets a removal cookie.
-    pub(crate) async fn write(&self, state: State<T>) -> Result<Option<HeaderValue>, SessionError> {
-        if let Some(sealed) = &self.sealed {
-            return self.write_sealed(sealed, state).await;
+    /// Decides what the handler left. A request that changed nothing (a read) is done here,
+    /// without a future or an allocation; one that needs the store (or a seal) is
+    /// [`Write::Later`].
+    pub(crate) fn write_now(&self, state: State<T>) -> Write<T> {
+        if self.sealed.is_some() {
+            return Write::Later(Pending(Step::Sealed(state)));
         }
         let stale_cookie = state.stale_cookie;
         let now = OffsetDateTime::now_utc();
@@ -36,11 +62,52 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 record,
                 cookie_id,
                 persistent,
-            } => {
-                self.settings.events.cookie_sent(&record.key, &record.data);
-                let expiry = persistent.then(|| record.effective_expiry());
-                Some(self.cookie(&cookie_id, expiry, now))
+            } => Some(self.announce(&record, &cookie_id, persistent, now)),
+            change => {
+                return Write::Later(Pending(Step::Change {
+                    change,
+                    stale_cookie,
+                    now,
+                }))
             }
+        };
+        Write::Done(self.or_removal(cookie, stale_cookie))
+    }
+
+    /// Writes what [`Self::write_now`] left for the store and returns the Set-Cookie to send,
+    /// if any. A request whose cookie named no live session, and that creates none, gets a
+    /// removal cookie.
+    pub(crate) async fn write_later(
+        &self,
+        pending: Pending<T>,
+    ) -> Result<Option<HeaderValue>, SessionError> {
+        let (change, stale_cookie, now) = match pending.0 {
+            Step::Sealed(state) => {
+                if let Some(sealed) = &self.sealed {
+                    return self.write_sealed(sealed, state).await;
+                }
+                // Never made without a seal; decided as for a store all the same.
+                let now = OffsetDateTime::now_utc();
+                let stale_cookie = state.stale_cookie;
+                (
+                    Change::decide(state, now, self.defaults()),
+                    stale_cookie,
+                    now,
+                )
+            }
+            Step::Change {
+                change,
+                stale_cookie,
+                now,
+            } => (change, stale_cookie, now),
+        };
+        let cookie = match change {
+            Change::Nothing => None,
+            Change::Announce {
+                record,
+                cookie_id,
+                persistent,
+            } => Some(self.announce(&record, &cookie_id, persistent, now)),
             Change::Create(fresh) => Some(self.create(fresh, now).await?),
             Change::Save {
                 record,
@@ -80,7 +147,25 @@ impl<T: Session, St: Store<T>> Engine<T, St> {
                 return Err(SessionError::ReadOnly);
             }
         };
-        Ok(cookie.or_else(|| stale_cookie.then(|| self.settings.cookie.removal.clone())))
+        Ok(self.or_removal(cookie, stale_cookie))
+    }
+
+    /// The cookie of a session already stored, sent again (it slid, or it is to be reissued).
+    fn announce(
+        &self,
+        record: &Record<T>,
+        cookie_id: &SessionId,
+        persistent: bool,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
+        self.settings.events.cookie_sent(&record.key, &record.data);
+        let expiry = persistent.then(|| record.effective_expiry());
+        self.cookie(cookie_id, expiry, now)
+    }
+
+    /// `cookie`, or the removal cookie when the request's cookie named no live session.
+    fn or_removal(&self, cookie: Option<HeaderValue>, stale_cookie: bool) -> Option<HeaderValue> {
+        cookie.or_else(|| stale_cookie.then(|| self.settings.cookie.removal.clone()))
     }
 
     /// Ends the session under `key` wherever it moved (logout, revoke), whatever ran
