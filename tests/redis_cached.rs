@@ -1062,24 +1062,52 @@ async fn an_outage_stops_the_cache_at_once_and_service_recovers() {
 }
 
 /// The store's command timeout also bounds the cached store's own connections: with 3 s, a
-/// write that Redis answers only after 1.2 s (`CLIENT PAUSE`) is waited for and succeeds,
-/// though the heartbeat drops the cache meanwhile; with the default 1 s, the same pause fails
-/// the request with no cookie.
+/// write that Redis holds for 1.5 s (`CLIENT PAUSE … WRITE`) is waited for and succeeds; with
+/// the default 1 s, the same pause fails the request with no cookie.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_timeout_is_the_stores_on_the_tracked_connections() {
     let server = RedisServer::start();
+    let pause = || server.command::<()>(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    command_timeout_rounds(Target::Server(server.url()), &pause).await;
+}
+
+/// The same on a Cluster, every master paused: a session's commands go over the tracked
+/// connections, which the cluster connection's per-node timeout (1 s) does not cut.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_timeout_is_the_stores_on_the_tracked_connections_on_a_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    let pause = || {
+        for node in &cluster.nodes {
+            node.command::<()>(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+        }
+    };
+    command_timeout_rounds(Target::Cluster(cluster.urls()), &pause).await;
+}
+
+async fn command_timeout_rounds(target: Target, pause: &dyn Fn()) {
     for (timeout, answered) in [
         (Duration::from_secs(3), true),
         (Duration::from_secs(1), false),
     ] {
-        let store = cached(&server, LocalCache::new())
+        let store = target
+            .connect(LocalCache::new())
             .await
             .with_command_timeout(timeout);
-        let mut client = Client::new(support::routes().layer(SessionLayer::new(store.clone())));
+        let mut client = Client::new(app(store.clone(), Duration::from_secs(3600)));
         assert_eq!(client.get("/incr").await.body, "1");
-        assert_eq!(client.get("/read").await.body, "1 new=false");
-        assert!(store.cached_sessions() > 0, "{timeout:?}: nothing cached");
-        server.command::<()>(&["CLIENT", "PAUSE", "1200", "ALL"]);
+        let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
+        // Cached: tracking is on, and the session's commands go over the tracked connections.
+        let cached_by = Instant::now();
+        while !store.is_cached(&key) {
+            assert!(
+                cached_by.elapsed() < Duration::from_secs(2),
+                "{timeout:?}: never cached"
+            );
+            client.get("/read").await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pause();
         let started = Instant::now();
         let reply = client.get("/incr").await;
         let took = started.elapsed();
@@ -1087,7 +1115,7 @@ async fn the_command_timeout_is_the_stores_on_the_tracked_connections() {
             assert_eq!(reply.status, StatusCode::OK, "{timeout:?}, after {took:?}");
             assert_eq!(reply.body, "2");
             assert!(
-                took >= Duration::from_millis(1000),
+                took >= Duration::from_millis(1300),
                 "answered after {took:?}"
             );
         } else {
@@ -1098,12 +1126,12 @@ async fn the_command_timeout_is_the_stores_on_the_tracked_connections() {
             );
             assert!(reply.set_cookies().is_empty());
             assert!(
-                took < Duration::from_millis(1190),
+                took < Duration::from_millis(1450),
                 "answered after {took:?}"
             );
         }
         // Let the pause end before the next round.
-        tokio::time::sleep(Duration::from_millis(1300).saturating_sub(started.elapsed())).await;
+        tokio::time::sleep(Duration::from_millis(1600).saturating_sub(started.elapsed())).await;
     }
 }
 
@@ -1121,7 +1149,7 @@ async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
         LocalCache::new().with_heartbeat(Duration::from_secs(30)),
     )
     .await
-    .with_command_timeout(Duration::from_millis(600));
+    .with_command_timeout(Duration::from_millis(900));
     let app = || app(store.clone(), Duration::from_secs(3600));
     let mut a = Client::new(app());
     a.get("/incr").await;
@@ -1144,22 +1172,40 @@ async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
         })
         .expect("a tracking client");
 
-    store.hold_replies(&key_a, Duration::from_secs(3));
+    store.hold_replies(&key_a, Duration::from_secs(4));
     let started = Instant::now();
     let late = tokio::spawn(async move { a.get("/incr").await.status });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A's write has reached Redis (its reply is what is held back) before its pair is broken.
+    let record = format!("session:{{{}}}", key_a.as_str());
+    while !server
+        .command::<Option<String>>(&["GET", &record])
+        .is_some_and(|value| value.contains("\"count\":2"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "A's write never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let killed: i64 = server.command(&["CLIENT", "KILL", "ID", &quiet]);
     assert_eq!(killed, 1);
+    let killed_at = Instant::now();
     while store.cached_sessions() > 0 {
         assert!(
-            started.elapsed() < Duration::from_millis(300),
+            killed_at.elapsed() < Duration::from_millis(300),
             "the cache outlived its pair"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
     let mut b = Client::new(app());
-    b.get("/incr").await;
+    let first = b.get("/incr").await;
+    assert_eq!(
+        first.status,
+        StatusCode::OK,
+        "B's first request: {}",
+        first.body
+    );
     let key_b = tower_typed_sessions::SessionKey::parse(&b.get("/key").await.body).unwrap();
     for _ in 0..5 {
         if store.is_cached(&key_b) {
@@ -1172,7 +1218,7 @@ async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
         "B's session cached through the new pair"
     );
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_millis(800),
         "B was set up only after {:?}, A's timeout may already have come",
         started.elapsed()
     );
@@ -1182,7 +1228,7 @@ async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
         StatusCode::INTERNAL_SERVER_ERROR,
         "A's write timed out"
     );
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(
         store.is_cached(&key_b),
         "A's late timeout ended the new pair"

@@ -64,7 +64,28 @@ impl Connection {
         }
     }
 
-    /// A connection for one operation's commands.
+    /// The open connection, if there is one to hand out at once (the kinds that reconnect by
+    /// themselves always have one).
+    pub(super) fn open_now(&self) -> Option<Conn> {
+        match self {
+            Connection::Single(manager) => Some(Conn::Single(manager.clone())),
+            Connection::Tracked(tracked) => tracked
+                .open_now()
+                .map(|(conn, epoch)| Conn::Tracked(conn, epoch)),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(cluster) => Some(Conn::Cluster(cluster.clone())),
+            #[cfg(feature = "cluster")]
+            Connection::TrackedCluster(tracked) => {
+                Some(Conn::TrackedCluster(tracked.clone(), tracked.epoch()))
+            }
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(master) => master
+                .open_now()
+                .map(|(conn, generation)| Conn::Sentinel(conn, generation)),
+        }
+    }
+
+    /// A connection for one operation's commands, opened if need be.
     pub(super) async fn get(&self) -> Result<Conn, RedisError> {
         match self {
             Connection::Single(manager) => Ok(Conn::Single(manager.clone())),
@@ -257,7 +278,8 @@ pub(super) mod sentinel {
             }
         }
 
-        fn current(&self) -> Option<(MultiplexedConnection, Generation)> {
+        /// The open connection, if any.
+        pub(crate) fn open_now(&self) -> Option<(MultiplexedConnection, Generation)> {
             self.current
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -267,12 +289,12 @@ pub(super) mod sentinel {
         pub(crate) async fn connection(
             &self,
         ) -> Result<(MultiplexedConnection, Generation), RedisError> {
-            if let Some(connection) = self.current() {
+            if let Some(connection) = self.open_now() {
                 return Ok(connection);
             }
             // One operation asks the sentinels; the others wait for its answer.
             let mut sentinels = self.sentinels.lock().await;
-            if let Some(connection) = self.current() {
+            if let Some(connection) = self.open_now() {
                 return Ok(connection);
             }
             // The redis crate asks the sentinels for the master's address and that node for its

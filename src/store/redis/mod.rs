@@ -374,11 +374,13 @@ impl<T: Session> RedisStore<T> {
 
     #[cfg(feature = "cluster")]
     fn cluster_builder(nodes: &[&str]) -> redis::cluster::ClusterClientBuilder {
-        // No reply timeout of the redis crate's: it cut a longer command timeout short, and the
-        // redis crate retries a command whose node timed out (a write could then run twice).
-        // The store's command timeout bounds each operation.
+        // A reply timeout per node: the redis crate's slot refreshes hold its connection table
+        // while they ask the nodes, and one that never answers must not hold it for ever. It
+        // also caps the uncached Cluster's operations at 1 s; a cached one sends sessions'
+        // commands over its own connections, which only the store's command timeout bounds.
         redis::cluster::ClusterClient::builder(nodes.iter().copied())
             .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
+            .response_timeout(DEFAULT_COMMAND_TIMEOUT)
             .retries(2)
             // The redis crate waits at least 1.28 s before a retry (a request caught in a
             // failover would outlast the command timeout): 10 to 100 ms, so that a request
@@ -802,10 +804,12 @@ impl<T: Session> RedisStore<T> {
         self.cache.as_ref().is_some_and(|cache| cache.holds(key))
     }
 
-    /// How long one store operation may take before it fails with [`StoreError::Timeout`]
-    /// (default 1 s), whatever it waits for: a reply, a reconnection, the sentinels. No shorter
-    /// timeout of the redis crate's cuts it (on a Cluster either). A cached store also opens its
-    /// tracked connections within it.
+    /// How long a store operation may wait before it fails with [`StoreError::Timeout`]
+    /// (default 1 s): for a connection (a cached store's tracked connections, or the master
+    /// the sentinels name), then for the reply. No reply timeout of the redis crate's cuts a
+    /// longer one short, except on an uncached Cluster, where each node's reply is also
+    /// bounded at 1 s (the redis crate's slot refreshes need that bound). Connecting has its
+    /// own 1 s limit per attempt.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -899,15 +903,14 @@ impl<T: Session> RedisStore<T> {
         }
     }
 
-    /// A connection for one operation. Behind Sentinel it may first have to be found through the
-    /// sentinels (when the last one failed), within the command timeout; the other kinds hand
-    /// out a clone at once, with no timer on the request's path.
+    /// A connection for one operation: the open one at once, with no timer on the request's
+    /// path; otherwise (a cached store's tracked connections, or the master behind Sentinel,
+    /// after a failure) one opened within the command timeout, the wait for another
+    /// operation's opening included. Nothing is open to end if that fails.
     async fn conn(&self) -> Result<Conn, StoreError> {
-        match &self.connection {
-            #[cfg(feature = "sentinel")]
-            // Nothing open to end if asking the sentinels fails.
-            Connection::Sentinel(_) => self.timed(0, self.connection.get()).await,
-            other => other.get().await.map_err(backend),
+        match self.connection.open_now() {
+            Some(conn) => Ok(conn),
+            None => self.timed(0, self.connection.get()).await,
         }
     }
 

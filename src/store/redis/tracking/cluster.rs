@@ -36,6 +36,8 @@ use redis::{
     Arg, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, PushInfo, RedisError, Value,
 };
 
+use crate::store::redis::connection::connection_in_doubt;
+
 use super::{
     socket::{self, Pair, Pushes, Settled, Tls},
     Invalidations,
@@ -372,7 +374,7 @@ impl TrackedCluster {
         {
             match connection.req_packed_command(cmd).await {
                 Err(err) if redirected(err.code()) => self.end(epoch, &Broken::SlotMapChanged),
-                outcome => return outcome,
+                outcome => return self.reported(epoch, outcome),
             }
         }
         self.commands.clone().req_packed_command(cmd).await
@@ -397,7 +399,7 @@ impl TrackedCluster {
                 ),
             };
             if !moved {
-                return outcome;
+                return self.reported(epoch, outcome);
             }
             self.end(epoch, &Broken::SlotMapChanged);
         }
@@ -405,6 +407,18 @@ impl TrackedCluster {
             .clone()
             .req_packed_commands(pipeline, offset, count)
             .await
+    }
+
+    /// `outcome` of a command sent through generation `epoch`, which ends if the failure puts
+    /// its connection in doubt. (The store reports failures too, but with the generation in use
+    /// when the operation began: the route may have been taken from a newer one.)
+    fn reported<V>(&self, epoch: u64, outcome: Result<V, RedisError>) -> Result<V, RedisError> {
+        if let Err(err) = &outcome {
+            if connection_in_doubt(Some(err)) {
+                self.failed(epoch);
+            }
+        }
+        outcome
     }
 
     /// Builds a generation now (at connect, so that the cache serves from the first request).

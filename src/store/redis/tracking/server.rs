@@ -95,6 +95,12 @@ impl Tracked {
             .filter(|(_, epoch)| self.receiver.connected_epoch() == *epoch)
     }
 
+    /// The open connection and its epoch, if any (nothing is opened here).
+    pub(in crate::store::redis) fn open_now(&self) -> Option<(MultiplexedConnection, u64)> {
+        self.current()
+            .map(|(pair, epoch)| (pair.commands.clone(), epoch))
+    }
+
     pub(in crate::store::redis) fn source(&self) -> &Source {
         &self.source
     }
