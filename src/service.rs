@@ -73,7 +73,8 @@ type WriteFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + S
 pin_project! {
     /// The response future of [`SessionService`]: the handler's future, then, only if the
     /// handler loaded the session and the store has work to do, the write (boxed, since it
-    /// awaits the store). A request that never loads, or only reads, costs no allocation here.
+    /// awaits the store). A request that never loads, or only reads a store's session, costs no
+    /// allocation here (a cookie-only session is always sealed on the boxed path).
     pub struct ResponseFuture<F, T, St, B, E> {
         #[pin]
         handler: F,
