@@ -88,22 +88,19 @@ impl Connection {
     /// A connection for one operation's commands, opened if need be.
     pub(super) async fn get(&self) -> Result<Conn, RedisError> {
         match self {
-            Connection::Single(manager) => Ok(Conn::Single(manager.clone())),
             // Boxed: opening a tracked connection is a deep future.
             Connection::Tracked(tracked) => Box::pin(tracked.connection())
                 .await
                 .map(|(conn, epoch)| Conn::Tracked(conn, epoch)),
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(cluster) => Ok(Conn::Cluster(cluster.clone())),
-            #[cfg(feature = "cluster")]
-            Connection::TrackedCluster(tracked) => {
-                Ok(Conn::TrackedCluster(tracked.clone(), tracked.epoch()))
-            }
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(master) => master
                 .connection()
                 .await
                 .map(|(conn, generation)| Conn::Sentinel(conn, generation)),
+            // The others reconnect by themselves and always hand one out.
+            other => other
+                .open_now()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected).into()),
         }
     }
 
