@@ -804,12 +804,15 @@ impl<T: Session> RedisStore<T> {
         self.cache.as_ref().is_some_and(|cache| cache.holds(key))
     }
 
-    /// How long a store operation may wait before it fails with [`StoreError::Timeout`]
-    /// (default 1 s): for a connection (a cached store's tracked connections, or the master
-    /// the sentinels name), then for the reply. No reply timeout of the redis crate's cuts a
-    /// longer one short, except on an uncached Cluster, where each node's reply is also
-    /// bounded at 1 s (the redis crate's slot refreshes need that bound). Connecting has its
-    /// own 1 s limit per attempt.
+    /// How long each wait of a store operation may last before it fails with
+    /// [`StoreError::Timeout`] (default 1 s): the wait for a connection (a cached store's
+    /// tracked connections, which are opened within it, or the master the sentinels name),
+    /// then the wait for the reply; so an operation that must open a connection first may take
+    /// up to twice as long. No reply timeout of the redis crate's cuts a longer one short,
+    /// except on a Cluster's own connection, where each node's reply is also bounded at 1 s
+    /// (the redis crate's slot refreshes need that bound): an uncached Cluster's commands, and
+    /// a cached one's while its tracking is not on. The uncached stores' reconnections have
+    /// their own 1 s per attempt.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -906,11 +909,14 @@ impl<T: Session> RedisStore<T> {
     /// A connection for one operation: the open one at once, with no timer on the request's
     /// path; otherwise (a cached store's tracked connections, or the master behind Sentinel,
     /// after a failure) one opened within the command timeout, the wait for another
-    /// operation's opening included. Nothing is open to end if that fails.
+    /// operation's opening included. A failure here is not reported: nothing open has failed.
     async fn conn(&self) -> Result<Conn, StoreError> {
-        match self.connection.open_now() {
-            Some(conn) => Ok(conn),
-            None => self.timed(0, self.connection.get()).await,
+        if let Some(conn) = self.connection.open_now() {
+            return Ok(conn);
+        }
+        match tokio::time::timeout(self.command_timeout, self.connection.get()).await {
+            Ok(opened) => opened.map_err(backend),
+            Err(_) => Err(StoreError::Timeout),
         }
     }
 
