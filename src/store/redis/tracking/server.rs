@@ -110,12 +110,12 @@ impl Tracked {
     pub(in crate::store::redis) async fn connection(
         self: &Arc<Self>,
     ) -> Result<(MultiplexedConnection, u64), RedisError> {
-        if let Some((pair, epoch)) = self.current() {
-            return Ok((pair.commands.clone(), epoch));
+        if let Some(open) = self.open_now() {
+            return Ok(open);
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some((pair, epoch)) = self.current() {
-            return Ok((pair.commands.clone(), epoch));
+        if let Some(open) = self.open_now() {
+            return Ok(open);
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         let receiver = Arc::clone(&self.receiver);
