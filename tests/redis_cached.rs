@@ -1135,6 +1135,26 @@ async fn command_timeout_rounds(target: Target, pause: &dyn Fn()) {
     }
 }
 
+/// A new session made through `client` (`/incr`), read until `store` caches it: its key.
+async fn cached_session(
+    client: &mut Client,
+    store: &RedisStore<Counter>,
+) -> tower_typed_sessions::SessionKey {
+    client.get("/incr").await;
+    let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
+    for _ in 0..5 {
+        if store.is_cached(&key) {
+            break;
+        }
+        client.get("/read").await;
+    }
+    assert!(
+        store.is_cached(&key),
+        "a new session is cached after five reads"
+    );
+    key
+}
+
 /// A command that fails on a tracked connection which has already been replaced ends nothing
 /// but that old connection: A's write, whose reply is held back, times out after the quiet
 /// connection of its pair was killed and B's requests opened a new pair; B's session stays
@@ -1152,27 +1172,10 @@ async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
     .with_command_timeout(Duration::from_millis(900));
     let app = || app(store.clone(), Duration::from_secs(3600));
     let mut a = Client::new(app());
-    a.get("/incr").await;
-    let key_a = tower_typed_sessions::SessionKey::parse(&a.get("/key").await.body).unwrap();
-    for _ in 0..5 {
-        if store.is_cached(&key_a) {
-            break;
-        }
-        a.get("/read").await;
-    }
-    assert!(store.is_cached(&key_a), "A's session cached");
+    let key_a = cached_session(&mut a, &store).await;
     // C's session, cached and left alone: its entry goes only when the pair's end empties the
     // cache (A's write removes A's own entry as it starts).
-    let mut c = Client::new(app());
-    c.get("/incr").await;
-    let key_c = tower_typed_sessions::SessionKey::parse(&c.get("/key").await.body).unwrap();
-    for _ in 0..5 {
-        if store.is_cached(&key_c) {
-            break;
-        }
-        c.get("/read").await;
-    }
-    assert!(store.is_cached(&key_c), "C's session cached");
+    let key_c = cached_session(&mut Client::new(app()), &store).await;
     let clients: String = server.command(&["CLIENT", "LIST"]);
     let quiet = clients
         .lines()
@@ -1272,15 +1275,7 @@ async fn either_connection_killed_stops_the_cache_at_once() {
     .await;
     let mut client = Client::new(app(store.clone(), Duration::from_secs(3600)));
     for victim in ["commands", "invalidations"] {
-        client.get("/incr").await;
-        let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
-        for _ in 0..5 {
-            client.get("/read").await;
-            if store.is_cached(&key) {
-                break;
-            }
-        }
-        assert!(store.is_cached(&key), "cached before the kill");
+        let key = cached_session(&mut client, &store).await;
         // The commands connection is the one with tracking on (`redir=` names the other).
         let clients: String = server.command(&["CLIENT", "LIST"]);
         let (commands, invalidations) = clients
