@@ -1142,17 +1142,24 @@ async fn cached_session(
 ) -> tower_typed_sessions::SessionKey {
     client.get("/incr").await;
     let key = tower_typed_sessions::SessionKey::parse(&client.get("/key").await.body).unwrap();
+    read_until_cached(client, store, &key, "a new session").await;
+    key
+}
+
+/// Reads the session `key` through `client` (up to five times) until `store` caches it.
+async fn read_until_cached(
+    client: &mut Client,
+    store: &RedisStore<Counter>,
+    key: &tower_typed_sessions::SessionKey,
+    what: &str,
+) {
     for _ in 0..5 {
-        if store.is_cached(&key) {
+        if store.is_cached(key) {
             break;
         }
         client.get("/read").await;
     }
-    assert!(
-        store.is_cached(&key),
-        "a new session is cached after five reads"
-    );
-    key
+    assert!(store.is_cached(key), "{what} is cached after five reads");
 }
 
 /// A command that fails on a tracked connection which has already been replaced ends nothing
@@ -1225,16 +1232,7 @@ async fn a_failure_on_a_replaced_connection_leaves_the_new_one() {
         first.body
     );
     let key_b = tower_typed_sessions::SessionKey::parse(&b.get("/key").await.body).unwrap();
-    for _ in 0..5 {
-        if store.is_cached(&key_b) {
-            break;
-        }
-        b.get("/read").await;
-    }
-    assert!(
-        store.is_cached(&key_b),
-        "B's session cached through the new pair"
-    );
+    read_until_cached(&mut b, &store, &key_b, "B's session, through the new pair,").await;
     assert!(
         started.elapsed() < Duration::from_millis(800),
         "B was set up only after {:?}, A's timeout may already have come",
