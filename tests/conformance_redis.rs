@@ -1,6 +1,7 @@
-//! The conformance suite (feature `testing`) against Redis: one server and a three-master
-//! Cluster, both started by the test on free loopback ports. Every check gets a store with a
-//! key prefix of its own.
+//! The conformance suite (feature `testing`) against Redis: one server, a three-master
+//! Cluster and (feature `sentinel`) one server reached through Redis Sentinel, each plain and
+//! cached, all started by the test on free loopback ports. Every check gets a store with a key
+//! prefix of its own.
 #![cfg(all(feature = "testing", feature = "cluster"))]
 // Each race nests the layer's futures, the suite's gates and the store's own in one async block,
 // and the Redis store's are among the deepest: the default limit of 128 nested layout queries
@@ -15,6 +16,8 @@ use std::sync::{
     Arc,
 };
 
+#[cfg(feature = "sentinel")]
+use redis_server::RedisSentinel;
 use redis_server::{RedisCluster, RedisServer};
 use tower_typed_sessions::{
     store::redis::{LocalCache, RedisStore},
@@ -115,4 +118,49 @@ async fn cached_redis_cluster_passes_the_conformance_suite() {
         }
     });
     passes("Redis Cluster, cached", suite).await;
+}
+
+/// Behind Sentinel the store reaches the master through a connection of its own kind (asked of
+/// the sentinels, replaced after a failure): the same contract and races through it.
+#[cfg(feature = "sentinel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_behind_sentinel_passes_the_conformance_suite() {
+    behind_sentinel(false).await;
+}
+
+/// The cached store behind Sentinel (`connect_sentinel_cached`).
+#[cfg(feature = "sentinel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_redis_behind_sentinel_passes_the_conformance_suite() {
+    behind_sentinel(true).await;
+}
+
+#[cfg(feature = "sentinel")]
+async fn behind_sentinel(cached: bool) {
+    const MASTER: &str = "conformance";
+    let server = RedisServer::start();
+    let sentinel = RedisSentinel::start(server.port, MASTER);
+    let url = sentinel.url();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let suite = Conformance::with_async(move || {
+        let (url, counter) = (url.clone(), Arc::clone(&counter));
+        async move {
+            let store = if cached {
+                let cache =
+                    LocalCache::new().with_refresh_interval(std::time::Duration::from_millis(50));
+                RedisStore::connect_sentinel_cached(&[&url], MASTER, cache).await
+            } else {
+                RedisStore::connect_sentinel(&[&url], MASTER).await
+            };
+            store
+                .expect("connect through the test's sentinel")
+                .with_key_prefix(prefix(&counter))
+        }
+    });
+    let label = if cached {
+        "Redis behind Sentinel, cached"
+    } else {
+        "Redis behind Sentinel"
+    };
+    passes(label, suite).await;
 }
