@@ -71,7 +71,7 @@
 //! | `axum` | [`SessionHandle`] as an Axum extractor (`FromRequestParts`, `OptionalFromRequestParts`) | yes |
 //! | `redis` | [`RedisStore`] on one Redis server | no |
 //! | `cluster` | [`RedisStore`] on Redis Cluster | no |
-//! | `sentinel` | [`RedisStore`] behind Redis Sentinel, following failovers | no |
+//! | `sentinel` | [`RedisStore`] behind Redis Sentinel, following failovers; a master with a password, a database or TLS ([`store::redis::SentinelMaster`]) | no |
 //! | `redis-tls` | `rediss://` (TLS) for [`RedisStore`], with the system's roots or your own CA ([`store::redis::RedisTls`]) | no |
 //! | `postgres` | [`PostgresStore`] on PostgreSQL through sqlx 0.8 | no |
 //! | `sqlite` | [`SqliteStore`] on SQLite through sqlx 0.8 | no |

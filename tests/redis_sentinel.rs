@@ -1,6 +1,7 @@
 //! `RedisStore` behind Redis Sentinel (feature `sentinel`): a master, a replica and three
 //! sentinels the test starts; the master is killed under load and the store follows the
-//! failover by itself.
+//! failover by itself. And a master that wants a password, reached on the database
+//! `SentinelMaster` names.
 #![cfg(all(feature = "sentinel", feature = "axum"))]
 
 #[path = "support/redis_server.rs"]
@@ -18,7 +19,10 @@ use std::{
 use axum::http::StatusCode;
 use redis_server::{RedisSentinel, RedisServer};
 use support::{Client, Counter};
-use tower_typed_sessions::{store::redis::LocalCache, RedisStore, SessionLayer};
+use tower_typed_sessions::{
+    store::redis::{LocalCache, SentinelMaster},
+    RedisStore, SessionLayer, StoreError,
+};
 
 const MASTER: &str = "sessions";
 
@@ -207,4 +211,67 @@ async fn follows_a_failover(cached: bool) {
             "the cache serves again after the failover"
         );
     }
+}
+
+/// A master with `requirepass` (the sentinel told its password): the store logs in with
+/// `SentinelMaster::with_password`, plain and cached, and keeps its sessions in the database
+/// `with_db` names; without the password it is refused when it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_with_a_password_is_reached_on_the_database_sentinel_master_names() {
+    const PASSWORD: &str = "the-masters-password";
+    let master = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let sentinel = RedisSentinel::start_with(
+        master.port,
+        MASTER,
+        &[format!("sentinel auth-pass {MASTER} {PASSWORD}")],
+    );
+    let url = sentinel.url();
+    let nodes = [url.as_str()];
+    let settings = SentinelMaster::new().with_password(PASSWORD).with_db(3);
+    for cached in [false, true] {
+        let store = if cached {
+            RedisStore::<Counter>::connect_sentinel_cached_with(
+                &nodes,
+                MASTER,
+                settings.clone(),
+                LocalCache::new(),
+            )
+            .await
+        } else {
+            RedisStore::<Counter>::connect_sentinel_with(&nodes, MASTER, settings.clone()).await
+        }
+        .unwrap_or_else(|err| panic!("cached {cached}: connect with the password: {err}"));
+        let mut client = Client::new(support::routes().layer(SessionLayer::new(store)));
+        assert_eq!(client.get("/incr").await.body, "1", "cached {cached}");
+        assert_eq!(client.get("/incr").await.body, "2", "cached {cached}");
+        client.get("/login").await;
+        assert_eq!(
+            client.get("/read").await.body,
+            "2 new=false",
+            "cached {cached}"
+        );
+    }
+    let keys_in = |db: u8| -> i64 {
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/{db}", master.port);
+        let mut connection = redis::Client::open(url)
+            .and_then(|client| client.get_connection())
+            .expect("log in to the master");
+        redis::cmd("DBSIZE").query(&mut connection).expect("DBSIZE")
+    };
+    assert!(keys_in(3) > 0, "the sessions are in database 3");
+    assert_eq!(keys_in(0), 0, "nothing is in database 0");
+
+    let refused = |result: Result<RedisStore<Counter>, StoreError>| match result {
+        Ok(_) => panic!("a store without the master's password must not connect"),
+        Err(err) => {
+            assert!(matches!(err, StoreError::Backend(_)), "{err}");
+            err.to_string()
+        }
+    };
+    let plain = refused(RedisStore::connect_sentinel(&nodes, MASTER).await);
+    let cached =
+        refused(RedisStore::connect_sentinel_cached(&nodes, MASTER, LocalCache::new()).await);
+    println!("without the password: {plain}; cached: {cached}");
+    let wrong = SentinelMaster::new().with_password("not-the-password");
+    refused(RedisStore::connect_sentinel_with(&nodes, MASTER, wrong).await);
 }

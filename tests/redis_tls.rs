@@ -1,7 +1,7 @@
-//! `rediss://` (feature `redis-tls`): the store, cached and not, on a `redis-server` and a
-//! Cluster the test starts with TLS ports and a certificate signed by a CA the test generates;
-//! the wrong CA, the system's roots and plain text are refused with a clear error, without a
-//! session cookie.
+//! `rediss://` (feature `redis-tls`): the store, cached and not, on a `redis-server`, a Cluster
+//! and (feature `sentinel`) a master behind a Sentinel, all started by the test with TLS ports
+//! and a certificate signed by a CA the test generates; the wrong CA, the system's roots and
+//! plain text are refused with a clear error, without a session cookie.
 #![cfg(all(feature = "redis-tls", feature = "cluster"))]
 
 #[path = "support/redis_server.rs"]
@@ -60,6 +60,7 @@ struct TlsRedis {
     _server: RedisServer,
     tls_port: u16,
     ca_pem: String,
+    files: TlsFiles,
     _dir: TempDir,
 }
 
@@ -146,6 +147,7 @@ impl TlsRedis {
             _server: server,
             tls_port,
             ca_pem: pki.ca_pem,
+            files,
             _dir: dir,
         }
     }
@@ -348,4 +350,80 @@ async fn a_cluster_over_tls_serves_sessions_across_its_masters() {
         RedisStore::<Counter>::connect_cluster_cached_with_tls(&nodes, wrong, LocalCache::new())
             .await;
     assert!(refused.is_err(), "also with the cache");
+}
+
+/// A master that speaks only TLS behind a sentinel that speaks TLS (feature `sentinel`):
+/// `SentinelMaster::with_tls` reaches both with the test's CA, plain and cached; through the
+/// sentinel's plain port the master is still reached over TLS; another CA is refused.
+#[cfg(feature = "sentinel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_behind_a_sentinel_is_reached_over_tls() {
+    use redis_server::RedisSentinel;
+    use tower_typed_sessions::store::redis::SentinelMaster;
+
+    const MASTER: &str = "sessions";
+    let redis = TlsRedis::start();
+    let sentinel_tls_port = free_port();
+    let files = &redis.files;
+    let sentinel = RedisSentinel::start_with(
+        redis.tls_port,
+        MASTER,
+        &[
+            format!("tls-port {sentinel_tls_port}"),
+            format!("tls-cert-file {}", files.cert),
+            format!("tls-key-file {}", files.key),
+            format!("tls-ca-cert-file {}", files.ca),
+            "tls-auth-clients no".to_owned(),
+            // The sentinel reaches the master over TLS too.
+            "tls-replication yes".to_owned(),
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{sentinel_tls_port}/");
+    let nodes = [url.as_str()];
+    let tls = RedisTls::new().with_root_certificate(redis.ca_pem.clone());
+    let master = SentinelMaster::new().with_tls(tls);
+
+    let store = RedisStore::<Counter>::connect_sentinel_with(&nodes, MASTER, master.clone())
+        .await
+        .expect("reach the master through the sentinel, both over TLS");
+    let mut client = Client::new(support::routes().layer(SessionLayer::new(store)));
+    assert_eq!(client.get("/incr").await.body, "1");
+    client.get("/login").await;
+    assert_eq!(client.get("/read").await.body, "1 new=false");
+    client.get("/logout").await;
+    assert_eq!(client.get("/read").await.body, "0 new=true");
+
+    let connect = || {
+        RedisStore::<Counter>::connect_sentinel_cached_with(
+            &nodes,
+            MASTER,
+            master.clone(),
+            LocalCache::new(),
+        )
+    };
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    cached_pair_works(a, b).await;
+
+    // The sentinel's plain port: the master is still reached over TLS.
+    let plain_sentinel = sentinel.url();
+    let store =
+        RedisStore::<Counter>::connect_sentinel_with(&[&plain_sentinel], MASTER, master.clone())
+            .await
+            .expect("reach the TLS master through a plain sentinel");
+    let mut client = Client::new(support::routes().layer(SessionLayer::new(store)));
+    assert_eq!(client.get("/incr").await.body, "1");
+    // Without the TLS settings, the master's TLS port is not spoken to in plain text.
+    let plain = refused(RedisStore::connect_sentinel(&[&plain_sentinel], MASTER).await).await;
+    println!("plain text to the master: {plain}");
+
+    let other_ca = RedisTls::new().with_root_certificate(pki().ca_pem);
+    let wrong_ca = refused(
+        RedisStore::connect_sentinel_with(&nodes, MASTER, SentinelMaster::new().with_tls(other_ca))
+            .await,
+    )
+    .await;
+    assert!(
+        wrong_ca.to_lowercase().contains("certificate"),
+        "{wrong_ca}"
+    );
 }

@@ -66,9 +66,13 @@ pub fn query<V: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::Redis
     cmd.query(&mut connection)
 }
 
-/// Whether the server on `port` answers PING.
+/// Whether the server on `port` answers PING (a server with `requirepass` answers that it wants
+/// the password).
 fn answers(port: u16) -> bool {
-    query::<String>(port, &["PING"]).is_ok_and(|reply| reply == "PONG")
+    match query::<String>(port, &["PING"]) {
+        Ok(reply) => reply == "PONG",
+        Err(err) => err.code() == Some("NOAUTH"),
+    }
 }
 
 pub struct RedisServer {
@@ -437,6 +441,11 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub fn start(master_port: u16, name: &str) -> Self {
+        Self::start_with(master_port, name, &[])
+    }
+
+    /// A sentinel whose configuration also holds the lines `extra` (the master's password, TLS).
+    pub fn start_with(master_port: u16, name: &str, extra: &[String]) -> Self {
         require("redis-server");
         let dir = temp_dir("sentinel");
         for _ in 0..20 {
@@ -448,8 +457,9 @@ impl RedisSentinel {
                  sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 4000\n\
-                 sentinel parallel-syncs {name} 1\n",
-                dir = dir.display()
+                 sentinel parallel-syncs {name} 1\n{extra}\n",
+                dir = dir.display(),
+                extra = extra.join("\n"),
             );
             std::fs::write(&config, text).expect("write the sentinel config");
             let mut child = Command::new("redis-server")

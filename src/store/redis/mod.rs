@@ -9,6 +9,8 @@ mod cache;
 mod connection;
 mod layout;
 mod scripts;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 #[cfg(feature = "redis-tls")]
 mod tls;
 mod tracking;
@@ -24,6 +26,9 @@ use self::connection::{Conn, Connection, Generation};
 use time::OffsetDateTime;
 
 pub use self::cache::LocalCache;
+#[cfg(feature = "sentinel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+pub use self::sentinel::SentinelMaster;
 #[cfg(feature = "redis-tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
 pub use self::tls::RedisTls;
@@ -404,21 +409,41 @@ impl<T: Session> RedisStore<T> {
     /// broke or timed out, or the node answers `READONLY`), the next one asks the sentinels
     /// again, so the store follows a failover by itself: requests in between get the layer's
     /// error response, with no Set-Cookie. Fails if no sentinel names a reachable master now.
+    /// A master that asks for a password, or a database other than 0, or TLS with your own
+    /// CA: [`RedisStore::connect_sentinel_with`].
     #[cfg(feature = "sentinel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub async fn connect_sentinel(
         sentinels: &[&str],
         master_name: &str,
     ) -> Result<Self, StoreError> {
-        let client = redis::sentinel::SentinelClient::build(
-            sentinels.to_vec(),
-            // A String: the redis crate takes one without its TLS feature (and any
-            // `AsRef<str>` with it).
-            String::from(master_name),
-            None,
-            redis::sentinel::SentinelServerType::Master,
-        )
-        .map_err(backend)?;
+        Self::connect_sentinel_with(sentinels, master_name, SentinelMaster::new()).await
+    }
+
+    /// [`RedisStore::connect_sentinel`] to a master reached as `master` says: its password (or
+    /// ACL user), database and TLS settings ([`SentinelMaster`]).
+    ///
+    /// ```no_run
+    /// use tower_typed_sessions::{store::redis::SentinelMaster, RedisStore, Session};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Data;
+    /// # impl Session for Data {}
+    /// # async fn run() -> Result<(), tower_typed_sessions::StoreError> {
+    /// let master = SentinelMaster::new().with_password("the master's requirepass");
+    /// let store =
+    ///     RedisStore::<Data>::connect_sentinel_with(&["redis://10.0.0.1:26379"], "sessions", master)
+    ///         .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel_with(
+        sentinels: &[&str],
+        master_name: &str,
+        master: SentinelMaster,
+    ) -> Result<Self, StoreError> {
+        let client = master
+            .client(sentinels, master_name, false)
+            .map_err(backend)?;
         // The store's command timeout bounds every operation, the sentinels' answer included.
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
@@ -534,16 +559,25 @@ impl<T: Session> RedisStore<T> {
         master_name: &str,
         cache: LocalCache,
     ) -> Result<Self, StoreError> {
-        let node = redis::sentinel::SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(resp3(&redis::RedisConnectionInfo::default()));
-        let client = redis::sentinel::SentinelClient::build(
-            sentinels.to_vec(),
-            String::from(master_name),
-            Some(node),
-            redis::sentinel::SentinelServerType::Master,
-        )
-        .map_err(backend)?;
-        let source = Source::Sentinel(Arc::new(tokio::sync::Mutex::new(client)));
+        Self::connect_sentinel_cached_with(sentinels, master_name, SentinelMaster::new(), cache)
+            .await
+    }
+
+    /// [`RedisStore::connect_sentinel_cached`] to a master reached as `master` says (password,
+    /// database, TLS: [`SentinelMaster`]); both tracked connections log in with it.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel_cached_with(
+        sentinels: &[&str],
+        master_name: &str,
+        master: SentinelMaster,
+        cache: LocalCache,
+    ) -> Result<Self, StoreError> {
+        // Invalidation pushes need RESP3.
+        let client = master
+            .client(sentinels, master_name, true)
+            .map_err(backend)?;
+        let source = Source::Sentinel(Arc::new(tokio::sync::Mutex::new(client)), master.tls());
         Self::connect_tracked(source, cache).await
     }
 

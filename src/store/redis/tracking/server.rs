@@ -26,7 +26,10 @@ pub(in crate::store::redis) enum Source {
     /// The master the sentinels name at the time (asked again for every new connection); the
     /// client's node settings speak RESP3.
     #[cfg(feature = "sentinel")]
-    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+    Sentinel(
+        Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
+        Tls,
+    ),
 }
 
 impl Source {
@@ -41,12 +44,12 @@ impl Source {
                 socket::open_pair(info, tls, prefix, pushes, timeout).await
             }
             #[cfg(feature = "sentinel")]
-            Source::Sentinel(sentinels) => {
+            Source::Sentinel(sentinels, tls) => {
                 // The redis crate asks the sentinels for the master's address and that node for
                 // its ROLE, so a demoted master the sentinels still name is not taken.
                 let master = sentinels.lock().await.async_get_client().await?;
                 let info = master.get_connection_info();
-                socket::open_pair(info, &None, prefix, pushes, timeout).await
+                socket::open_pair(info, tls, prefix, pushes, timeout).await
             }
         }
     }
