@@ -306,6 +306,16 @@ impl<T> fmt::Debug for RedisStore<T> {
     }
 }
 
+/// The server `url` names, reached with the store's TCP settings
+/// ([`connection::tcp_settings`]).
+fn with_tcp_settings(url: &str) -> Result<redis::ConnectionInfo, StoreError> {
+    use redis::IntoConnectionInfo;
+    Ok(url
+        .into_connection_info()
+        .map_err(backend)?
+        .set_tcp_settings(connection::tcp_settings()))
+}
+
 fn backend(err: RedisError) -> StoreError {
     // A non-string value under a session key is foreign data, not an outage.
     if err.code() == Some("WRONGTYPE") {
@@ -323,7 +333,7 @@ impl<T: Session> RedisStore<T> {
     /// reconnects by itself after an outage. Fails if the server cannot be reached now, or if
     /// its certificate is not trusted.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_client(redis::Client::open(url).map_err(backend)?).await
+        Self::connect_client(redis::Client::open(with_tcp_settings(url)?).map_err(backend)?).await
     }
 
     /// Connects to one Redis server over TLS (`rediss://host:port/db`) with your own CA or a
@@ -331,7 +341,8 @@ impl<T: Session> RedisStore<T> {
     #[cfg(feature = "redis-tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
     pub async fn connect_with_tls(url: &str, tls: RedisTls) -> Result<Self, StoreError> {
-        let client = redis::Client::build_with_tls(url, tls.certificates()).map_err(backend)?;
+        let client = redis::Client::build_with_tls(with_tcp_settings(url)?, tls.certificates())
+            .map_err(backend)?;
         Self::connect_client(client).await
     }
 
@@ -384,6 +395,7 @@ impl<T: Session> RedisStore<T> {
         // also caps the uncached Cluster's operations at 1 s; a cached one sends sessions'
         // commands over its own connections, which only the store's command timeout bounds.
         redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .tcp_settings(connection::tcp_settings())
             .connection_timeout(DEFAULT_COMMAND_TIMEOUT)
             .response_timeout(DEFAULT_COMMAND_TIMEOUT)
             .retries(2)

@@ -129,7 +129,9 @@ impl SentinelMaster {
         if let Some(tls) = &self.tls {
             return with_certificates(sentinels, master_name, settings, tls);
         }
-        let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
+        let mut node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(settings)
+            .set_tcp_settings(super::connection::tcp_settings());
         if implies_tls(sentinels) {
             node = node.set_tls_mode(redis::TlsMode::Secure);
         }
@@ -178,6 +180,7 @@ fn with_certificates(
         SentinelServerType::Master,
     )?
     .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+    .set_client_to_redis_tcp_settings(super::connection::tcp_settings())
     .set_client_to_redis_certificates(tls.certificates())
     .set_client_to_redis_db(settings.db())
     .set_client_to_redis_protocol(settings.protocol());

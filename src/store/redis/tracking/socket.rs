@@ -562,13 +562,19 @@ pub(in crate::store::redis) async fn open_pair(
     })
 }
 
-/// A TCP connection to the first address of `host` that accepts one, without Nagle's delay.
+/// A TCP connection to the first address of `host` that accepts one, without Nagle's delay
+/// (the commands connection gathers writes itself) and with a dead peer noticed within seconds
+/// (`connection::DEAD_PEER_TIMEOUT`).
 async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the Redis host");
     for address in tokio::net::lookup_host((host, port)).await? {
         match TcpStream::connect(address).await {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
+                let socket = socket2::SockRef::from(&stream);
+                socket.set_tcp_keepalive(&super::super::connection::keepalive())?;
+                #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+                socket.set_tcp_user_timeout(Some(super::super::connection::DEAD_PEER_TIMEOUT))?;
                 return Ok(stream);
             }
             Err(err) => last = err,
