@@ -60,44 +60,57 @@ fn inodes_connected_to(ports: &HashSet<u16>) -> HashSet<u64> {
     inodes
 }
 
-/// This process's file descriptors of sockets connected to any of `ports`.
-fn sockets_to(ports: &[u16]) -> Vec<RawFd> {
+/// The inode of the socket file descriptor `fd` names now, if it names a socket.
+fn socket_inode(fd: RawFd) -> Option<u64> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    target
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// This process's file descriptors of sockets connected to any of `ports`, with their inodes.
+fn sockets_to(ports: &[u16]) -> Vec<(RawFd, u64)> {
     let inodes = inodes_connected_to(&ports.iter().copied().collect());
-    let mut fds = Vec::new();
+    let mut sockets = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd") {
-        let Ok(entry) = entry else { continue };
-        let Ok(target) = std::fs::read_link(entry.path()) else {
+        let Some(fd) = entry
+            .ok()
+            .and_then(|entry| entry.file_name().to_str()?.parse::<RawFd>().ok())
+        else {
             continue;
         };
-        let target = target.to_string_lossy();
-        let inode = target
-            .strip_prefix("socket:[")
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|inode| inode.parse::<u64>().ok());
-        if inode.is_some_and(|inode| inodes.contains(&inode)) {
-            if let Some(fd) = entry.file_name().to_str().and_then(|fd| fd.parse().ok()) {
-                fds.push(fd);
-            }
+        if let Some(inode) = socket_inode(fd).filter(|inode| inodes.contains(inode)) {
+            sockets.push((fd, inode));
         }
     }
-    fds
+    sockets
 }
 
 /// Every socket of this process connected to `ports` (there must be some) has the store's
 /// settings. `label` names the store in a failure.
 fn assert_store_sockets(label: &str, ports: &[u16]) {
-    let fds = sockets_to(ports);
-    assert!(!fds.is_empty(), "{label}: no socket to {ports:?} found");
-    for fd in fds {
-        // SAFETY: `fd` is a socket the store holds open while this runs (the store is alive and
-        // connected); the borrow ends before this function returns.
+    let sockets = sockets_to(ports);
+    assert!(!sockets.is_empty(), "{label}: no socket to {ports:?} found");
+    for (fd, inode) in sockets {
+        // SAFETY: `fd` is a socket of a store this test holds (alive and connected, so the
+        // socket stays open); the borrow ends before this function returns, and the check
+        // below makes sure the number still names that socket.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let socket = socket2::SockRef::from(&borrowed);
         let peer = socket.peer_addr().ok().and_then(|addr| addr.as_socket());
         let what = format!("{label}, socket {fd} to {peer:?}");
-        assert!(socket.keepalive().unwrap(), "{what}: no keepalive probes");
+        let (keepalive, user_timeout) = (socket.keepalive(), socket.tcp_user_timeout());
         assert_eq!(
-            socket.tcp_user_timeout().unwrap(),
+            socket_inode(fd),
+            Some(inode),
+            "{what}: closed while it was read"
+        );
+        assert!(keepalive.unwrap(), "{what}: no keepalive probes");
+        assert_eq!(
+            user_timeout.unwrap(),
             Some(USER_TIMEOUT),
             "{what}: TCP_USER_TIMEOUT"
         );
@@ -120,12 +133,11 @@ async fn one_server_plain_and_cached() {
     let plain = RedisStore::<Data>::connect(&server.url()).await.unwrap();
     touch(&plain).await.unwrap();
     assert_store_sockets("one server", &[server.port]);
-    drop(plain);
     let cached = RedisStore::<Data>::connect_cached(&server.url(), LocalCache::new())
         .await
         .unwrap();
     touch(&cached).await.unwrap();
-    assert_store_sockets("one server, cached", &[server.port]);
+    assert_store_sockets("one server, plain and cached", &[server.port]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,12 +152,11 @@ async fn a_cluster_plain_and_cached() {
     let plain = RedisStore::<Data>::connect_cluster(&nodes).await.unwrap();
     touch(&plain).await.unwrap();
     assert_store_sockets("Cluster", &ports);
-    drop(plain);
     let cached = RedisStore::<Data>::connect_cluster_cached(&nodes, LocalCache::new())
         .await
         .unwrap();
     touch(&cached).await.unwrap();
-    assert_store_sockets("Cluster, cached", &ports);
+    assert_store_sockets("Cluster, plain and cached", &ports);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,10 +169,9 @@ async fn a_master_behind_sentinel_plain_and_cached() {
         .unwrap();
     touch(&plain).await.unwrap();
     assert_store_sockets("behind Sentinel", &[master.port]);
-    drop(plain);
     let cached = RedisStore::<Data>::connect_sentinel_cached(&[&url], "sockets", LocalCache::new())
         .await
         .unwrap();
     touch(&cached).await.unwrap();
-    assert_store_sockets("behind Sentinel, cached", &[master.port]);
+    assert_store_sockets("behind Sentinel, plain and cached", &[master.port]);
 }

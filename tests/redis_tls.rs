@@ -412,7 +412,8 @@ async fn a_master_behind_a_sentinel_is_reached_over_tls() {
             .expect("reach the TLS master through a plain sentinel");
     let mut client = Client::new(support::routes().layer(SessionLayer::new(store)));
     assert_eq!(client.get("/incr").await.body, "1");
-    // Without the TLS settings, the master's TLS port is not spoken to in plain text.
+    // Without the TLS settings the store speaks plain text to the master's TLS port: refused
+    // when it connects.
     let plain = refused(RedisStore::connect_sentinel(&[&plain_sentinel], MASTER).await).await;
     println!("plain text to the master: {plain}");
 

@@ -33,7 +33,18 @@ pub(super) fn tcp_settings() -> redis::io::tcp::TcpSettings {
 /// The keepalive probes of [`tcp_settings`].
 pub(super) fn keepalive() -> socket2::TcpKeepalive {
     let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
-    #[cfg(not(any(target_os = "openbsd", target_os = "redox", target_os = "solaris")))]
+    #[cfg(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+        target_os = "ios",
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "windows",
+    ))]
     let keepalive = keepalive.with_interval(KEEPALIVE_INTERVAL);
     keepalive
 }

@@ -17,9 +17,10 @@ use super::RedisTls;
 /// The sentinels themselves are reached as their URLs say (`redis://:password@host:26379` for
 /// a sentinel with `requirepass`, `rediss://` for TLS).
 ///
-/// Sentinels given as `rediss://` mean the master is reached over TLS too, trusting the
-/// system's root certificates unless [`SentinelMaster::with_tls`] names a CA; a store never
-/// falls back to plain text.
+/// The sentinels name the master by address and port only, so the master is reached over TLS
+/// when [`SentinelMaster::with_tls`] says so (`RedisTls::new()` for the system's root
+/// certificates), whatever the sentinels' URLs are: a master that speaks only TLS refuses a
+/// store without it when the store connects.
 ///
 /// ```no_run
 /// use tower_typed_sessions::{store::redis::SentinelMaster, RedisStore, Session};
@@ -62,7 +63,7 @@ impl fmt::Debug for SentinelMaster {
 }
 
 impl SentinelMaster {
-    /// No credentials, database 0, and TLS only if the sentinels' URLs are `rediss://`.
+    /// No credentials, database 0, no TLS.
     pub fn new() -> Self {
         Self::default()
     }
@@ -89,8 +90,11 @@ impl SentinelMaster {
         self
     }
 
-    /// Reaches the master over TLS trusting what `tls` says (your CA, a client certificate);
-    /// sentinels given as `rediss://` are reached with the same settings.
+    /// Reaches the master over TLS trusting what `tls` says (your CA or the system's roots, a
+    /// client certificate); sentinels given as `rediss://` are reached with the same settings.
+    /// The redis crate then takes one set of sentinel credentials and one kind of connection
+    /// for all sentinels: the store refuses to connect (an invalid configuration) when the
+    /// sentinels' URLs differ in either.
     #[cfg(feature = "redis-tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
     #[must_use]
@@ -129,12 +133,9 @@ impl SentinelMaster {
         if let Some(tls) = &self.tls {
             return with_certificates(sentinels, master_name, settings, tls);
         }
-        let mut node = SentinelNodeConnectionInfo::default()
+        let node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(settings)
             .set_tcp_settings(super::connection::tcp_settings());
-        if implies_tls(sentinels) {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
-        }
         SentinelClient::build(
             sentinels.to_vec(),
             // A String: the redis crate takes one without its TLS feature (and any
@@ -146,18 +147,10 @@ impl SentinelMaster {
     }
 }
 
-/// Whether sentinels reached over TLS (any `rediss://` URL) mean a master reached over TLS: a
-/// deployment that encrypts the one does not want the other in plain text.
-fn implies_tls(sentinels: &[&str]) -> bool {
-    sentinels.iter().any(|url| {
-        url.get(.."rediss://".len())
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
-    })
-}
-
-/// A client whose connections to the master, and to the sentinels given as `rediss://`, trust
-/// `tls`: only the redis crate's builder takes certificates for both, and it takes the
-/// sentinels' credentials once for all, so they come from the first URL that has any.
+/// A client whose connections to the master, and to the sentinels if they are given as
+/// `rediss://`, trust `tls`: only the redis crate's builder takes certificates for both, and it
+/// takes one set of sentinel credentials and one TLS setting for all sentinels, so their URLs
+/// must agree on both.
 #[cfg(feature = "redis-tls")]
 fn with_certificates(
     sentinels: &[&str],
@@ -171,9 +164,32 @@ fn with_certificates(
         .iter()
         .map(|url| url.into_connection_info())
         .collect::<Result<Vec<_>, _>>()?;
-    let all_tls = sentinels
+    let over_tls =
+        |info: &redis::ConnectionInfo| matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let credentials = |info: &redis::ConnectionInfo| {
+        let settings = info.redis_settings();
+        (
+            settings.username().map(str::to_owned),
+            settings.password().map(str::to_owned),
+        )
+    };
+    let Some(first) = sentinels.first() else {
+        return Err(invalid("no sentinel given"));
+    };
+    let all_tls = over_tls(first);
+    if sentinels.iter().any(|info| over_tls(info) != all_tls) {
+        return Err(invalid(
+            "with TLS settings, give every sentinel as rediss:// or every one as redis://",
+        ));
+    }
+    if sentinels
         .iter()
-        .all(|info| matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
+        .any(|info| credentials(info) != credentials(first))
+    {
+        return Err(invalid(
+            "with TLS settings, every sentinel's URL must carry the same username and password",
+        ));
+    }
     let mut builder = SentinelClientBuilder::new(
         sentinels.iter().map(|info| info.addr().clone()),
         master_name,
@@ -190,17 +206,12 @@ fn with_certificates(
     if let Some(password) = settings.password() {
         builder = builder.set_client_to_redis_password(password);
     }
-    if let Some(credentials) = sentinels
-        .iter()
-        .map(|info| info.redis_settings())
-        .find(|settings| settings.password().is_some())
-    {
-        if let Some(username) = credentials.username() {
-            builder = builder.set_client_to_sentinel_username(username);
-        }
-        if let Some(password) = credentials.password() {
-            builder = builder.set_client_to_sentinel_password(password);
-        }
+    let (username, password) = credentials(first);
+    if let Some(username) = username {
+        builder = builder.set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = password {
+        builder = builder.set_client_to_sentinel_password(password);
     }
     if all_tls {
         builder = builder.set_client_to_sentinel_certificates(tls.certificates());
@@ -208,22 +219,46 @@ fn with_certificates(
     builder.build()
 }
 
+/// The error of a Sentinel configuration the redis crate cannot carry out as given.
+#[cfg(feature = "redis-tls")]
+fn invalid(why: &'static str) -> RedisError {
+    RedisError::from((redis::ErrorKind::InvalidClientConfig, why))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(feature = "redis-tls")]
     #[test]
-    fn a_sentinel_over_tls_means_a_master_over_tls() {
-        assert!(implies_tls(&[
-            "redis://10.0.0.1:26379",
-            "rediss://10.0.0.2:26379"
-        ]));
-        assert!(implies_tls(&["REDISS://10.0.0.2:26379"]));
-        assert!(!implies_tls(&[
-            "redis://10.0.0.1:26379",
-            "redis://10.0.0.2:26379"
-        ]));
-        assert!(!implies_tls(&["redis://rediss:26379"]));
+    fn with_tls_the_sentinels_must_agree_on_tls_and_credentials() {
+        let master = SentinelMaster::new().with_tls(RedisTls::new());
+        let refused = |sentinels: &[&str]| {
+            let err = match master.client(sentinels, "sessions", false) {
+                Ok(_) => panic!("{sentinels:?} should be refused"),
+                Err(err) => err,
+            };
+            assert_eq!(err.kind(), redis::ErrorKind::InvalidClientConfig, "{err}");
+        };
+        refused(&["rediss://10.0.0.1:26379", "redis://10.0.0.2:26379"]);
+        refused(&[
+            "rediss://:one@10.0.0.1:26379",
+            "rediss://:another@10.0.0.2:26379",
+        ]);
+        refused(&["rediss://:one@10.0.0.1:26379", "rediss://10.0.0.2:26379"]);
+        refused(&[]);
+        for agreeing in [
+            &[
+                "rediss://:one@10.0.0.1:26379",
+                "rediss://:one@10.0.0.2:26379",
+            ][..],
+            &["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"][..],
+        ] {
+            assert!(
+                master.client(agreeing, "sessions", false).is_ok(),
+                "{agreeing:?}"
+            );
+        }
     }
 
     #[test]
