@@ -140,6 +140,7 @@ impl Slide {
     }
 
     /// Whether a live session expiring at `expires_ms` with `deadline_ms` needs the write.
+    #[cfg(feature = "sqlite")]
     fn moves(self, expires_ms: i64, deadline_ms: i64) -> bool {
         self.to.min(deadline_ms).saturating_sub(expires_ms) >= self.step
     }
