@@ -144,7 +144,10 @@ pub async fn pg_pool(url: &str) -> sqlx::PgPool {
 /// tower-sessions 0.14 on tower-sessions-sqlx-store's PostgresStore, migrated.
 pub async fn ts_postgres(pool: sqlx::PgPool) -> Router {
     let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
-    store.migrate().await.expect("migrate tower-sessions' table");
+    store
+        .migrate()
+        .await
+        .expect("migrate tower-sessions' table");
     ts_014::router(store)
 }
 

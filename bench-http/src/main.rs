@@ -59,10 +59,12 @@ options:
   --server-threads N    worker threads of the servers' runtime (default 2)
   --client-threads N    worker threads of the load generator's runtime (default 2)
   --apps a,b,...        subset of: bare,ours-mem,ours-cookie,ours-cookie-rl,ours-redis,
-                        ours-redis-cached,as-redis,as-redis-nomem,ours-pg,ts-mem,ts-redis,ts-pg
+                        ours-redis-cached,ours-redis-cached-tls,as-redis,as-redis-nomem,ours-pg,
+                        ts-mem,ts-redis,ts-pg
                         (default all; ours-cookie is cookie-only sessions, ours-cookie-rl the
-                        same with a revocation list in memory; as-* are axum_session on Redis,
-                        with and without its in-memory layer)
+                        same with a revocation list in memory; ours-redis-cached-tls the cached
+                        store over TLS (rediss://, a CA made per run); as-* are axum_session on
+                        Redis, with and without its in-memory layer)
   --routes r,...        read, incr, login (the default), and plain (a route that never asks
                         for the session, each connection still sending its cookie)
   --ts-pool N           fred pool size of the tower-sessions Redis app (default 1: one
@@ -169,13 +171,14 @@ fn die(message: &str) -> ! {
     std::process::exit(2)
 }
 
-const ALL_APPS: [&str; 12] = [
+const ALL_APPS: [&str; 13] = [
     "bare",
     "ours-mem",
     "ours-cookie",
     "ours-cookie-rl",
     "ours-redis",
     "ours-redis-cached",
+    "ours-redis-cached-tls",
     "as-redis",
     "as-redis-nomem",
     "ours-pg",
@@ -192,6 +195,7 @@ fn app_title(key: &str) -> &'static str {
         "ours-cookie-rl" => "tower-typed-sessions, cookie-only + revocation list (memory)",
         "ours-redis" => "tower-typed-sessions, RedisStore",
         "ours-redis-cached" => "tower-typed-sessions, RedisStore with local cache",
+        "ours-redis-cached-tls" => "tower-typed-sessions, RedisStore with local cache, over TLS",
         "as-redis" => "axum_session 0.22, Redis pool, its memory layer on (default)",
         "as-redis-nomem" => "axum_session 0.22, Redis pool, memory layer off",
         "ts-mem" => "tower-sessions 0.15, MemoryStore",
@@ -360,9 +364,7 @@ impl Bench {
             on_start();
             taken
         };
-        let (run, before, after) = self
-            .client_rt
-            .block_on(client::run(&plan, start, snapshot));
+        let (run, before, after) = self.client_rt.block_on(client::run(&plan, start, snapshot));
         let mut latencies = run.latencies_ns;
         latencies.sort_unstable();
         let pct = |p: f64| {
@@ -440,7 +442,14 @@ fn http_mode(bench: &Bench) {
         eprintln!("bench-http: the PostgreSQL apps need PostgreSQL; or pass --apps without them");
         std::process::exit(1);
     }
-    let redis_apps = ["ours-redis", "ours-redis-cached", "ts-redis", "as-redis", "as-redis-nomem"];
+    let redis_apps = [
+        "ours-redis",
+        "ours-redis-cached",
+        "ours-redis-cached-tls",
+        "ts-redis",
+        "as-redis",
+        "as-redis-nomem",
+    ];
     if redis_apps.iter().any(|app| wants(app)) && redis_server::available().is_err() {
         eprintln!(
             "bench-http: the Redis apps need `redis-server` on PATH (Debian/Ubuntu: \
@@ -480,10 +489,22 @@ fn http_mode(bench: &Bench) {
                     .expect("connect cached RedisStore");
                     (apps::ours_redis_cached(store), Some(server))
                 }
+                "ours-redis-cached-tls" => {
+                    let server = RedisServer::start_tls(key);
+                    let (url, ca) = server.tls().expect("a TLS server");
+                    let store = RedisStore::<Counter>::connect_cached_with_tls(
+                        &url,
+                        tower_typed_sessions::store::redis::RedisTls::new()
+                            .with_root_certificate(ca),
+                        tower_typed_sessions::store::redis::LocalCache::new(),
+                    )
+                    .await
+                    .expect("connect cached RedisStore over TLS");
+                    (apps::ours_redis_cached(store), Some(server))
+                }
                 "as-redis" | "as-redis-nomem" => {
                     let server = RedisServer::start(key);
-                    let router =
-                        apps::axum_session_redis(&server.url(), *key == "as-redis").await;
+                    let router = apps::axum_session_redis(&server.url(), *key == "as-redis").await;
                     (router, Some(server))
                 }
                 "ours-pg" | "ts-pg" => (apps::bare(), None),
@@ -697,8 +718,16 @@ fn report_http(
         ("ours-mem", "ts-mem", "memory"),
         ("ours-redis", "ts-redis", "Redis"),
         ("ours-redis-cached", "ts-redis", "Redis, ours cached"),
-        ("ours-redis-cached", "as-redis", "Redis, ours cached vs axum_session cached"),
-        ("ours-redis-cached", "ours-redis", "Redis, ours cached vs uncached"),
+        (
+            "ours-redis-cached",
+            "as-redis",
+            "Redis, ours cached vs axum_session cached",
+        ),
+        (
+            "ours-redis-cached",
+            "ours-redis",
+            "Redis, ours cached vs uncached",
+        ),
         ("ours-pg", "ts-pg", "PostgreSQL"),
     ];
     let mut rows = Vec::new();
@@ -900,7 +929,11 @@ fn report_http(
     }
     if !cookie_rows.is_empty() {
         let _ = writeln!(out, "## Cookie-only sessions\n");
-        table(out, &["route", "req/s of", "ratio", "per repetition"], &cookie_rows);
+        table(
+            out,
+            &["route", "req/s of", "ratio", "per repetition"],
+            &cookie_rows,
+        );
     }
     if !rows.is_empty() {
         let _ = writeln!(out, "## Targets\n");
@@ -1427,7 +1460,11 @@ fn sweep_mode(bench: &Bench) {
             format!("{:.0}", rep.sweeping.rps),
             format!("{:.2}", rep.sweeping.rps / rep.idle.rps),
             format!("{:.0} / {:.0}", rep.idle.p99_us, rep.sweeping.p99_us),
-            format!("{:.1} / {:.1}", rep.idle.max_us / 1000.0, rep.sweeping.max_us / 1000.0),
+            format!(
+                "{:.1} / {:.1}",
+                rep.idle.max_us / 1000.0,
+                rep.sweeping.max_us / 1000.0
+            ),
             (rep.idle.errors + rep.sweeping.errors).to_string(),
         ]);
     }

@@ -20,6 +20,9 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    /// With [`RedisServer::start_tls`]: the TLS port and the CA that signed its certificate
+    /// (the plain port stays for the bench's own INFO and MONITOR).
+    tls: Option<(u16, String)>,
 }
 
 pub fn available() -> Result<(), String> {
@@ -36,17 +39,72 @@ pub fn available() -> Result<(), String> {
     }
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 impl RedisServer {
     pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, &[], None)
+    }
+
+    /// A server with a TLS port too, its certificate signed by a CA made for this run.
+    pub fn start_tls(tag: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("bench-http CA {}", std::process::id()),
+        );
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        let server_key = KeyPair::generate().expect("server key");
+        let server_cert = server_params
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+        let dir = std::env::temp_dir().join(format!("bench-http-{}-{tag}-tls", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path.to_string_lossy().into_owned()
+        };
+        let (cert, key, ca) = (
+            write("server.pem", server_cert.pem()),
+            write("server-key.pem", server_key.serialize_pem()),
+            write("ca.pem", ca_cert.pem()),
+        );
+        let tls_port = free_port();
+        let args = [
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            cert,
+            "--tls-key-file".to_owned(),
+            key,
+            "--tls-ca-cert-file".to_owned(),
+            ca,
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        Self::start_with(tag, &args, Some((tls_port, ca_cert.pem())))
+    }
+
+    fn start_with(tag: &str, extra: &[String], tls: Option<(u16, String)>) -> Self {
         let dir = std::env::temp_dir().join(format!("bench-http-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         for _ in 0..20 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
+            let port = free_port();
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(extra)
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--dir", &dir.to_string_lossy()])
                 .args(["--logfile", &dir.join("redis.log").to_string_lossy()])
@@ -61,7 +119,12 @@ impl RedisServer {
                 }
                 if command(port, &["PING"]).is_ok_and(|r| r == "PONG") {
                     CHILDREN.lock().unwrap().push(child.id());
-                    return Self { child, port, dir };
+                    return Self {
+                        child,
+                        port,
+                        dir,
+                        tls,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -76,6 +139,13 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TLS port's `rediss://` URL and the CA to trust (a server from `start_tls`).
+    pub fn tls(&self) -> Option<(String, String)> {
+        self.tls
+            .as_ref()
+            .map(|(port, ca)| (format!("rediss://127.0.0.1:{port}/"), ca.clone()))
     }
 
     /// One INFO snapshot: calls per command, CPU seconds, memory.

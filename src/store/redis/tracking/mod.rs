@@ -8,6 +8,7 @@
 //!   torn down on any change of the slot map.
 //! - [`socket`]: the sockets of those connections, opened by the store, and how it tells that
 //!   every invalidation that reached one has been applied.
+//! - [`gather`]: the commands connection's writes, held back one pass to leave as one.
 
 use std::{sync::Arc, time::Instant};
 
@@ -18,6 +19,7 @@ use crate::session::Session;
 
 #[cfg(feature = "cluster")]
 pub(super) mod cluster;
+mod gather;
 pub(super) mod server;
 pub(super) mod socket;
 

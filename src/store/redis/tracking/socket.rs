@@ -27,6 +27,8 @@ use std::{
 };
 
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo};
+
+use super::gather::Gathered;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -227,10 +229,6 @@ impl Settled {
 struct Shared {
     stream: Arc<TcpStream>,
     drained: Arc<AtomicBool>,
-    /// The commands connection waits one pass of the runtime before the first write of a
-    /// batch, so that the requests that run meanwhile join the same write.
-    coalesce: bool,
-    deferred: bool,
     /// Until when reading is held back, writing not (fault injection for tests).
     #[cfg(feature = "testing")]
     replies_held: Arc<HoldBack>,
@@ -268,16 +266,10 @@ impl AsyncRead for Shared {
 
 impl AsyncWrite for Shared {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.coalesce && !self.deferred {
-            // Woken by itself, the driver runs again after the tasks already queued.
-            self.deferred = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         loop {
             ready!(self.stream.poll_write_ready(cx))?;
             match self.stream.try_write(buf) {
@@ -287,8 +279,7 @@ impl AsyncWrite for Shared {
         }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.deferred = false;
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
@@ -407,14 +398,14 @@ pub(in crate::store::redis) type Tls = Option<std::convert::Infallible>;
 
 /// Opens a RESP3 connection to the server `info` names on a socket of the store's own (TLS if
 /// the address says so), spawns its driver, and returns it with what tells when it settled.
-/// `coalesce`: the first write of a batch waits one pass of the runtime (the commands
-/// connection: fewer, larger writes under load, for one pass of latency).
+/// `gather`: the first write of a batch waits one pass of the runtime (the commands
+/// connection, over TCP and TLS: fewer, larger writes under load, for one pass of latency).
 async fn open(
     info: &ConnectionInfo,
     #[cfg_attr(not(feature = "redis-tls"), allow(unused_variables))] tls: &Tls,
     pushes: Pushes,
     timeout: Duration,
-    coalesce: bool,
+    gather: bool,
 ) -> Result<(MultiplexedConnection, Arc<Settled>), redis::RedisError> {
     let sender = Arc::clone(&pushes);
     let config = AsyncConnectionConfig::new()
@@ -447,10 +438,6 @@ async fn open(
     let shared = Shared {
         stream: Arc::clone(&stream),
         drained: Arc::clone(&drained),
-        // Over TLS the TLS stream takes the bytes whatever this socket says and writes them
-        // on its flush: holding back here would only add a wake-up.
-        coalesce: coalesce && !matches!(info.addr(), ConnectionAddr::TcpTls { .. }),
-        deferred: false,
         #[cfg(feature = "testing")]
         replies_held: Arc::clone(&replies_held),
         #[cfg(feature = "testing")]
@@ -477,8 +464,9 @@ async fn open(
                 tokio::time::timeout(timeout, tls_connect(host, *insecure, tls.as_ref(), shared))
                     .await
                     .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            let stream = Gathered::new(tls_stream, gather);
             let (connection, driver) =
-                MultiplexedConnection::new_with_config(info.redis_settings(), tls_stream, config)
+                MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
                     .await?;
             (
                 connection,
@@ -494,8 +482,9 @@ async fn open(
             .into())
         }
         _ => {
+            let stream = Gathered::new(shared, gather);
             let (connection, driver) =
-                MultiplexedConnection::new_with_config(info.redis_settings(), shared, config)
+                MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
                     .await?;
             (
                 connection,
