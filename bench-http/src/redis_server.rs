@@ -48,7 +48,7 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start(tag: &str) -> Self {
-        Self::start_with(tag, &[], None)
+        Self::start_with(tag, None)
     }
 
     /// A server with a TLS port too, its certificate signed by a CA made for this run.
@@ -81,30 +81,40 @@ impl RedisServer {
             write("server-key.pem", server_key.serialize_pem()),
             write("ca.pem", ca_cert.pem()),
         );
-        let tls_port = free_port();
-        let args = [
-            "--tls-port".to_owned(),
-            tls_port.to_string(),
-            "--tls-cert-file".to_owned(),
-            cert,
-            "--tls-key-file".to_owned(),
-            key,
-            "--tls-ca-cert-file".to_owned(),
-            ca,
-            "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
-        ];
-        Self::start_with(tag, &args, Some((tls_port, ca_cert.pem())))
+        Self::start_with(tag, Some(([cert, key, ca], ca_cert.pem())))
     }
 
-    fn start_with(tag: &str, extra: &[String], tls: Option<(u16, String)>) -> Self {
+    /// `tls`: the server's certificate, key and CA files, and the CA's PEM for the clients.
+    fn start_with(tag: &str, tls: Option<([String; 3], String)>) -> Self {
         let dir = std::env::temp_dir().join(format!("bench-http-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         for _ in 0..20 {
             let port = free_port();
+            // A fresh TLS port on each try too: either may have been taken meanwhile.
+            let tls = tls
+                .as_ref()
+                .map(|(files, ca_pem)| (free_port(), files, ca_pem));
+            let mut extra = Vec::new();
+            if let Some((tls_port, [cert, key, ca], _)) = &tls {
+                extra.extend(
+                    [
+                        "--tls-port",
+                        &tls_port.to_string(),
+                        "--tls-cert-file",
+                        cert,
+                        "--tls-key-file",
+                        key,
+                        "--tls-ca-cert-file",
+                        ca,
+                        "--tls-auth-clients",
+                        "no",
+                    ]
+                    .map(str::to_owned),
+                );
+            }
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(extra)
+                .args(&extra)
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--dir", &dir.to_string_lossy()])
                 .args(["--logfile", &dir.join("redis.log").to_string_lossy()])
@@ -123,7 +133,7 @@ impl RedisServer {
                         child,
                         port,
                         dir,
-                        tls,
+                        tls: tls.map(|(tls_port, _, ca_pem)| (tls_port, ca_pem.clone())),
                     };
                 }
                 std::thread::sleep(Duration::from_millis(10));
