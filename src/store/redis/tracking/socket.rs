@@ -27,12 +27,12 @@ use std::{
 };
 
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo};
-
-use super::gather::Gathered;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
+
+use super::gather::Gathered;
 
 /// What the store knows about one tracked connection's socket and driver.
 pub(in crate::store::redis) struct Settled {
